@@ -1,0 +1,55 @@
+"""Choosing and describing the compute device."""
+
+import logging
+
+import torch
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: "str | torch.device" = "auto") -> torch.device:
+    """Return the torch device for ``name``: ``auto`` picks CUDA, then Apple MPS, then the CPU.
+
+    Parameters
+    ----------
+    name : {"auto", "cpu", "cuda", "cuda:N", "mps"} or torch.device
+    """
+    if isinstance(name, torch.device):
+        return name
+    key = str(name).strip().lower()
+    if key == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if key == "cpu":
+        return torch.device("cpu")
+    if key.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+        return torch.device(key)
+    if key == "mps":
+        if not _mps_available():
+            raise InputError("device 'mps' was asked for but Apple MPS is not available; use --device cpu or auto")
+        return torch.device("mps")
+    raise InputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+
+
+def describe_device(device: "str | torch.device") -> str:
+    """A short human description, e.g. ``CUDA: NVIDIA H100 80GB HBM3``, ``Apple MPS`` or ``CPU (2 threads)``."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(dev)}"
+    if dev.type == "mps":
+        return "Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"

@@ -1,0 +1,230 @@
+"""Files: atomic writes, never-overwrite naming, image/CSV/JSON input and output.
+
+Rules the whole product follows: an original is never overwritten; every output is written to a temporary
+file in the destination folder and renamed into place, so a crash leaves either the old file or the new one,
+never half of one; an output that exists gets a ``-1``, ``-2``, ... suffix instead of being replaced.
+"""
+
+import csv
+import io as _io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, MicrodiskSRError, OutputError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_DIR_SUFFIX = "_microdisk_sr"
+_TIFF_SUFFIXES = {".tif", ".tiff"}
+_UNIT_BY_TIFF_CODE = {2: "inch", 3: "cm", 4: "mm", 5: "um"}
+_TIFF_CODE_BY_UNIT = {v: k for k, v in _UNIT_BY_TIFF_CODE.items()} | {"µm": 5, "micron": 5, "microns": 5}
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """Physical size of one pixel along y and x."""
+
+    y: float
+    x: float
+    unit: str = ""
+
+    def scaled(self, factor: float) -> "PixelSize":
+        """The pixel size of an image resampled by ``factor`` (x4 upscaling: ``scaled(1 / 4)``)."""
+        return PixelSize(self.y * factor, self.x * factor, self.unit)
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image read from disk with what is known about it."""
+
+    data: np.ndarray
+    path: Path
+    pixel_size: "PixelSize | None" = None
+
+
+def output_dir_for(source: "str | os.PathLike[str]") -> Path:
+    """The sibling folder ``<stem>_microdisk_sr/`` where outputs made from ``source`` go by default."""
+    source = Path(source)
+    return source.parent / f"{source.stem}{OUTPUT_DIR_SUFFIX}"
+
+
+def unique_path(path: "str | os.PathLike[str]") -> Path:
+    """``path`` if nothing is there, else the first free ``<stem>-1<suffix>``, ``<stem>-2<suffix>``, ..."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    stem, suffix = path.stem, path.suffix
+    for n in range(1, 100_000):
+        candidate = path.with_name(f"{stem}-{n}{suffix}")
+        if not candidate.exists():
+            return candidate
+    raise OutputError(f"too many existing outputs named like {path}; clean the folder")
+
+
+def ensure_writable_dir(folder: "str | os.PathLike[str]") -> Path:
+    """Create ``folder`` if needed and prove it is writable by creating and removing a file in it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"output folder {folder} is not writable ({exc.strerror or exc}); choose another") from exc
+    return folder
+
+
+def refuse_input_as_output(output: Path, inputs: Iterable["str | os.PathLike[str]"]) -> None:
+    """Raise if ``output`` is the same file as one of ``inputs``."""
+    out = Path(output).resolve()
+    for source in inputs:
+        if Path(source).resolve() == out:
+            raise OutputError(f"output {output} is the input file itself; originals are never overwritten")
+
+
+def atomic_write(path: "str | os.PathLike[str]", write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    With ``overwrite=False`` (the default) an existing ``path`` is an error: pick the name with
+    :func:`unique_path` first. ``overwrite=True`` is for files the product owns, such as checkpoints.
+    On any failure the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise OutputError(f"{path} exists and is not overwritten")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if not overwrite and path.exists():
+            raise OutputError(f"{path} appeared while writing and is not overwritten")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path: "str | os.PathLike[str]", payload: bytes, *, overwrite: bool = False) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(payload), overwrite=overwrite)
+
+
+def write_json(path: "str | os.PathLike[str]", obj: Any, *, overwrite: bool = False) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return write_bytes(path, text.encode(), overwrite=overwrite)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def write_csv(
+    path: "str | os.PathLike[str]",
+    rows: Sequence[Mapping[str, Any]],
+    fieldnames: "Sequence[str] | None" = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``rows`` (dicts) as CSV; floats keep full precision."""
+    if fieldnames is None:
+        fieldnames = list(dict.fromkeys(k for row in rows for k in row))
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in fieldnames})
+    return write_bytes(path, buf.getvalue().encode(), overwrite=overwrite)
+
+
+def read_csv(path: "str | os.PathLike[str]") -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def read_image(path: "str | os.PathLike[str]") -> ImageFile:
+    """Read a TIFF (with its pixel size, if any) or a PNG/JPEG/BMP image, keeping its dtype."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image {path} does not exist")
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            return _read_tiff(path)
+        import imageio.v3 as iio
+
+        return ImageFile(np.asarray(iio.imread(path)), path)
+    except MicrodiskSRError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from exc
+
+
+def _read_tiff(path: Path) -> ImageFile:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        data = tif.asarray()
+        page = tif.pages.first
+        pixel_size = _tiff_pixel_size(page, tif.imagej_metadata)
+    return ImageFile(np.asarray(data), path, pixel_size)
+
+
+def _tiff_pixel_size(page: Any, imagej: "dict | None") -> "PixelSize | None":
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    xres, yres = (_rational(tags[name].value) for name in ("XResolution", "YResolution"))
+    if not xres or not yres or (xres == 1 and yres == 1):
+        return None
+    unit = ""
+    if imagej and imagej.get("unit"):
+        unit = str(imagej["unit"])
+    elif "ResolutionUnit" in tags:
+        unit = _UNIT_BY_TIFF_CODE.get(int(tags["ResolutionUnit"].value), "")
+    return PixelSize(1.0 / yres, 1.0 / xres, unit)
+
+
+def _rational(value: Any) -> float:
+    if isinstance(value, tuple):
+        num, den = value
+        return num / den if den else 0.0
+    return float(value)
+
+
+def write_tiff(
+    path: "str | os.PathLike[str]",
+    data: np.ndarray,
+    *,
+    pixel_size: "PixelSize | None" = None,
+    description: "Mapping[str, Any] | None" = None,
+) -> Path:
+    """Write ``data`` as a TIFF atomically, never overwriting; RGB(A) when the last axis has 3 or 4 samples."""
+    import tifffile
+
+    kwargs: dict[str, Any] = {"photometric": "rgb" if data.ndim >= 3 and data.shape[-1] in (3, 4) else "minisblack"}
+    if data.ndim >= 3 and data.shape[-1] == 4:
+        kwargs["extrasamples"] = ["unassalpha"]
+    if pixel_size is not None:
+        kwargs["resolution"] = (1.0 / pixel_size.x, 1.0 / pixel_size.y)
+        kwargs["resolutionunit"] = _TIFF_CODE_BY_UNIT.get(pixel_size.unit, 1)
+    if description is not None:
+        kwargs["description"] = json.dumps(description, default=_json_default)
+        kwargs["metadata"] = None
+    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, **kwargs))
+

@@ -1,0 +1,97 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_microdisk_sr.core import io
+from napari_microdisk_sr.core.errors import InputError, OutputError
+
+
+def test_unique_path_adds_numbered_suffix(tmp_path):
+    target = tmp_path / "scene_x4.tif"
+    assert io.unique_path(target) == target
+    target.write_bytes(b"a")
+    assert io.unique_path(target) == tmp_path / "scene_x4-1.tif"
+    (tmp_path / "scene_x4-1.tif").write_bytes(b"b")
+    assert io.unique_path(target) == tmp_path / "scene_x4-2.tif"
+
+
+def test_atomic_write_never_overwrites_and_cleans_up_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    io.write_json(target, {"a": 1})
+    with pytest.raises(OutputError, match="not overwritten"):
+        io.write_json(target, {"a": 2})
+    assert target.read_text().strip().startswith("{")
+
+    def broken(tmp: Path) -> None:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        io.atomic_write(tmp_path / "other.bin", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_write_overwrite_replaces_owned_files(tmp_path):
+    target = tmp_path / "checkpoint.bin"
+    io.write_bytes(target, b"one")
+    io.write_bytes(target, b"two", overwrite=True)
+    assert target.read_bytes() == b"two"
+
+
+def test_ensure_writable_dir_creates_and_refuses(tmp_path):
+    folder = io.ensure_writable_dir(tmp_path / "a" / "b")
+    assert folder.is_dir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="not writable"):
+        io.ensure_writable_dir(blocker / "sub")
+
+
+def test_refuse_input_as_output(tmp_path):
+    source = tmp_path / "in.tif"
+    source.write_bytes(b"x")
+    with pytest.raises(OutputError, match="input file itself"):
+        io.refuse_input_as_output(tmp_path / "." / "in.tif", [source])
+    io.refuse_input_as_output(tmp_path / "other.tif", [source])
+
+
+def test_output_dir_for_is_a_sibling_folder(tmp_path):
+    assert io.output_dir_for(tmp_path / "field_01.tif") == tmp_path / "field_01_microdisk_sr"
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"), [((20, 30), np.uint8), ((20, 30, 3), np.uint16), ((20, 30, 4), np.uint8), ((2, 8, 9), np.float32)]
+)
+def test_tiff_round_trip_keeps_data_and_pixel_size(tmp_path, shape, dtype):
+    rng = np.random.default_rng(0)
+    data = (rng.random(shape) * 200).astype(dtype)
+    path = io.write_tiff(tmp_path / "a.tif", data, pixel_size=io.PixelSize(0.65, 0.65, "um"))
+    back = io.read_image(path)
+    np.testing.assert_array_equal(back.data, data)
+    assert back.pixel_size is not None
+    assert back.pixel_size.x == pytest.approx(0.65, rel=1e-6)
+    assert back.pixel_size.unit == "um"
+    assert back.pixel_size.scaled(1 / 4).y == pytest.approx(0.1625, rel=1e-6)
+
+
+def test_tiff_without_resolution_has_no_pixel_size(tmp_path):
+    path = io.write_tiff(tmp_path / "a.tif", np.zeros((4, 4), np.uint8))
+    assert io.read_image(path).pixel_size is None
+
+
+def test_read_image_errors_are_one_line(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        io.read_image(tmp_path / "missing.tif")
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00garbage")
+    with pytest.raises(InputError, match="cannot read image"):
+        io.read_image(broken)
+
+
+def test_csv_round_trip(tmp_path):
+    rows = [{"image": "a", "psnr": 30.5}, {"image": "mean", "psnr": 31.25}]
+    path = io.write_csv(tmp_path / "m.csv", rows)
+    assert io.read_csv(path) == [{"image": "a", "psnr": "30.5"}, {"image": "mean", "psnr": "31.25"}]
+    assert os.path.getsize(path) > 0
