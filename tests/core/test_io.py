@@ -62,7 +62,8 @@ def test_output_dir_for_is_a_sibling_folder(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("shape", "dtype"), [((20, 30), np.uint8), ((20, 30, 3), np.uint16), ((20, 30, 4), np.uint8), ((2, 8, 9), np.float32)]
+    ("shape", "dtype"),
+    [((20, 30), np.uint8), ((20, 30, 3), np.uint16), ((20, 30, 4), np.uint8), ((2, 8, 9), np.float32)],
 )
 def test_tiff_round_trip_keeps_data_and_pixel_size(tmp_path, shape, dtype):
     rng = np.random.default_rng(0)

@@ -1,0 +1,577 @@
+"""Image quality metrics (PSNR, SSIM, absolute-error maps) and the evaluation of upscaling methods.
+
+Conventions:
+
+- The data range ``R`` of a metric is, unless given: the dtype's full range for integer images (255 for
+  uint8, 65535 for uint16, as in scikit-image; a 12-bit camera in a uint16 file is scored against 65535), and
+  the reference's ``max - min`` for float images.
+- PSNR is ``10 log10(R^2 / MSE)`` over all pixels and channels. Identical images give ``inf``; it stays
+  ``inf`` in :class:`EvalResult` rows and CSV files (written ``inf``), in JSON files it is the string
+  ``"inf"`` (JSON has no infinity), and gains that are not defined (``inf - inf``) are left empty.
+- SSIM is Wang et al.'s (2004): an 11x11 Gaussian window with sigma 1.5, ``K1 = 0.01``, ``K2 = 0.03``,
+  population (co)variances, the mean over the pixels whose window lies inside the image, averaged over colour
+  channels. It equals ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=R, channel_axis=-1)``, computed with OpenCV's filters (faster).
+"""
+
+import logging
+import math
+import os
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from . import infer, io, models
+from .device import resolve_device
+from .errors import InputError
+from .images import Normalization, image_layout, normalizations_for, validate_image
+from .pairs import DEGRADATIONS, degrade
+from .progress import StopFlag, drive
+
+log = logging.getLogger(__name__)
+
+BICUBIC = "bicubic"
+"""The method name of plain bicubic interpolation (OpenCV ``INTER_CUBIC``), the baseline of every gain."""
+PRETRAINED = models.DEFAULT_MODEL
+"""The pretrained model that the second gain column compares with."""
+SCALE = 4
+"""The resolution ratio evaluated."""
+MEAN = "mean"
+"""The ``image`` of the rows averaged over all images."""
+COLUMNS = (
+    "image",
+    "method",
+    "psnr",
+    "ssim",
+    "gain_vs_bicubic_db",
+    "gain_vs_bicubic_pct",
+    "gain_vs_pretrained_db",
+    "gain_vs_pretrained_pct",
+)
+
+_SSIM_SIGMA = 1.5
+_SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5), scikit-image's truncation
+_SSIM_K1, _SSIM_K2 = 0.01, 0.03
+
+
+def psnr(ref: np.ndarray, img: np.ndarray, *, data_range: "float | None" = None) -> float:
+    """Peak signal-to-noise ratio of ``img`` against ``ref``, in dB.
+
+    Parameters
+    ----------
+    ref, img : (H, W) or (H, W, C) ndarray
+        The reference and the image scored, of the same shape (and dtype, unless ``data_range`` is given).
+    data_range : float, optional
+        The range ``R`` of the values; by default the dtype's range (integers) or ``ref``'s ``max - min``.
+
+    Returns
+    -------
+    float
+        ``10 log10(R^2 / MSE)``; ``inf`` for identical images.
+    """
+    ref64, img64, data_range = _prepare(ref, img, data_range)
+    mse = float(np.mean(np.square(ref64 - img64)))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(data_range**2 / mse)
+
+
+def ssim(ref: np.ndarray, img: np.ndarray, *, data_range: "float | None" = None) -> float:
+    """Structural similarity of ``img`` with ``ref`` (Wang et al. 2004, Gaussian window; see module notes).
+
+    Parameters
+    ----------
+    ref, img : (H, W) or (H, W, C) ndarray
+        As for :func:`psnr`; ``H`` and ``W`` at least 11 (the window).
+    data_range : float, optional
+        As for :func:`psnr`.
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``; 1 for identical images. Colour images: the mean over channels.
+    """
+    ref64, img64, data_range = _prepare(ref, img, data_range)
+    window = 2 * _SSIM_RADIUS + 1
+    if min(ref64.shape[:2]) < window:
+        raise InputError(f"SSIM needs images of at least {window}x{window} pixels, got {ref64.shape[:2]}")
+    if ref64.ndim == 2:
+        return _ssim_plane(ref64, img64, data_range)
+    return float(
+        np.mean([_ssim_plane(ref64[..., c], img64[..., c], data_range) for c in range(ref64.shape[2])])
+    )
+
+
+def abs_error(ref: np.ndarray, img: np.ndarray, *, data_range: "float | None" = None) -> np.ndarray:
+    """Per-pixel absolute error, in units of the data range, averaged over colour channels.
+
+    Parameters
+    ----------
+    ref, img, data_range
+        As for :func:`psnr`.
+
+    Returns
+    -------
+    (H, W) float32 ndarray
+        ``|img - ref| / R``: 0 is exact, 1 is off by the whole range.
+    """
+    ref64, img64, data_range = _prepare(ref, img, data_range)
+    error = np.abs(img64 - ref64) / data_range
+    return (error if error.ndim == 2 else error.mean(axis=2)).astype(np.float32)
+
+
+def _prepare(
+    ref: np.ndarray, img: np.ndarray, data_range: "float | None"
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Check a metric's inputs; return them as float64 with the data range."""
+    ref, img = np.asarray(ref), np.asarray(img)
+    if ref.shape != img.shape:
+        raise InputError(f"the images to compare differ in shape: {ref.shape} and {img.shape}")
+    if ref.ndim not in (2, 3) or ref.size == 0:
+        raise InputError(f"expected (H, W) or (H, W, C) images, got shape {ref.shape}")
+    for array in (ref, img):
+        if array.dtype.kind not in "uif":
+            raise InputError(f"cannot score images of dtype {array.dtype}; give integer or float images")
+    if data_range is None:
+        if ref.dtype != img.dtype:
+            raise InputError(f"the images are {ref.dtype} and {img.dtype}: convert one, or give data_range")
+        if ref.dtype.kind in "iu":
+            info = np.iinfo(ref.dtype)
+            data_range = float(info.max) - float(info.min)
+        else:
+            data_range = float(np.max(ref)) - float(np.min(ref))
+            if not data_range > 0:
+                raise InputError("the reference is constant, so it has no data range: give data_range")
+    data_range = float(data_range)
+    if not (math.isfinite(data_range) and data_range > 0):
+        raise InputError(f"data_range must be a positive number, got {data_range}")
+    ref64, img64 = ref.astype(np.float64), img.astype(np.float64)
+    if not (np.isfinite(ref64).all() and np.isfinite(img64).all()):
+        raise InputError("the images to compare hold NaN or Inf values")
+    return ref64, img64, data_range
+
+
+def _ssim_plane(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
+    def blur(a: np.ndarray) -> np.ndarray:
+        size = 2 * _SSIM_RADIUS + 1
+        return cv2.GaussianBlur(a, (size, size), _SSIM_SIGMA, borderType=cv2.BORDER_REFLECT)
+
+    mx, my = blur(x), blur(y)
+    vx = blur(x * x) - mx * mx
+    vy = blur(y * y) - my * my
+    cxy = blur(x * y) - mx * my
+    c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    r = _SSIM_RADIUS
+    return float(s[r:-r, r:-r].mean())
+
+
+@dataclass(frozen=True)
+class EvalEvent:
+    """Progress of an evaluation, yielded after each tile of a model and after each (image, method).
+
+    Attributes
+    ----------
+    done, total : int
+        (image, method) results finished, and their number.
+    image, method : str
+        The image and method being (or just) computed.
+    tiles_done, tiles_total : int
+        Tiles finished of the current model run (0 and 0 for bicubic and for "result finished" events).
+    """
+
+    done: int
+    total: int
+    image: str
+    method: str
+    tiles_done: int = 0
+    tiles_total: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class EvalResult:
+    """The scores of an evaluation.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One row per image and method, then one per method with ``image="mean"``; keys are :data:`COLUMNS`.
+        ``psnr`` in dB, ``ssim`` in [-1, 1], gains in dB and in % of the reference method's PSNR (for the mean
+        rows, from the mean PSNRs); a gain is None when its reference method was not evaluated.
+    methods : tuple of str
+        The methods as given.
+    images : tuple of str
+        The image names.
+    degradation : str or None
+        How LR images were made from HR ones; None when LR images were given.
+    seed : int
+        Seed of the degradation.
+    models : dict
+        For each model method: ``{"name", "source", "sha256"}`` of the weights used.
+    error_maps : dict
+        ``{(image, method): (H, W) float32 ndarray}`` of absolute errors in units of the data range (see
+        :func:`abs_error`), when asked for; else empty.
+    """
+
+    rows: list[dict[str, Any]]
+    methods: tuple[str, ...]
+    images: tuple[str, ...]
+    degradation: "str | None"
+    seed: int
+    models: dict[str, dict[str, str]] = field(default_factory=dict)
+    error_maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def to_csv(self, path: "str | os.PathLike[str]") -> Path:
+        """Write the rows as CSV (columns :data:`COLUMNS`; ``inf`` for infinite PSNR, empty for None).
+
+        Atomic, and never overwrites: an existing ``path`` is an :class:`~.errors.OutputError`.
+        """
+        return io.write_csv(path, self.rows, COLUMNS)
+
+    def to_json(self, path: "str | os.PathLike[str]") -> Path:
+        """Write the rows and how they were made as JSON (infinity as ``"inf"``); atomic, never overwrites."""
+        payload = {
+            "scale": SCALE,
+            "degradation": self.degradation,
+            "seed": self.seed,
+            "methods": list(self.methods),
+            "images": list(self.images),
+            "models": self.models,
+            "rows": [{key: _json_number(value) for key, value in row.items()} for row in self.rows],
+        }
+        return io.write_json(path, payload)
+
+    def table(self) -> str:
+        """The rows as an aligned text table (PSNR and gains to 2 decimals, SSIM to 4)."""
+        header = (
+            "image",
+            "method",
+            "PSNR dB",
+            "SSIM",
+            "dB vs bicubic",
+            "% vs bicubic",
+            f"dB vs {PRETRAINED}",
+            f"% vs {PRETRAINED}",
+        )
+        body = [
+            (
+                str(row["image"]),
+                str(row["method"]),
+                _fmt(row["psnr"], 2),
+                _fmt(row["ssim"], 4),
+                _fmt(row["gain_vs_bicubic_db"], 2, sign=True),
+                _fmt(row["gain_vs_bicubic_pct"], 1, sign=True),
+                _fmt(row["gain_vs_pretrained_db"], 2, sign=True),
+                _fmt(row["gain_vs_pretrained_pct"], 1, sign=True),
+            )
+            for row in self.rows
+        ]
+        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            )
+            for line in [header, *body]
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def _fmt(value: "float | None", digits: int, *, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One image to score: its name, the HR reference, the LR input if given, and their value mappings."""
+
+    index: int
+    name: str
+    hr: np.ndarray
+    hr_norm: Normalization
+    lr: "np.ndarray | None"
+    lr_norm: Normalization
+
+
+def evaluate(
+    hr_images: Sequence[np.ndarray],
+    methods: Sequence[str],
+    *,
+    lr_images: "Sequence[np.ndarray] | None" = None,
+    degradation: str = "bicubic",
+    names: "Sequence[str] | None" = None,
+    device: "str | torch.device" = "auto",
+    tile: int = infer.DEFAULT_TILE,
+    error_maps: bool = False,
+    stop: "StopFlag | None" = None,
+    seed: int = 0,
+) -> Generator[EvalEvent, None, "EvalResult | None"]:
+    """Score x4 upscaling methods against high-resolution references, as a job generator.
+
+    Each LR image is made from its HR image by :func:`~.pairs.degrade` (HR first cropped at the bottom and
+    right to a multiple of 4; the LR rounded to the HR's dtype, as a camera would store it), unless
+    ``lr_images`` are given. Every method upscales the LR image and its output is compared with the HR
+    image, in the HR's value mapping (integers: dtype range; floats: the HR's min-max), with data range 1
+    (:func:`psnr`, :func:`ssim`). Arguments are checked when ``evaluate`` is called; the generator does the
+    work (loading the models first), yields :class:`EvalEvent` and returns the :class:`EvalResult`.
+
+    Parameters
+    ----------
+    hr_images : sequence of (H, W), (H, W, 3) or (H, W, 4) ndarray
+        References, integer or float; alpha is ignored.
+    methods : sequence of str
+        ``"bicubic"``, model registry names (``models.REGISTRY``) or paths of model files, each once.
+    lr_images : sequence of ndarray, optional
+        Registered LR acquisitions, one per HR image, exactly 1/4 of its height and width, with the same
+        channels.
+    degradation : {"bicubic", "realistic"}
+        How LR images are made from HR ones when not given.
+    names : sequence of str, optional
+        Image names for the rows (default ``image1``, ``image2``, ...); unique, and not ``"mean"``.
+    device : str or torch.device
+        Where the models run (``"auto"``: CUDA, then MPS, then CPU).
+    tile : int
+        Tile side in LR pixels for the models (0: whole images).
+    error_maps : bool
+        Keep per-image absolute-error maps in the result.
+    stop : StopFlag, optional
+        Checked between steps and tiles; once set, the job returns None.
+    seed : int
+        Seed of the realistic degradation (image ``i`` uses the stream ``(seed, i)``).
+
+    Returns
+    -------
+    Generator[EvalEvent, None, EvalResult or None]
+    """
+    methods = _check_methods(methods)
+    names = _check_names(names, len(hr_images))
+    if degradation not in DEGRADATIONS:
+        raise InputError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    infer.UpscaleConfig(tile=tile, device=str(device))  # validates tile and device
+    target = resolve_device(device)
+    cases = _cases(hr_images, lr_images, names)
+    return _evaluate_job(
+        cases,
+        methods,
+        device=target,
+        tile=tile,
+        error_maps=error_maps,
+        stop=stop,
+        degradation=None if lr_images is not None else degradation,
+        seed=int(seed),
+    )
+
+
+def evaluate_all(
+    hr_images: Sequence[np.ndarray],
+    methods: Sequence[str],
+    *,
+    on_event: "Callable[[EvalEvent], None] | None" = None,
+    **options: Any,
+) -> "EvalResult | None":
+    """Run :func:`evaluate` to its end and return its result (None if ``options["stop"]`` was set).
+
+    ``on_event`` is called with each :class:`EvalEvent`; ``options`` are :func:`evaluate`'s keywords.
+    """
+    return drive(evaluate(hr_images, methods, **options), on_event)
+
+
+def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(methods, str) or not methods:
+        raise InputError("give a list of one or more methods, e.g. ['bicubic', 'realesrgan-x4plus']")
+    methods = tuple(methods)
+    for method in methods:
+        if not isinstance(method, str) or not method:
+            raise InputError(f"a method must be a non-empty string, got {method!r}")
+        if method == BICUBIC or method in models.REGISTRY or Path(method).is_file():
+            continue
+        if Path(method).suffix or os.sep in method or "/" in method:
+            raise InputError(f"model file {method} does not exist; check the path")
+        raise InputError(
+            f"unknown method {method!r}: use 'bicubic', a model name ({', '.join(models.REGISTRY)}) "
+            "or the path of a model file"
+        )
+    duplicated = sorted({m for m in methods if methods.count(m) > 1})
+    if duplicated:
+        raise InputError(f"method(s) given more than once: {', '.join(duplicated)}")
+    return methods
+
+
+def _check_names(names: "Sequence[str] | None", count: int) -> tuple[str, ...]:
+    if count == 0:
+        raise InputError("give at least one HR image to evaluate")
+    if names is None:
+        return tuple(f"image{i + 1}" for i in range(count))
+    names = tuple(str(name) for name in names)
+    if len(names) != count:
+        raise InputError(f"{len(names)} name(s) for {count} image(s)")
+    if len(set(names)) != count or MEAN in names:
+        raise InputError(f"image names must be unique and not {MEAN!r}: {', '.join(names)}")
+    return names
+
+
+def _color(image: np.ndarray, what: str) -> np.ndarray:
+    """The gray or RGB values of a 2D image (alpha dropped), validated."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    validate_image(image)
+    layout = image_layout(image.shape)
+    if layout.leading:
+        raise InputError(
+            f"{what} has shape {image.shape}; evaluate 2D gray or RGB images (split stacks first)"
+        )
+    return image[..., :3] if layout.has_alpha else image
+
+
+def _cases(
+    hr_images: Sequence[np.ndarray], lr_images: "Sequence[np.ndarray] | None", names: Sequence[str]
+) -> list[_Case]:
+    """Check the images and pair them; HR images without LR are cropped to a multiple of the scale."""
+    if lr_images is not None and len(lr_images) != len(hr_images):
+        raise InputError(f"{len(hr_images)} HR image(s) but {len(lr_images)} LR image(s): give one LR per HR")
+    cases = []
+    for i, name in enumerate(names):
+        hr = _color(hr_images[i], f"HR image {name}")
+        hr_norm = normalizations_for(hr, image_layout(hr.shape))[0]
+        if lr_images is None:
+            h, w = (hr.shape[0] // SCALE) * SCALE, (hr.shape[1] // SCALE) * SCALE
+            if h < SCALE * 3 or w < SCALE * 3:
+                raise InputError(f"HR image {name} ({hr.shape[0]}x{hr.shape[1]}) is too small to evaluate x4")
+            hr, lr, lr_norm = hr[:h, :w], None, hr_norm
+        else:
+            lr = _color(lr_images[i], f"LR image {name}")
+            lr_norm = normalizations_for(lr, image_layout(lr.shape))[0]
+            if hr.shape[:2] != (lr.shape[0] * SCALE, lr.shape[1] * SCALE) or hr.ndim != lr.ndim:
+                raise InputError(
+                    f"image {name}: HR {hr.shape} must be exactly {SCALE}x the LR {lr.shape} in height and "
+                    "width, with the same channels"
+                )
+        if min(hr.shape[:2]) < 2 * _SSIM_RADIUS + 1:
+            raise InputError(f"HR image {name} ({hr.shape[0]}x{hr.shape[1]}) is smaller than the SSIM window")
+        cases.append(_Case(i, name, hr, hr_norm, lr, lr_norm))
+    return cases
+
+
+def _evaluate_job(
+    cases: Sequence[_Case],
+    methods: Sequence[str],
+    *,
+    device: torch.device,
+    tile: int,
+    error_maps: bool,
+    stop: "StopFlag | None",
+    degradation: "str | None",
+    seed: int,
+) -> Generator[EvalEvent, None, "EvalResult | None"]:
+    # Held on the CPU: each upscaling job runs on its own copy on ``device``.
+    loaded = {method: models.load_model(method, device="cpu") for method in methods if method != BICUBIC}
+    for method, model in loaded.items():
+        if model.spec.scale != SCALE:
+            raise InputError(f"model {method} upscales x{model.spec.scale}; evaluation is x{SCALE}")
+    total = len(cases) * len(methods)
+    scores: dict[tuple[str, str], tuple[float, float]] = {}
+    maps: dict[tuple[str, str], np.ndarray] = {}
+    done = 0
+    for case in cases:
+        lr = case.lr if degradation is None else _synthetic_lr(case, degradation, seed)
+        ref = case.hr_norm.to_unit(case.hr)
+        for method in methods:
+            if stop is not None and stop.is_set():
+                return None
+            if method == BICUBIC:
+                output = _bicubic(lr, case.lr_norm)
+            else:
+                job = infer.upscale(lr, loaded[method], tile=tile, device=device, stop=stop)
+                output = yield from _relay(job, done, total, case.name, method)
+                if output is None:
+                    return None
+            out = case.lr_norm.to_unit(output)
+            scores[case.name, method] = (psnr(ref, out, data_range=1.0), ssim(ref, out, data_range=1.0))
+            if error_maps:
+                maps[case.name, method] = abs_error(ref, out, data_range=1.0)
+            done += 1
+            log.info("%s, %s: PSNR %.2f dB, SSIM %.4f", case.name, method, *scores[case.name, method])
+            yield EvalEvent(done, total, case.name, method)
+    names = [case.name for case in cases]
+    return EvalResult(
+        rows=_rows(scores, names, methods),
+        methods=tuple(methods),
+        images=tuple(names),
+        degradation=degradation,
+        seed=seed,
+        models={m: {"name": lm.name, "source": lm.source, "sha256": lm.sha256} for m, lm in loaded.items()},
+        error_maps=maps,
+    )
+
+
+def _relay(
+    job: Generator[infer.TileEvent, None, "np.ndarray | None"], done: int, total: int, image: str, method: str
+) -> Generator[EvalEvent, None, "np.ndarray | None"]:
+    """Run an upscaling job, turning its tile events into evaluation events; return its result."""
+    while True:
+        try:
+            tile_event = next(job)
+        except StopIteration as finished:
+            return finished.value
+        yield EvalEvent(done, total, image, method, tile_event.done, tile_event.total)
+
+
+def _synthetic_lr(case: _Case, degradation: str, seed: int) -> np.ndarray:
+    """The LR image made from ``case.hr``, rounded to its dtype (as a camera would store it)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(case.index,)))
+    unit = degrade(case.hr_norm.to_unit(case.hr), kind=degradation, scale=SCALE, rng=rng)
+    return case.hr_norm.from_unit(unit)
+
+
+def _bicubic(lr: np.ndarray, norm: Normalization) -> np.ndarray:
+    """Bicubic x4 interpolation (OpenCV ``INTER_CUBIC``), in the LR's dtype and range."""
+    h, w = lr.shape[:2]
+    up = cv2.resize(norm.to_unit(lr), (w * SCALE, h * SCALE), interpolation=cv2.INTER_CUBIC)
+    return norm.from_unit(up)
+
+
+def _rows(
+    scores: dict[tuple[str, str], tuple[float, float]], names: Sequence[str], methods: Sequence[str]
+) -> list[dict[str, Any]]:
+    scores = dict(scores)
+    for method in methods:
+        per_image = np.array([scores[image, method] for image in names])
+        scores[MEAN, method] = (float(per_image[:, 0].mean()), float(per_image[:, 1].mean()))
+    return [_row(image, method, scores) for image in [*names, MEAN] for method in methods]
+
+
+def _row(image: str, method: str, scores: dict[tuple[str, str], tuple[float, float]]) -> dict[str, Any]:
+    """The row of ``(image, method)`` with its gains over the reference methods scored on the same image."""
+    psnr_db, ssim_value = scores[image, method]
+    row: dict[str, Any] = {"image": image, "method": method, "psnr": psnr_db, "ssim": ssim_value}
+    for reference, column in ((BICUBIC, "gain_vs_bicubic"), (PRETRAINED, "gain_vs_pretrained")):
+        db = pct = None
+        if (image, reference) in scores:
+            base = scores[image, reference][0]
+            db = _defined(psnr_db - base)
+            pct = _defined(100.0 * (psnr_db - base) / base) if db is not None and base != 0 else None
+        row[f"{column}_db"], row[f"{column}_pct"] = db, pct
+    return row
+
+
+def _defined(value: float) -> "float | None":
+    return None if math.isnan(value) else value

@@ -1,0 +1,651 @@
+"""High-resolution crops -> (LR, HR) training pairs: a degradation model, augmentation, seeded sampling.
+
+Fine-tuning needs low-resolution inputs whose high-resolution truth is known. Two sources are supported:
+
+- **synthetic** (the default): square HR patches are cut from the crops and a degradation (:func:`degrade`)
+  makes their LR counterparts, either the study's bicubic down-sampling or a realistic microscope model with
+  blur, camera-pixel integration and Poisson-Gaussian noise;
+- **paired**: registered LR and HR acquisitions of the same fields (a 4X and a 16X image, say) are given, and
+  aligned patches are cut from both.
+
+Every pair is a pure function of ``(seed, epoch, index)``: it has its own random stream, so an epoch gives
+the same pairs in the same order whatever the batch size, and training resumes exactly from any batch.
+
+Values are float32 in ``[0, 1]``: integer images map by their dtype's full range (as at inference), float
+images by their own minimum and maximum. Gray images are replicated to three channels unless one channel is
+asked for; an alpha channel is dropped (it is never learned).
+"""
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import io
+from .device import resolve_device
+from .errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+DEGRADATIONS = ("bicubic", "realistic")
+SMALL_CROP_POLICIES = ("pad", "refuse")
+
+# The realistic degradation's ranges (see :func:`degrade` for why these values).
+BLUR_SIGMA_RANGE = (0.3, 2.5)  # Gaussian PSF sigma, HR pixels
+ANISOTROPIC_PROBABILITY = 0.3  # share of elongated (rotated, two-sigma) PSFs
+AREA_PROBABILITY = 0.5  # share of area (camera-pixel) down-sampling; the rest is antialiased bicubic
+PHOTON_RANGE = (100.0, 10_000.0)  # expected photo-electrons at full scale, drawn log-uniformly
+READ_NOISE_RANGE = (0.001, 0.01)  # Gaussian read-noise sigma, fraction of full scale
+
+# Domains of the per-pair random streams, so that training, validation and splits never share numbers.
+_TRAIN, _VALIDATION, _SPLIT = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """How training pairs are made.
+
+    Attributes
+    ----------
+    patch : int
+        Side of the square HR patches in pixels; a multiple of ``scale`` (the LR patch is ``patch // scale``).
+    scale : int
+        Resolution ratio between HR and LR, at least 2.
+    degradation : {"bicubic", "realistic"}
+        How synthetic LR patches are made (see :func:`degrade`); unused in paired mode.
+    pairs_per_epoch : int
+        Number of pairs in one epoch.
+    augment : bool
+        Apply a random flip/90-degree rotation (one of the 8 symmetries of the square) to each pair.
+    seed : int
+        Seed of every random choice (non-negative).
+    small_crops : {"pad", "refuse"}
+        What to do with a crop smaller than ``patch``: mirror-pad it to the patch size, or raise.
+    channels : {3, 1}
+        Channels of the pairs: 3 (gray crops replicated) or 1 (gray crops only).
+    """
+
+    patch: int = 128
+    scale: int = 4
+    degradation: str = "bicubic"
+    pairs_per_epoch: int = 500
+    augment: bool = True
+    seed: int = 0
+    small_crops: str = "pad"
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("patch", "scale", "pairs_per_epoch", "seed", "channels"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise InputError(f"{name} must be an integer, got {value!r}")
+        if self.scale < 2:
+            raise InputError(f"scale must be at least 2, got {self.scale}")
+        if self.patch < self.scale or self.patch % self.scale:
+            raise InputError(
+                f"patch {self.patch} must be a positive multiple of the scale {self.scale} "
+                f"(e.g. {max(self.scale, self.patch - self.patch % self.scale)})"
+            )
+        if self.pairs_per_epoch < 1:
+            raise InputError(f"pairs_per_epoch must be at least 1, got {self.pairs_per_epoch}")
+        if self.seed < 0:
+            raise InputError(f"seed must be non-negative, got {self.seed}")
+        if self.degradation not in DEGRADATIONS:
+            raise InputError(
+                f"unknown degradation {self.degradation!r}; choose one of {', '.join(DEGRADATIONS)}"
+            )
+        if self.small_crops not in SMALL_CROP_POLICIES:
+            raise InputError(
+                f"small_crops must be one of {', '.join(SMALL_CROP_POLICIES)}, got {self.small_crops!r}"
+            )
+        if self.channels not in (1, 3):
+            raise InputError(f"channels must be 1 or 3, got {self.channels}")
+        if not isinstance(self.augment, (bool, np.bool_)):
+            raise InputError(f"augment must be True or False, got {self.augment!r}")
+
+
+class _Degradation(NamedTuple):
+    """The random draws of one realistic degradation."""
+
+    kernel: "np.ndarray | None"  # (k, k) float32 HR blur kernel summing to 1, or None
+    area: bool  # area (True) or antialiased bicubic (False) down-sampling
+    photons: float  # expected photo-electrons at full scale; 0 means no noise
+    read_noise: float  # Gaussian read-noise sigma, fraction of full scale
+
+
+_BICUBIC = _Degradation(kernel=None, area=False, photons=0.0, read_noise=0.0)
+
+
+def degrade(
+    hr: np.ndarray, *, kind: str = "bicubic", scale: int = 4, rng: "np.random.Generator | None" = None
+) -> np.ndarray:
+    """Make the low-resolution counterpart of a high-resolution image.
+
+    ``"bicubic"`` is the study's degradation: antialiased bicubic down-sampling (the kernel widened by the
+    scale, as MATLAB's ``imresize`` and PIL do; ``torch.nn.functional.interpolate(..., antialias=True)``).
+    It is deterministic and noise-free.
+
+    ``"realistic"`` models a lower-magnification microscope acquisition of the same field, in the order
+    light meets it:
+
+    1. Optical blur, a Gaussian PSF in HR pixels, isotropic (sigma 0.3-2.5) or, for 30 % of images,
+       anisotropic (two sigmas in the same range, random orientation: astigmatism, a tilted sample, stage
+       drift). Why 0.3-2.5: the LR objective's PSF, less the blur the HR image already has, spans from
+       almost nothing (an under-sampled camera, where pixel integration dominates) to about 0.6 LR pixel
+       = 2.4 HR pixels (a Nyquist-sampled, lower-NA objective; the synthetic scenes of ``core.sample`` use
+       that value).
+    2. Down-sampling by ``scale``: area averaging for half the images (a camera pixel integrates the light
+       over its area; exact binning for an integer scale), antialiased bicubic for the others (LR images
+       that were resampled digitally, and the study's convention).
+    3. Poisson-Gaussian sensor noise at LR resolution: photon shot noise with 100-10,000 expected
+       photo-electrons at full scale (drawn log-uniformly: a signal-to-noise ratio of 10 to 100 at white,
+       from dim fluorescence to a well-exposed bright-field on an 8- to 16-bit camera), plus Gaussian read
+       noise with sigma 0.1-1 % of full scale (0.3-2.6 grey levels at 8 bits: read noise, dark current and
+       quantisation). Colour channels get independent noise; a gray image one noise field.
+
+    The result is clipped to ``[0, 1]``.
+
+    Parameters
+    ----------
+    hr : (H, W) or (H, W, C) ndarray
+        Float values in ``[0, 1]``; ``H`` and ``W`` multiples of ``scale``. Pass gray images as ``(H, W)``
+        so that the noise is the same in every channel they are later replicated to.
+    kind : {"bicubic", "realistic"}
+        The degradation.
+    scale : int
+        Down-sampling factor, at least 2.
+    rng : numpy.random.Generator, optional
+        Source of the realistic degradation's random draws (required for it; unused by ``"bicubic"``).
+
+    Returns
+    -------
+    (H // scale, W // scale) or (H // scale, W // scale, C) float32 ndarray
+        In ``[0, 1]``.
+
+    Raises
+    ------
+    InputError
+        For an unknown ``kind``, a missing ``rng``, a bad shape, or a size not divisible by ``scale``.
+    """
+    if kind not in DEGRADATIONS:
+        raise InputError(f"unknown degradation {kind!r}; choose one of {', '.join(DEGRADATIONS)}")
+    if kind == "realistic" and rng is None:
+        raise InputError("the realistic degradation is random: pass rng=np.random.default_rng(seed)")
+    hr = np.asarray(hr)
+    if hr.ndim not in (2, 3) or hr.dtype.kind not in "uif":
+        raise InputError(f"expected an (H, W) or (H, W, C) image, got shape {hr.shape} of {hr.dtype}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 2:
+        raise InputError(f"scale must be an integer of at least 2, got {scale!r}")
+    if hr.shape[0] % scale or hr.shape[1] % scale or hr.shape[0] == 0 or hr.shape[1] == 0:
+        raise InputError(
+            f"image size {hr.shape[:2]} must be non-zero multiples of the scale {scale}; crop it first"
+        )
+    chw = hr[None] if hr.ndim == 2 else np.moveaxis(hr, -1, 0)
+    chw = np.ascontiguousarray(chw, dtype=np.float32)
+    (lr,) = _degrade_patches([chw], kind=kind, scale=scale, rngs=[rng])
+    return lr[0] if hr.ndim == 2 else np.moveaxis(lr, 0, -1)
+
+
+def _degrade_patches(
+    patches: Sequence[np.ndarray], *, kind: str, scale: int, rngs: Sequence["np.random.Generator | None"]
+) -> list[np.ndarray]:
+    """Degrade same-sized ``(c, H, W)`` float32 patches, each with its own random stream.
+
+    Blur and noise run per patch (each has its own PSF and noise level); the down-sampling runs on all
+    planes at once.
+    """
+    draws = [_draw_degradation(rng) if kind == "realistic" else _BICUBIC for rng in rngs]
+    planes = np.concatenate([_blur(patch, draw.kernel) for patch, draw in zip(patches, draws, strict=True)])
+    area = np.concatenate(
+        [np.full(len(patch), draw.area) for patch, draw in zip(patches, draws, strict=True)]
+    )
+    small = _downsample(planes, area, scale)
+    bounds = np.cumsum([0, *(len(patch) for patch in patches)])
+    out = []
+    for draw, rng, start, stop in zip(draws, rngs, bounds[:-1], bounds[1:], strict=True):
+        lr = small[start:stop]
+        if draw.photons:
+            lr = rng.poisson(lr * draw.photons) / draw.photons + rng.normal(0.0, draw.read_noise, lr.shape)
+            lr = np.clip(lr, 0.0, 1.0).astype(np.float32)
+        out.append(lr)
+    return out
+
+
+def _draw_degradation(rng: np.random.Generator) -> _Degradation:
+    low, high = BLUR_SIGMA_RANGE
+    if rng.random() < ANISOTROPIC_PROBABILITY:
+        sigmas = rng.uniform(low, high, size=2)
+        angle = rng.uniform(0.0, math.pi)
+    else:
+        sigmas = np.full(2, rng.uniform(low, high))
+        angle = 0.0
+    area = bool(rng.random() < AREA_PROBABILITY)
+    photons = float(np.exp(rng.uniform(*np.log(PHOTON_RANGE))))
+    read_noise = float(rng.uniform(*READ_NOISE_RANGE))
+    return _Degradation(_gaussian_kernel(sigmas, angle), area, photons, read_noise)
+
+
+def _gaussian_kernel(sigmas: np.ndarray, angle: float) -> np.ndarray:
+    """A ``(k, k)`` Gaussian kernel with principal sigmas ``sigmas`` rotated by ``angle``, summing to 1."""
+    radius = math.ceil(3.0 * float(sigmas.max()))
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    inverse_cov = rotation @ np.diag(1.0 / sigmas**2) @ rotation.T
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    yy, xx = np.meshgrid(offsets, offsets, indexing="ij")
+    points = np.stack([xx, yy], axis=-1)
+    kernel = np.exp(-0.5 * np.einsum("...i,ij,...j->...", points, inverse_cov, points))
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def _blur(patch: np.ndarray, kernel: "np.ndarray | None") -> np.ndarray:
+    if kernel is None:
+        return patch
+    return np.stack([cv2.filter2D(plane, -1, kernel, borderType=cv2.BORDER_REFLECT_101) for plane in patch])
+
+
+def _downsample(planes: np.ndarray, area: np.ndarray, scale: int) -> np.ndarray:
+    """Down-sample ``(N, H, W)`` planes by ``scale``: area averaging where ``area``, else bicubic."""
+    n, h, w = planes.shape
+    src = torch.from_numpy(planes).unsqueeze(1)
+    out = torch.empty((n, 1, h // scale, w // scale), dtype=torch.float32)
+    area_t = torch.from_numpy(area)
+    if area.any():
+        out[area_t] = F.avg_pool2d(src[area_t], scale)
+    if not area.all():
+        cubic = F.interpolate(
+            src[~area_t], size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False
+        )
+        out[~area_t] = cubic.clamp_(0.0, 1.0)
+    return out.squeeze(1).numpy()
+
+
+def _pair_rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def _dihedral(patch: np.ndarray, k: int) -> np.ndarray:
+    """Symmetry ``k`` (0-7) of the square on a ``(c, h, w)`` patch: ``k % 4`` quarter turns, then a flip."""
+    out = np.rot90(patch, k % 4, axes=(1, 2))
+    return out[:, :, ::-1] if k >= 4 else out  # k >= 4: flipped left-right
+
+
+class PairSampler:
+    """Seeded (LR, HR) patch pairs drawn from high-resolution crops, epoch by epoch.
+
+    Each pair picks a crop uniformly (every crop, one disk, weighs the same whatever its size), a patch
+    position uniformly inside it, a symmetry of the square (when augmenting) and, in synthetic mode, a
+    degradation. All of it comes from the pair's own random stream, seeded by ``(seed, epoch, index)``.
+
+    Parameters
+    ----------
+    hr_images : sequence of (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) ndarray
+        High-resolution crops of any integer or float dtype (see the module notes for value mapping).
+    config : PairConfig, optional
+        Patch size, scale, degradation, ... (the defaults of :class:`PairConfig` when not given).
+    lr_images : sequence of ndarray, optional
+        Paired mode: the registered low-resolution acquisition of each crop, exactly ``1 / scale`` of its
+        height and width. Patches are then cut from both at the same place and ``config.degradation`` is
+        unused.
+
+    Raises
+    ------
+    InputError
+        For no images, unsupported shapes or dtypes, non-finite values, LR/HR sizes that do not match, RGB
+        images with ``channels=1``, or (with ``small_crops="refuse"``) crops smaller than the patch.
+
+    Notes
+    -----
+    Crops smaller than the patch are mirror-padded with the edge pixel repeated (numpy's ``"symmetric"``):
+    that padding commutes with area down-sampling on the LR pixel grid, so padded paired crops stay aligned.
+    """
+
+    def __init__(
+        self,
+        hr_images: Sequence[np.ndarray],
+        config: "PairConfig | None" = None,
+        *,
+        lr_images: "Sequence[np.ndarray] | None" = None,
+    ) -> None:
+        self.config = PairConfig() if config is None else config
+        if isinstance(hr_images, np.ndarray) or len(hr_images) == 0:
+            raise InputError("give a list of one or more HR crops")
+        if lr_images is not None and (isinstance(lr_images, np.ndarray) or len(lr_images) != len(hr_images)):
+            count = 1 if isinstance(lr_images, np.ndarray) else len(lr_images)
+            raise InputError(
+                f"{len(hr_images)} HR image(s) but {count} LR image(s): give one LR image per HR image"
+            )
+        channels = self.config.channels
+        hr = [_as_unit_chw(image, f"HR image {i}", channels) for i, image in enumerate(hr_images)]
+        lr = None
+        if lr_images is not None:
+            lr = [_as_unit_chw(image, f"LR image {i}", channels) for i, image in enumerate(lr_images)]
+            _check_paired(hr, lr, self.config.scale)
+        self._hr, self._lr = self._fit_to_patch(hr, lr)
+
+    @property
+    def paired(self) -> bool:
+        """Whether the pairs are cut from given LR/HR images (rather than synthesised)."""
+        return self._lr is not None
+
+    def __len__(self) -> int:
+        return self.config.pairs_per_epoch
+
+    def _fit_to_patch(
+        self, hr: list[np.ndarray], lr: "list[np.ndarray] | None"
+    ) -> tuple[list[np.ndarray], "list[np.ndarray] | None"]:
+        scale, patch = self.config.scale, self.config.patch
+        small = [i for i, image in enumerate(hr) if min(image.shape[1:]) < patch]
+        if not small:
+            return hr, lr
+        sizes = ", ".join(f"{i} ({hr[i].shape[1]}x{hr[i].shape[2]})" for i in small[:5])
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        if self.config.small_crops == "refuse":
+            raise InputError(
+                f"{len(small)} HR crop(s) are smaller than the {patch} px patch: {sizes}{more}; "
+                "use a smaller patch, larger crop margins, or small_crops='pad'"
+            )
+        log.info(
+            "mirror-padding %d crop(s) smaller than the %d px patch: %s%s", len(small), patch, sizes, more
+        )
+        # Pad on the LR grid (patch // scale), so that padded paired crops stay aligned.
+        for i in small:
+            _, h, w = hr[i].shape
+            need_y, need_x = (-(-max(0, patch - size) // scale) for size in (h, w))
+            pads = ((need_y // 2, need_y - need_y // 2), (need_x // 2, need_x - need_x // 2))
+            hr[i] = _pad(hr[i], [(a * scale, b * scale) for a, b in pads])
+            if lr is not None:
+                lr[i] = _pad(lr[i], pads)
+        return hr, lr
+
+    def pairs(self, epoch: int, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs ``indices`` of ``epoch``, as arrays.
+
+        Parameters
+        ----------
+        epoch : int
+            Epoch number, from 0.
+        indices : sequence of int
+            Pair numbers within the epoch (any non-negative integers; ``range(len(self))`` is one epoch).
+
+        Returns
+        -------
+        lr : (N, C, patch // scale, patch // scale) float32 ndarray
+        hr : (N, C, patch, patch) float32 ndarray
+            In ``[0, 1]``; ``C`` is ``config.channels``.
+        """
+        epoch = _non_negative_int(epoch, "epoch")
+        indices = [_non_negative_int(i, "pair index") for i in indices]
+        if not indices:
+            raise InputError("no pair indices given")
+        seed = self.config.seed
+        rngs = [_pair_rng(seed, _TRAIN, epoch, i) for i in indices]
+        images = [int(rng.integers(len(self._hr))) for rng in rngs]
+        return self._make(rngs, images, augment=self.config.augment)
+
+    def batches(
+        self, epoch: int, batch_size: int, *, device: "str | torch.device" = "cpu", first_batch: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Iterate over one epoch in batches.
+
+        Parameters
+        ----------
+        epoch : int
+            Epoch number, from 0; the same epoch always gives the same batches.
+        batch_size : int
+            Pairs per batch; the last batch holds the remainder.
+        device : str or torch.device
+            Where the tensors go (``"auto"`` as in :func:`~.device.resolve_device`).
+        first_batch : int
+            Skip the batches before this one without computing them (to resume an epoch).
+
+        Returns
+        -------
+        Iterator of (lr, hr)
+            ``lr`` is a ``(B, C, patch // scale, patch // scale)`` and ``hr`` a ``(B, C, patch, patch)``
+            float32 Tensor, in ``[0, 1]``, on ``device``. The arguments are checked when ``batches`` is
+            called; each batch is made when it is asked for.
+        """
+        epoch = _non_negative_int(epoch, "epoch")
+        batch_size = _non_negative_int(batch_size, "batch_size")
+        if batch_size == 0:
+            raise InputError("batch_size must be at least 1")
+        n_batches = -(-len(self) // batch_size)
+        first_batch = _non_negative_int(first_batch, "first_batch")
+        if first_batch > n_batches:
+            raise InputError(f"first_batch {first_batch} is past the epoch's {n_batches} batches")
+        target = resolve_device(device)
+
+        def generate() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for start in range(first_batch * batch_size, len(self), batch_size):
+                lr, hr = self.pairs(epoch, range(start, min(start + batch_size, len(self))))
+                yield torch.from_numpy(lr).to(target), torch.from_numpy(hr).to(target)
+
+        return generate()
+
+    def _make(
+        self, rngs: Sequence[np.random.Generator], images: Sequence[int], *, augment: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cut, augment and (in synthetic mode) degrade one pair per ``(rng, image index)``."""
+        scale, patch = self.config.scale, self.config.patch
+        small = patch // scale
+        hr_patches, lr_patches = [], []
+        for rng, index in zip(rngs, images, strict=True):
+            hr_image = self._hr[index]
+            if self._lr is None:
+                y = int(rng.integers(hr_image.shape[1] - patch + 1))
+                x = int(rng.integers(hr_image.shape[2] - patch + 1))
+                hr, lr = hr_image[:, y : y + patch, x : x + patch], None
+            else:
+                lr_image = self._lr[index]
+                y = int(rng.integers(lr_image.shape[1] - small + 1))
+                x = int(rng.integers(lr_image.shape[2] - small + 1))
+                hr = hr_image[:, y * scale : (y + small) * scale, x * scale : (x + small) * scale]
+                lr = lr_image[:, y : y + small, x : x + small]
+            if augment:
+                k = int(rng.integers(8))
+                hr = _dihedral(hr, k)
+                lr = None if lr is None else _dihedral(lr, k)
+            hr_patches.append(np.ascontiguousarray(hr))
+            lr_patches.append(lr)
+        if self._lr is None:
+            lr_patches = _degrade_patches(hr_patches, kind=self.config.degradation, scale=scale, rngs=rngs)
+        channels = self.config.channels
+        return _stack(lr_patches, channels), _stack(hr_patches, channels)
+
+
+def _stack(patches: Sequence[np.ndarray], channels: int) -> np.ndarray:
+    """Stack ``(1 or 3, h, w)`` patches into ``(N, channels, h, w)``, replicating gray ones."""
+    out = np.empty((len(patches), channels, *patches[0].shape[1:]), dtype=np.float32)
+    for slot, patch in zip(out, patches, strict=True):
+        slot[...] = patch
+    return out
+
+
+def _non_negative_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _as_unit_chw(image: np.ndarray, what: str, channels: int) -> np.ndarray:
+    """A crop as float32 ``(1 or 3, H, W)`` in ``[0, 1]`` (alpha dropped), validated."""
+    image = np.asarray(image)
+    if image.dtype.kind not in "uif":
+        raise InputError(f"{what} has dtype {image.dtype}; give an integer or float intensity image")
+    if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
+        image = image[..., 0] if image.shape[-1] == 1 else image[..., :3]
+    elif image.ndim != 2:
+        raise InputError(f"{what} has shape {image.shape}; expected (H, W), (H, W, 1|3|4)")
+    if image.size == 0:
+        raise InputError(f"{what} is empty (shape {image.shape})")
+    if channels == 1 and image.ndim == 3:
+        raise InputError(
+            f"{what} is RGB but one-channel pairs were asked for; make it gray or use channels=3"
+        )
+    if image.dtype.kind in "iu":
+        info = np.iinfo(image.dtype)
+        low, high = float(info.min), float(info.max)
+    else:
+        finite = np.isfinite(image)
+        if not finite.all():
+            bad = image.size - int(finite.sum())
+            raise InputError(f"{what} has {bad:,} NaN/Inf value(s); replace them (e.g. np.nan_to_num) first")
+        low, high = float(image.min()), float(image.max())
+    unit = (image.astype(np.float64) - low) / (high - low if high > low else 1.0)
+    chw = unit[None] if unit.ndim == 2 else np.moveaxis(unit, -1, 0)
+    return np.ascontiguousarray(chw, dtype=np.float32)
+
+
+def _check_paired(hr: Sequence[np.ndarray], lr: Sequence[np.ndarray], scale: int) -> None:
+    for i, (hr_image, lr_image) in enumerate(zip(hr, lr, strict=True)):
+        expected = (lr_image.shape[1] * scale, lr_image.shape[2] * scale)
+        if hr_image.shape[1:] != expected:
+            raise InputError(
+                f"pair {i}: HR is {hr_image.shape[1]}x{hr_image.shape[2]} but LR is "
+                f"{lr_image.shape[1]}x{lr_image.shape[2]}; HR must be exactly {scale}x the LR size "
+                f"({expected[0]}x{expected[1]}): crop both to the same registered field"
+            )
+        if hr_image.shape[0] != lr_image.shape[0]:
+            raise InputError(f"pair {i}: HR and LR must both be gray or both RGB")
+
+
+def _pad(image: np.ndarray, pads: Sequence[tuple[int, int]]) -> np.ndarray:
+    return np.pad(image, [(0, 0), *pads], mode="symmetric")
+
+
+def validation_pairs(
+    hr_images: Sequence[np.ndarray],
+    config: PairConfig,
+    *,
+    n_per_image: int = 2,
+    lr_images: "Sequence[np.ndarray] | None" = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed validation set: ``n_per_image`` pairs from each image, without augmentation.
+
+    The set depends only on the images and ``config`` (its seed, patch, scale, degradation), never on an
+    epoch, so every validation pass of a training run, and a resumed run, scores the same pairs.
+
+    Parameters
+    ----------
+    hr_images, lr_images
+        As for :class:`PairSampler` (the validation crops, kept apart from the training crops with
+        :func:`split_by_disk`).
+    config : PairConfig
+        The training run's pair configuration.
+    n_per_image : int
+        Patches per image, at least 1.
+
+    Returns
+    -------
+    lr : (N, C, patch // scale, patch // scale) float32 Tensor
+    hr : (N, C, patch, patch) float32 Tensor
+        On the CPU, ``N = len(hr_images) * n_per_image``, image by image.
+    """
+    if _non_negative_int(n_per_image, "n_per_image") == 0:
+        raise InputError("n_per_image must be at least 1")
+    sampler = PairSampler(hr_images, config, lr_images=lr_images)
+    keys = [(image, k) for image in range(len(hr_images)) for k in range(n_per_image)]
+    rngs = [_pair_rng(config.seed, _VALIDATION, image, k) for image, k in keys]
+    lr, hr = sampler._make(rngs, [image for image, _ in keys], augment=False)
+    return torch.from_numpy(lr), torch.from_numpy(hr)
+
+
+def split_by_disk(n_items: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split crops (one disk each) into training and validation sets.
+
+    Splitting by disk, not by patch, keeps every validation patch from disks the model never trained on.
+
+    Parameters
+    ----------
+    n_items : int
+        Number of crops, at least 1.
+    val_fraction : float
+        Share of crops for validation, in ``[0, 1)``. Rounded to the nearest count, but at least one crop
+        when positive, and never all of them: at least one crop always stays for training (so a single
+        crop gives no validation set).
+    seed : int
+        Seed of the random assignment.
+
+    Returns
+    -------
+    train_idx, val_idx : list of int
+        Sorted crop indices; together they are ``range(n_items)``.
+    """
+    n_items = _non_negative_int(n_items, "n_items")
+    if n_items == 0:
+        raise InputError("no crops to split; select at least one disk")
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = 0 if val_fraction == 0 else min(max(1, round(n_items * val_fraction)), n_items - 1)
+    if val_fraction > 0 and n_val == 0:
+        log.warning("a single crop cannot be split: training on it with no validation set")
+    order = _pair_rng(_non_negative_int(seed, "seed"), _SPLIT).permutation(n_items)
+    return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val])
+
+
+def export_pairs(
+    sampler: PairSampler, folder: "str | os.PathLike[str]", *, n: int = 16, epoch: int = 0, fmt: str = "png"
+) -> list[tuple[Path, Path]]:
+    """Write the first ``n`` pairs of an epoch as image files, to look at what the model will learn from.
+
+    Files are ``pair000_lr.<fmt>``, ``pair000_hr.<fmt>``, ... and ``pairs.json`` (the configuration), written
+    atomically; existing files are never replaced.
+
+    Parameters
+    ----------
+    sampler : PairSampler
+        The pairs' source.
+    folder : path
+        Destination folder, created if needed.
+    n : int
+        Number of pairs, at least 1.
+    epoch : int
+        The epoch whose first pairs are written.
+    fmt : {"png", "tif"}
+        ``"png"``: 8-bit images to view; ``"tif"``: float32 TIFFs holding the exact values.
+
+    Returns
+    -------
+    list of (Path, Path)
+        The ``(lr, hr)`` files, pair by pair.
+
+    Raises
+    ------
+    OutputError
+        If the folder is not writable or already holds files of these names.
+    """
+    if fmt not in ("png", "tif"):
+        raise InputError(f"fmt must be 'png' or 'tif', got {fmt!r}")
+    if _non_negative_int(n, "n") == 0:
+        raise InputError("n must be at least 1")
+    folder = io.ensure_writable_dir(folder)
+    paths = [(folder / f"pair{i:03d}_lr.{fmt}", folder / f"pair{i:03d}_hr.{fmt}") for i in range(n)]
+    taken = [path for path in [*(p for pair in paths for p in pair), folder / "pairs.json"] if path.exists()]
+    if taken:
+        raise OutputError(f"{taken[0]} exists; export pairs into an empty folder")
+    lr, hr = sampler.pairs(epoch, range(n))
+    for (lr_path, hr_path), lr_patch, hr_patch in zip(paths, lr, hr, strict=True):
+        _write_patch(lr_path, lr_patch, fmt)
+        _write_patch(hr_path, hr_patch, fmt)
+    info = {"config": asdict(sampler.config), "paired": sampler.paired, "epoch": epoch, "n": n}
+    io.write_json(folder / "pairs.json", info)
+    return paths
+
+
+def _write_patch(path: Path, patch: np.ndarray, fmt: str) -> None:
+    image = patch[0] if patch.shape[0] == 1 else np.moveaxis(patch, 0, -1)
+    if fmt == "tif":
+        io.write_tiff(path, np.ascontiguousarray(image, dtype=np.float32))
+        return
+    import imageio.v3 as iio
+
+    pixels = np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    io.atomic_write(path, lambda tmp: iio.imwrite(tmp, pixels, extension=".png"))

@@ -1,0 +1,234 @@
+"""PSNR/SSIM against scikit-image, and the evaluation of upscaling methods."""
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from napari_microdisk_sr.core import infer, models
+from napari_microdisk_sr.core.errors import InputError
+from napari_microdisk_sr.core.io import read_csv
+from napari_microdisk_sr.core.metrics import (
+    COLUMNS,
+    EvalEvent,
+    abs_error,
+    evaluate,
+    evaluate_all,
+    psnr,
+    ssim,
+)
+from napari_microdisk_sr.core.pairs import degrade
+from napari_microdisk_sr.core.progress import StopFlag, drive
+from napari_microdisk_sr.core.sample import make_scene
+
+
+def _pair(dtype, shape=(40, 48, 3), seed=0):
+    """A smooth reference and a noisy copy of it, in ``dtype`` (floats in [-2, 3])."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    base = 0.5 + 0.4 * np.sin(yy / 5.0)[..., None] * np.cos(xx / 7.0)[..., None] * np.ones(shape[2:] or 1)
+    base = base.reshape(shape)
+    noisy = np.clip(base + rng.normal(0, 0.05, shape), 0, 1)
+    if np.dtype(dtype).kind == "f":
+        return (base * 5 - 2).astype(dtype), (noisy * 5 - 2).astype(dtype), 5.0 * float(np.ptp(base))
+    top = np.iinfo(dtype).max
+    return np.rint(base * top).astype(dtype), np.rint(noisy * top).astype(dtype), float(top)
+
+
+# --- PSNR / SSIM -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("shape", [(40, 48), (40, 48, 3)])
+def test_psnr_and_ssim_match_scikit_image(dtype, shape):
+    ref, img, data_range = _pair(dtype, shape)
+    channel_axis = -1 if len(shape) == 3 else None
+    # scikit-image works in float32 for float32 images, hence the tolerances.
+    assert psnr(ref, img) == pytest.approx(peak_signal_noise_ratio(ref, img, data_range=data_range), rel=1e-7)
+    expected = structural_similarity(
+        ref,
+        img,
+        data_range=data_range,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=channel_axis,
+    )
+    assert ssim(ref, img) == pytest.approx(expected, abs=1e-6)
+    # An explicit range is used as given.
+    assert psnr(ref, img, data_range=2 * data_range) == pytest.approx(psnr(ref, img) + 20 * math.log10(2))
+
+
+def test_psnr_known_values():
+    ref = np.zeros((16, 16), np.uint8)
+    assert psnr(ref, ref + 1) == pytest.approx(20 * math.log10(255))
+    assert psnr(ref.astype(np.uint16), (ref + 1).astype(np.uint16)) == pytest.approx(20 * math.log10(65535))
+    assert psnr(ref, ref) == math.inf
+    assert ssim(ref, ref) == pytest.approx(1.0)
+
+
+def test_abs_error_is_in_units_of_the_range_and_averages_channels():
+    ref = np.zeros((4, 4, 3), np.uint8)
+    img = ref.copy()
+    img[0, 0] = (255, 0, 0)
+    img[1, 1] = (51, 51, 51)
+    error = abs_error(ref, img)
+    assert error.shape == (4, 4)
+    assert error.dtype == np.float32
+    assert error[0, 0] == pytest.approx(1 / 3)
+    assert error[1, 1] == pytest.approx(0.2)
+    assert error.sum() == pytest.approx(1 / 3 + 0.2)
+
+
+def test_metrics_reject_inputs_they_cannot_score():
+    ref = np.zeros((16, 16), np.uint8)
+    with pytest.raises(InputError, match="shape"):
+        psnr(ref, np.zeros((16, 17), np.uint8))
+    with pytest.raises(InputError, match="give data_range"):
+        psnr(ref, ref.astype(np.float32))
+    with pytest.raises(InputError, match="constant"):
+        psnr(np.ones((16, 16), np.float32), np.zeros((16, 16), np.float32))
+    with pytest.raises(InputError, match="NaN"):
+        psnr(np.zeros((16, 16)), np.full((16, 16), np.nan), data_range=1.0)
+    with pytest.raises(InputError, match="11x11"):
+        ssim(ref[:8], ref[:8])
+    # Mixed dtypes are fine with an explicit range.
+    assert psnr(ref, ref.astype(np.float32), data_range=255) == math.inf
+
+
+# --- evaluate -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny random x4 SRVGGNetCompact saved as a model file."""
+    spec = models.ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
+    torch.manual_seed(0)
+    return str(models.save_model(spec.build(), spec, tmp_path_factory.mktemp("model") / "tiny.pth"))
+
+
+def test_evaluate_scores_bicubic_and_a_model_on_given_lr_images(tiny_model):
+    scenes = [make_scene(seed=1, size=(16, 16)), make_scene(seed=2, size=(16, 20), rgb=True)]
+    events = []
+    job = evaluate(
+        [s.hr for s in scenes],
+        ["bicubic", tiny_model],
+        lr_images=[s.lr for s in scenes],
+        names=["gray", "rgb"],
+        device="cpu",
+        error_maps=True,
+    )
+    result = drive(job, events.append)
+    assert all(isinstance(e, EvalEvent) for e in events)
+    assert events[-1].done == events[-1].total == 4
+    assert [(r["image"], r["method"]) for r in result.rows] == [
+        (image, method) for image in ("gray", "rgb", "mean") for method in ("bicubic", tiny_model)
+    ]
+    rows = {(r["image"], r["method"]): r for r in result.rows}
+    loaded = models.load_model(tiny_model)
+    for scene, name in zip(scenes, ("gray", "rgb"), strict=True):
+        bicubic = cv2.resize(
+            scene.lr, (scene.lr.shape[1] * 4, scene.lr.shape[0] * 4), interpolation=cv2.INTER_CUBIC
+        )
+        model_out = infer.upscale_array(scene.lr, loaded, device="cpu")
+        for method, output in (("bicubic", bicubic), (tiny_model, model_out)):
+            row = rows[name, method]
+            assert row["psnr"] == pytest.approx(
+                peak_signal_noise_ratio(scene.hr, output, data_range=255), abs=1e-4
+            )
+            assert row["ssim"] == pytest.approx(ssim(scene.hr, output), abs=1e-4)
+            np.testing.assert_allclose(
+                result.error_maps[name, method], abs_error(scene.hr, output), atol=1e-6
+            )
+        model_row = rows[name, tiny_model]
+        gain = model_row["psnr"] - rows[name, "bicubic"]["psnr"]
+        assert model_row["gain_vs_bicubic_db"] == pytest.approx(gain)
+        assert model_row["gain_vs_bicubic_pct"] == pytest.approx(100 * gain / rows[name, "bicubic"]["psnr"])
+        assert rows[name, "bicubic"]["gain_vs_bicubic_db"] == 0.0
+        assert model_row["gain_vs_pretrained_db"] is None  # the pretrained model was not evaluated
+    mean = rows["mean", tiny_model]
+    assert mean["psnr"] == pytest.approx(
+        (rows["gray", tiny_model]["psnr"] + rows["rgb", tiny_model]["psnr"]) / 2
+    )
+    assert result.degradation is None
+    assert result.models[tiny_model]["sha256"] == loaded.sha256
+
+
+@pytest.mark.parametrize("degradation", ["bicubic", "realistic"])
+def test_evaluate_makes_lr_images_by_the_degradation(degradation):
+    hr = make_scene(seed=3, size=(17, 18)).hr[:70, :66]  # cropped to 68 x 64 for x4
+    result = evaluate_all([hr], ["bicubic"], degradation=degradation, error_maps=True, seed=5)
+    assert result.error_maps["image1", "bicubic"].shape == (68, 64)
+    assert result.degradation == degradation
+    cropped = hr[:68, :64]
+    rng = np.random.default_rng(np.random.SeedSequence(5, spawn_key=(0,)))
+    lr = np.rint(np.clip(degrade(cropped / np.float32(255), kind=degradation, rng=rng), 0, 1) * 255).astype(
+        np.uint8
+    )
+    up = cv2.resize(lr, (64, 68), interpolation=cv2.INTER_CUBIC)
+    assert result.rows[0]["psnr"] == pytest.approx(psnr(cropped, up), abs=1e-3)
+    again = evaluate_all([hr], ["bicubic"], degradation=degradation, seed=5)
+    assert again.rows[0]["psnr"] == result.rows[0]["psnr"]
+
+
+def test_identical_images_give_infinite_psnr_in_rows_csv_json_and_table(tmp_path):
+    hr = np.full((48, 48), 50, np.uint8)
+    result = evaluate_all([hr], ["bicubic"], lr_images=[np.full((12, 12), 50, np.uint8)])
+    row = result.rows[0]
+    assert row["psnr"] == math.inf
+    assert row["ssim"] == pytest.approx(1.0)
+    assert row["gain_vs_bicubic_db"] is None  # inf - inf is not defined
+    csv_rows = read_csv(result.to_csv(tmp_path / "m.csv"))
+    assert list(csv_rows[0]) == list(COLUMNS)
+    assert csv_rows[0]["psnr"] == "inf"
+    assert csv_rows[0]["gain_vs_bicubic_db"] == ""
+    payload = json.loads(result.to_json(tmp_path / "m.json").read_text())  # strict JSON: no Infinity
+    assert payload["rows"][0]["psnr"] == "inf"
+    assert "inf" in result.table().splitlines()[2]
+
+
+def test_evaluate_stops_when_asked(tiny_model):
+    stop = StopFlag()
+    stop.set()
+    assert evaluate_all([make_scene(seed=1, size=(16, 16)).hr], ["bicubic", tiny_model], stop=stop) is None
+
+
+def test_evaluate_rejects_bad_input(tiny_model, tmp_path):
+    hr = [np.zeros((64, 64), np.uint8)]
+    with pytest.raises(InputError, match="unknown method 'nope'"):
+        evaluate(hr, ["bicubic", "nope"])
+    with pytest.raises(InputError, match=r"missing\.pth does not exist"):
+        evaluate(hr, [str(tmp_path / "missing.pth")])
+    with pytest.raises(InputError, match="more than once"):
+        evaluate(hr, ["bicubic", "bicubic"])
+    with pytest.raises(InputError, match="1 HR image"):
+        evaluate(hr, ["bicubic"], lr_images=[np.zeros((16, 16), np.uint8)] * 2)
+    with pytest.raises(InputError, match="exactly 4x"):
+        evaluate(hr, ["bicubic"], lr_images=[np.zeros((15, 16), np.uint8)])
+    with pytest.raises(InputError, match="exactly 4x"):
+        evaluate(hr, ["bicubic"], lr_images=[np.zeros((16, 16, 3), np.uint8)])
+    with pytest.raises(InputError, match=r"2 name\(s\) for 1 image"):
+        evaluate(hr, ["bicubic"], names=["a", "b"])
+    with pytest.raises(InputError, match="stacks"):
+        evaluate([np.zeros((2, 64, 64), np.uint8)], ["bicubic"])
+    with pytest.raises(InputError, match="degradation"):
+        evaluate(hr, ["bicubic"], degradation="jpeg")
+
+
+def test_evaluate_with_the_pretrained_model(tiny_model):
+    """The real x4plus on one tiny image: its row, and the other methods' gains over it."""
+    scene = make_scene(seed=4, size=(16, 16), rgb=True)
+    result = evaluate_all([scene.hr], ["bicubic", "realesrgan-x4plus", tiny_model], lr_images=[scene.lr])
+    rows = {r["method"]: r for r in result.rows if r["image"] == "image1"}
+    pretrained = rows["realesrgan-x4plus"]["psnr"]
+    assert math.isfinite(pretrained)
+    assert rows["realesrgan-x4plus"]["gain_vs_pretrained_db"] == 0.0
+    assert rows[tiny_model]["gain_vs_pretrained_db"] == pytest.approx(rows[tiny_model]["psnr"] - pretrained)
+    assert rows["bicubic"]["gain_vs_pretrained_pct"] == pytest.approx(
+        100 * (rows["bicubic"]["psnr"] - pretrained) / pretrained
+    )
+    assert len(result.models["realesrgan-x4plus"]["sha256"]) == 64
