@@ -1,0 +1,531 @@
+"""Models: what a network is (:class:`ModelSpec`), the named models, and loading and saving weights.
+
+A model is named either by a registry name (:data:`REGISTRY`, default :data:`DEFAULT_MODEL`) or by the path
+of a weights file. Saved models follow Real-ESRGAN's checkpoint convention, ``{"params_ema": state_dict}``
+with basicsr key names, so Real-ESRGAN's scripts load them unchanged, plus a sidecar JSON file
+(``model.pth`` -> ``model.json``) holding the :class:`ModelSpec` and free-form provenance.
+"""
+
+import inspect
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .archs import ARCHITECTURES
+from .device import resolve_device
+from .errors import InputError, MicrodiskSRError, OutputError, WeightsError
+from .io import atomic_write, write_json
+from .weights import (
+    EMBEDDED,
+    EMBEDDED_PACKAGE,
+    embedded_files,
+    embedded_weights,
+    file_sha256,
+    read_state_dict,
+    strip_wrapper_prefixes,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "REGISTRY",
+    "SIDECAR_FORMAT",
+    "LoadedModel",
+    "ModelSpec",
+    "RegistryEntry",
+    "load_model",
+    "save_model",
+    "sidecar_path",
+    "spec_from_state_dict",
+]
+
+SIDECAR_FORMAT = "napari-microdisk-sr model 1"
+_RRDB_TRUNK_PAD = 32
+"""Tile padding of RRDBNet in trunk pixels. Its exact receptive radius (349 pixels for x4plus) is far larger
+than its effective one: x4plus tiles padded by 32 pixels differ from the untiled output by ~46 dB PSNR, by 48
+pixels ~59 dB; 32 keeps the overhead of 256-pixel tiles near 1.6x."""
+
+ParamValue = int | str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network architecture with all its hyper-parameters: enough to build it and to load weights into it.
+
+    Parameters
+    ----------
+    arch : {"RRDBNet", "SRVGGNetCompact"}
+        The network class (basicsr's name).
+    params : mapping or tuple of (str, int or str) pairs
+        Constructor arguments; omitted ones take the constructor's defaults. Stored normalised as a tuple
+        of every argument in signature order, so equal networks have equal specs.
+
+    Raises
+    ------
+    InputError
+        For an unknown architecture, unknown or missing arguments, or values the network cannot use.
+
+    Examples
+    --------
+    >>> spec = ModelSpec("SRVGGNetCompact", {"num_conv": 16, "upscale": 4})
+    >>> spec.scale, spec.in_channels, spec.tile_pad
+    (4, 3, 18)
+    """
+
+    arch: str
+    params: "tuple[tuple[str, ParamValue], ...] | Mapping[str, ParamValue]" = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise InputError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        cls = ARCHITECTURES[self.arch]
+        try:
+            given = dict(self.params)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"model params must be a mapping or (name, value) pairs, got {self.params!r}"
+            ) from exc
+        signature = inspect.signature(cls.__init__)
+        names = [name for name in signature.parameters if name != "self"]
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise InputError(
+                f"{self.arch} has no parameter {', '.join(unknown)}; its parameters: {', '.join(names)}"
+            )
+        missing = [
+            n for n in names if n not in given and signature.parameters[n].default is inspect.Parameter.empty
+        ]
+        if missing:
+            raise InputError(f"{self.arch} needs {', '.join(missing)}")
+        full = {n: given.get(n, signature.parameters[n].default) for n in names}
+        cls.validate(**full)
+        object.__setattr__(self, "params", tuple(full.items()))
+
+    @property
+    def kwargs(self) -> dict[str, ParamValue]:
+        """The constructor arguments as a dict."""
+        return dict(self.params)
+
+    @property
+    def scale(self) -> int:
+        """Upscaling factor: output size / input size."""
+        kwargs = self.kwargs
+        return int(kwargs["scale"] if self.arch == "RRDBNet" else kwargs["upscale"])
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the input image."""
+        return int(self.kwargs["num_in_ch"])
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the output image."""
+        return int(self.kwargs["num_out_ch"])
+
+    @property
+    def size_multiple(self) -> int:
+        """Input height and width must be multiples of this (RRDBNet x2: 2, x1: 4, else 1)."""
+        return 4 // self.scale if self.arch == "RRDBNet" else 1
+
+    @property
+    def receptive_radius(self) -> int:
+        """Input pixels on each side that an output pixel can depend on (exact; the tests measure it)."""
+        return ARCHITECTURES[self.arch].receptive_radius(**self.kwargs)
+
+    @property
+    def tile_pad(self) -> int:
+        """Recommended context, in input pixels, around each tile of tiled inference.
+
+        SRVGGNetCompact: the receptive radius (realesr-animevideov3: 18), so tiled output equals untiled
+        output exactly. RRDBNet: 32 trunk pixels (x4plus: 32 input pixels; x2: 64; x1: 128), or its
+        receptive radius if smaller; a multiple of :attr:`size_multiple`.
+        """
+        if self.arch == "SRVGGNetCompact":
+            return self.receptive_radius
+        return min(self.receptive_radius, self.size_multiple * _RRDB_TRUNK_PAD)
+
+    def build(self) -> nn.Module:
+        """A new, randomly initialised network of this spec (float32, CPU, training mode)."""
+        return ARCHITECTURES[self.arch](**self.kwargs)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict: ``arch`` and ``params``, plus ``scale`` and channel counts for the reader."""
+        return {
+            "arch": self.arch,
+            "params": self.kwargs,
+            "scale": self.scale,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ModelSpec":
+        """The spec written by :meth:`to_json`; ``scale`` and channel counts, if present, must agree."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("arch"), str):
+            raise InputError("a model spec needs an 'arch' name and a 'params' object")
+        params = data.get("params", {})
+        if not isinstance(params, Mapping):
+            raise InputError("the 'params' of a model spec must be an object")
+        spec = cls(data["arch"], params)
+        for key in ("scale", "in_channels", "out_channels"):
+            if key in data and data[key] != getattr(spec, key):
+                raise InputError(
+                    f"model spec says {key}={data[key]!r} but its params give {getattr(spec, key)}"
+                )
+        return spec
+
+    def __str__(self) -> str:
+        return f"{self.arch}({', '.join(f'{k}={v!r}' for k, v in self.params)})"
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """A named model: its network, what it is for, and where its weights come from."""
+
+    spec: ModelSpec
+    description: str
+    source: str
+
+
+def _embedded_entry(name: str, description: str) -> RegistryEntry:
+    embedded = EMBEDDED[name]
+    source = f"embedded in the {EMBEDDED_PACKAGE} package: models/{embedded.stem}.param/.bin (ncnn, fp16)"
+    return RegistryEntry(ModelSpec(embedded.arch, embedded.kwargs), description, source)
+
+
+REGISTRY: dict[str, RegistryEntry] = {
+    "realesrgan-x4plus": _embedded_entry(
+        "realesrgan-x4plus",
+        "Real-ESRGAN x4plus, the general x4 model: best quality, slow on a CPU",
+    ),
+    "realesr-animevideov3": _embedded_entry(
+        "realesr-animevideov3",
+        "Real-ESRGAN animevideo v3, a compact x4 model: ~29x cheaper than x4plus, for quick previews",
+    ),
+}
+"""The models available by name, offline."""
+
+DEFAULT_MODEL = "realesrgan-x4plus"
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A network with its weights loaded, ready for inference or fine-tuning.
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The network in eval mode, float32, on the requested device.
+    spec : ModelSpec
+    name : str
+        The registry name, or the weights file's stem.
+    source : str
+        Where the weights came from, for provenance.
+    sha256 : str
+        SHA-256 of the weights file given, or, for a registry model, of the embedded ncnn ``.bin`` (the
+        converted cache file is not byte-reproducible: ``torch.save`` stamps each file with a random id).
+    """
+
+    module: nn.Module
+    spec: ModelSpec
+    name: str
+    source: str
+    sha256: str
+
+
+def sidecar_path(path: "str | os.PathLike[str]") -> Path:
+    """The sidecar JSON of a weights file: ``model.pth`` -> ``model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def load_model(
+    name_or_path: "str | os.PathLike[str]", *, device: "str | torch.device" = "cpu"
+) -> LoadedModel:
+    """Load a registry model or a weights file, strictly, into float32 on ``device``.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A key of :data:`REGISTRY` (offline: the embedded weights, converted and cached on first use), or a
+        ``.pth``/``.safetensors`` file. A file's architecture comes from its sidecar JSON when there is one
+        that matches the file's SHA-256, else it is inferred from the tensor shapes.
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``.
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    WeightsError
+        For an unknown name, an unreadable or unsafe file, or weights of another architecture (naming the
+        file and the missing, unexpected or mis-shaped keys).
+    """
+    dev = resolve_device(device)
+    key = os.fspath(name_or_path)
+    if key in REGISTRY:
+        entry = REGISTRY[key]
+        path = embedded_weights(key)
+        state = read_state_dict(path)
+        spec, name, sha256 = entry.spec, key, file_sha256(embedded_files(key)[1])
+        source = f"{entry.source}, converted to fp32 in {path}"
+    else:
+        path = Path(key)
+        if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+            raise WeightsError(
+                f"unknown model {key!r}: choose one of {', '.join(REGISTRY)} or give a .pth/.safetensors file"
+            )
+        state = read_state_dict(path)
+        sha256 = file_sha256(path)
+        spec = _sidecar_spec(path, sha256) or _infer_spec(state, path)
+        name, source = path.stem, str(path)
+    module = _load_strict(spec, state, path)
+    return LoadedModel(module.to(dev).eval(), spec, name, source, sha256)
+
+
+def _infer_spec(state: Mapping[str, torch.Tensor], path: Path) -> ModelSpec:
+    try:
+        return spec_from_state_dict(state)
+    except MicrodiskSRError as exc:
+        raise WeightsError(f"{path}: {exc}") from exc
+
+
+def _sidecar_spec(path: Path, sha256: str) -> "ModelSpec | None":
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        data = json.loads(sidecar.read_text())
+        if not isinstance(data, dict) or "spec" not in data:
+            raise ValueError("no 'spec' object")
+        spec = ModelSpec.from_json(data["spec"])
+    except (OSError, ValueError) as exc:  # InputError and JSONDecodeError are ValueErrors
+        raise WeightsError(
+            f"cannot use the sidecar {sidecar} of {path.name} ({exc}); fix or remove it"
+        ) from exc
+    recorded = data.get("sha256")
+    if recorded and recorded != sha256:
+        log.warning("%s describes another version of %s (SHA-256 differs); ignoring it", sidecar, path.name)
+        return None
+    return spec
+
+
+def _meta_network(spec: ModelSpec) -> nn.Module:
+    """The network of ``spec`` with shapes but no storage: for checks, and for loading with ``assign``."""
+    with torch.device("meta"):
+        return spec.build()
+
+
+def _fit_problems(network: nn.Module, state: Mapping[str, torch.Tensor]) -> "str | None":
+    """A short summary of why ``state`` does not fit ``network``, or None if it fits."""
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {expected[k]}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != expected[k]
+    ]
+    parts = [
+        f"{len(items)} {label} ({_short(items)})"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched))
+        if items
+    ]
+    return "; ".join(parts) or None
+
+
+def _short(items: "list[str]", n: int = 3) -> str:
+    shown = ", ".join(items[:n])
+    return shown if len(items) <= n else f"{shown}, ... {len(items) - n} more"
+
+
+def _load_strict(spec: ModelSpec, state: Mapping[str, torch.Tensor], path: Path) -> nn.Module:
+    network = _meta_network(spec)
+    problems = _fit_problems(network, state)
+    if problems:
+        raise WeightsError(f"{path} does not hold weights of {spec}: keys {problems}")
+    fp32 = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    network.load_state_dict(fp32, strict=True, assign=True)
+    return network
+
+
+# --------------------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_model(
+    module_or_state_dict: "nn.Module | Mapping[str, torch.Tensor]",
+    spec: ModelSpec,
+    path: "str | os.PathLike[str]",
+    *,
+    info: "Mapping[str, Any] | None" = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save weights as ``{"params_ema": state_dict}`` (.pth) with a sidecar JSON, both atomically.
+
+    Parameters
+    ----------
+    module_or_state_dict : torch.nn.Module or mapping of str to torch.Tensor
+        The network (``module.``/``_orig_mod.`` wrapper prefixes are removed) or its state dict.
+    spec : ModelSpec
+        Its architecture; the weights must fit it exactly.
+    path : path-like
+        The ``.pth`` file to write; the sidecar goes to :func:`sidecar_path` (``model.json``).
+    info : mapping, optional
+        JSON-able provenance stored in the sidecar (training configuration, history, base model, ...).
+    overwrite : bool
+        Replace existing files (checkpoints the product owns); by default an existing file is an error.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        If ``path`` does not end in ``.pth``.
+    WeightsError
+        If the weights do not fit ``spec``.
+    OutputError
+        If ``path`` or its sidecar exists and ``overwrite`` is false, or the folder is not writable.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".pth":
+        raise InputError(f"models are saved as .pth (Real-ESRGAN's format), got {path.name}")
+    raw = (
+        module_or_state_dict.state_dict()
+        if isinstance(module_or_state_dict, nn.Module)
+        else module_or_state_dict
+    )
+    state = {
+        k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in strip_wrapper_prefixes(raw).items()
+    }
+    problems = _fit_problems(_meta_network(spec), state)
+    if problems:
+        raise WeightsError(f"the weights to save in {path.name} do not fit {spec}: keys {problems}")
+    sidecar = sidecar_path(path)
+    if not overwrite:
+        for target in (path, sidecar):
+            if target.exists():
+                raise OutputError(f"{target} exists and is not overwritten; choose another name")
+    atomic_write(path, lambda tmp: torch.save({"params_ema": state}, tmp), overwrite=overwrite)
+    record = {
+        "format": SIDECAR_FORMAT,
+        "weights": path.name,
+        "sha256": file_sha256(path),
+        "spec": spec.to_json(),
+        "info": dict(info or {}),
+    }
+    write_json(sidecar, record, overwrite=overwrite)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------
+# Inferring the architecture from a state dict
+
+_SRVGG_CONV = re.compile(r"body\.(\d+)\.weight")
+
+
+def spec_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> ModelSpec:
+    """Infer the architecture and hyper-parameters of a state dict from its keys and tensor shapes.
+
+    Recognises RRDBNet (any width, depth, growth and channel count; x4, and x2/x1 by the pixel-unshuffled
+    input of ``conv_first``, assuming as many input as output channels for those) and SRVGGNetCompact with
+    PReLU activations (ReLU and leaky ReLU leave no trace in the weights: their files need a sidecar).
+
+    Parameters
+    ----------
+    state_dict : mapping of str to torch.Tensor
+        With basicsr key names (wrapper prefixes already removed).
+
+    Returns
+    -------
+    ModelSpec
+
+    Raises
+    ------
+    WeightsError
+        If the keys match neither network, or leave the activation of an SRVGGNetCompact unknown.
+    """
+    if "conv_first.weight" in state_dict and "conv_last.weight" in state_dict:
+        return _rrdbnet_spec(state_dict)
+    if "body.0.weight" in state_dict and "conv_first.weight" not in state_dict:
+        return _srvgg_spec(state_dict)
+    raise WeightsError(
+        f"the weights are neither an RRDBNet nor an SRVGGNetCompact (keys: {_short(list(state_dict), 4)})"
+    )
+
+
+def _shape(state_dict: Mapping[str, torch.Tensor], key: str, ndim: int) -> tuple[int, ...]:
+    if key not in state_dict:
+        raise WeightsError(f"the weights lack {key}, which the architecture needs")
+    shape = tuple(state_dict[key].shape)
+    if len(shape) != ndim:
+        raise WeightsError(f"the weights' {key} has shape {shape}, expected {ndim} dimensions")
+    return shape
+
+
+def _inferred(arch: str, params: dict[str, ParamValue]) -> ModelSpec:
+    try:
+        return ModelSpec(arch, params)
+    except InputError as exc:
+        raise WeightsError(f"the weights' shapes give no valid {arch} ({exc})") from exc
+
+
+def _rrdbnet_spec(state_dict: Mapping[str, torch.Tensor]) -> ModelSpec:
+    num_feat, first_in, _, _ = _shape(state_dict, "conv_first.weight", 4)
+    num_out_ch = _shape(state_dict, "conv_last.weight", 4)[0]
+    num_grow_ch = _shape(state_dict, "body.0.rdb1.conv1.weight", 4)[0]
+    blocks = {
+        int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"body\.(\d+)\.rdb1\.conv1\.weight", k))
+    }
+    ratio, rest = divmod(first_in, num_out_ch)
+    scale = {16: 1, 4: 2}.get(ratio, 4) if rest == 0 else 4
+    params = {
+        "num_in_ch": first_in // (4 // scale) ** 2,
+        "num_out_ch": num_out_ch,
+        "scale": scale,
+        "num_feat": num_feat,
+        "num_block": max(blocks) + 1,
+        "num_grow_ch": num_grow_ch,
+    }
+    return _inferred("RRDBNet", params)
+
+
+def _srvgg_spec(state_dict: Mapping[str, torch.Tensor]) -> ModelSpec:
+    if "body.1.weight" not in state_dict:
+        raise WeightsError(
+            "an SRVGGNetCompact without PReLU weights (ReLU or leaky ReLU) cannot be identified from its "
+            "weights; keep the sidecar .json that was saved with it"
+        )
+    num_feat, num_in_ch, _, _ = _shape(state_dict, "body.0.weight", 4)
+    last = max(
+        int(m.group(1)) for k in state_dict if (m := _SRVGG_CONV.fullmatch(k)) and state_dict[k].ndim == 4
+    )
+    last_out = _shape(state_dict, f"body.{last}.weight", 4)[0]
+    upscale = round((last_out / num_in_ch) ** 0.5)
+    if upscale**2 * num_in_ch != last_out:
+        raise WeightsError(
+            f"the last convolution's {last_out} outputs are not {num_in_ch} channels x upscale^2"
+        )
+    params = {
+        "num_in_ch": num_in_ch,
+        "num_out_ch": num_in_ch,
+        "num_feat": num_feat,
+        "num_conv": (last - 2) // 2,
+        "upscale": upscale,
+        "act_type": "prelu",
+    }
+    return _inferred("SRVGGNetCompact", params)
