@@ -1,0 +1,306 @@
+"""Layer data <-> model tensors: validation, layouts, value normalisation and its exact inverse.
+
+The networks see float32 RGB in ``[0, 1]`` laid out as ``(1, 3, h, w)``. Images arrive as napari layer data:
+2D gray ``(H, W)``, RGB ``(H, W, 3)``, RGBA ``(H, W, 4)``, or stacks of those with leading axes
+(``(T, H, W)``, ``(T, Z, H, W)``, ``(T, H, W, 3)``; four dimensions at most), which are processed plane by
+plane. This module knows how to cut them into model inputs and how to put the outputs back:
+
+- integer images map by their dtype's full range (a dim ``uint16`` image stays 16-bit data: the range is
+  never guessed from the maximum), float images by the minimum and maximum of their colour values;
+- the inverse maps back to the input's dtype and range: floats stay float, integers are rounded and clipped;
+- gray planes are replicated to three channels for the model and the three output channels averaged back;
+- alpha never goes through the network: it is resized with bicubic interpolation and re-attached.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .errors import InputError
+
+MAX_NDIM = 4
+
+
+def validate_image(image: np.ndarray) -> None:
+    """Raise :class:`InputError` if ``image`` cannot be upscaled; the message says why and how to fix it.
+
+    Parameters
+    ----------
+    image : (..., H, W) or (..., H, W, C) ndarray
+        Integer or float pixel data with 2 to 4 dimensions and only finite values.
+
+    Raises
+    ------
+    InputError
+        For boolean, complex or non-numeric dtypes, fewer than 2 or more than 4 dimensions, an empty array,
+        or NaN/Inf values (their number is reported).
+    """
+    image = np.asarray(image)
+    dtype = image.dtype
+    if dtype.kind == "b":
+        raise InputError(
+            "image is boolean (a mask), not an intensity image; convert it to uint8 (0/255) first"
+        )
+    if dtype.kind == "c":
+        raise InputError("image has complex values; pass the magnitude (np.abs) or the real part instead")
+    if dtype.kind not in "uif":
+        raise InputError(f"image dtype {dtype} is not supported; use an integer or float image")
+    if image.ndim < 2:
+        raise InputError(f"image has {image.ndim} dimension(s); an image needs at least 2 (H, W)")
+    if image.ndim > MAX_NDIM:
+        raise InputError(
+            f"image has {image.ndim} dimensions {image.shape}; at most {MAX_NDIM} are supported "
+            "(e.g. T, Z, H, W or T, H, W, RGB): split the extra axes first"
+        )
+    if image.size == 0:
+        raise InputError(f"image is empty (shape {image.shape})")
+    if dtype.kind == "f":
+        nan, inf = _count_nonfinite(image)
+        if nan or inf:
+            raise InputError(
+                f"image has {nan:,} NaN and {inf:,} Inf value(s) out of {image.size:,}; "
+                "replace them (e.g. np.nan_to_num) before upscaling"
+            )
+
+
+def _count_nonfinite(image: np.ndarray) -> tuple[int, int]:
+    """Numbers of NaN and of infinite values, counted one 2D slice at a time (bounded temporary memory)."""
+    nan = inf = 0
+    for index in np.ndindex(*image.shape[:-2]):
+        part = image[index]
+        nan += int(np.count_nonzero(np.isnan(part)))
+        inf += int(np.count_nonzero(np.isinf(part)))
+    return nan, inf
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How an image's axes split into planes, rows, columns and channels.
+
+    Attributes
+    ----------
+    leading : tuple of int
+        Sizes of the axes before the plane (T, Z, ...); empty for a single 2D image.
+    height, width : int
+        Size of each plane in pixels.
+    channels : {1, 3, 4}
+        1 for gray (no channel axis), 3 for RGB, 4 for RGBA (the last axis holds the channels).
+    """
+
+    leading: tuple[int, ...]
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def is_gray(self) -> bool:
+        return self.channels == 1
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.channels == 4
+
+    @property
+    def planes(self) -> int:
+        """Number of 2D planes (product of the leading axes)."""
+        return int(np.prod(self.leading, dtype=np.int64))
+
+    def plane_indices(self) -> Iterator[tuple[int, ...]]:
+        """Index tuples selecting each plane, ``image[index]`` being ``(H, W)`` or ``(H, W, C)``."""
+        return np.ndindex(*self.leading)
+
+    def output_shape(self, scale: int) -> tuple[int, ...]:
+        """Shape of the image upscaled by ``scale``: every plane ``(H * scale, W * scale)``."""
+        channel_axis = () if self.is_gray else (self.channels,)
+        return (*self.leading, self.height * scale, self.width * scale, *channel_axis)
+
+
+def image_layout(shape: Sequence[int], *, rgb: "bool | None" = None) -> ImageLayout:
+    """Interpret an image shape as gray, RGB or RGBA planes with optional leading axes.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The image's shape, 2 to 4 dimensions.
+    rgb : bool, optional
+        Whether the last axis holds RGB(A) channels (napari's ``layer.rgb``). By default a last axis of size
+        3 or 4 on an image of 3 or more dimensions is taken as channels; pass ``rgb=False`` for a stack whose
+        planes happen to be 3 or 4 pixels wide.
+
+    Returns
+    -------
+    ImageLayout
+    """
+    shape = tuple(int(n) for n in shape)
+    if not 2 <= len(shape) <= MAX_NDIM:
+        raise InputError(f"image shape {shape} has {len(shape)} dimensions; 2 to {MAX_NDIM} are supported")
+    if rgb is None:
+        rgb = len(shape) >= 3 and shape[-1] in (3, 4)
+    if not rgb:
+        return ImageLayout(shape[:-2], shape[-2], shape[-1], 1)
+    if len(shape) < 3 or shape[-1] not in (3, 4):
+        raise InputError(f"image shape {shape} is not RGB/RGBA: the last axis must have 3 or 4 channels")
+    return ImageLayout(shape[:-3], shape[-3], shape[-2], shape[-1])
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The affine map ``[low, high] -> [0, 1]`` of an image's values, and its inverse back to ``dtype``.
+
+    Attributes
+    ----------
+    dtype : numpy.dtype
+        The image's dtype, restored by :meth:`from_unit`.
+    low, high : float
+        The values mapped to 0 and 1. ``low == high`` (a constant float image) is allowed: every value maps
+        to 0 and comes back as ``low``.
+    """
+
+    dtype: np.dtype
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not self.high >= self.low:
+            raise InputError(f"normalisation range [{self.low}, {self.high}] is empty")
+
+    @property
+    def _work_dtype(self) -> type:
+        """float64 where float32 cannot hold the dtype's values exactly (32/64-bit ints, float64)."""
+        return np.float64 if self.dtype.itemsize >= 4 and self.dtype != np.float32 else np.float32
+
+    def to_unit(self, values: np.ndarray) -> np.ndarray:
+        """Map ``values`` (any shape, of :attr:`dtype`) to float32 in ``[0, 1]``; returns a new array."""
+        span = self.high - self.low
+        work = np.asarray(values).astype(self._work_dtype)
+        work -= self.low
+        if span > 0:
+            work /= span
+        return work.astype(np.float32, copy=False)
+
+    def from_unit(self, unit: np.ndarray) -> np.ndarray:
+        """Map values in ``[0, 1]`` (clipped first) back to :attr:`dtype` and ``[low, high]``.
+
+        Integers are rounded to the nearest value; floats are clipped to ``[low, high]``.
+        """
+        work = np.clip(np.asarray(unit, dtype=self._work_dtype), 0.0, 1.0)
+        work *= self.high - self.low
+        work += self.low
+        if self.dtype.kind in "iu":
+            np.rint(work, out=work)
+            np.clip(work, *_exact_float_bounds(self.dtype, work.dtype), out=work)
+        else:
+            np.clip(work, self.low, self.high, out=work)
+        return work.astype(self.dtype)
+
+
+def _exact_float_bounds(dtype: np.dtype, float_dtype: np.dtype) -> tuple[float, float]:
+    """The integer dtype's range as floats that convert back without overflow (int64's max rounds up)."""
+    info = np.iinfo(dtype)
+    low, high = float_dtype.type(info.min), float_dtype.type(info.max)
+    if int(high) > info.max:
+        high = np.nextafter(high, float_dtype.type(-np.inf))
+    return float(low), float(high)
+
+
+def normalizations_for(
+    image: np.ndarray, layout: ImageLayout
+) -> tuple[Normalization, "Normalization | None"]:
+    """The colour and alpha normalisations of an image.
+
+    Parameters
+    ----------
+    image : ndarray
+        The validated image (see :func:`validate_image`).
+    layout : ImageLayout
+        Its layout (see :func:`image_layout`).
+
+    Returns
+    -------
+    color : Normalization
+        Integers: the dtype's range. Floats: ``[min, max]`` of the gray or RGB values over all planes.
+    alpha : Normalization or None
+        Likewise for the alpha channel, computed on its own; None without alpha.
+    """
+    color = image[..., :3] if layout.has_alpha else image
+    alpha = image[..., 3] if layout.has_alpha else None
+    return _normalization(color), None if alpha is None else _normalization(alpha)
+
+
+def _normalization(values: np.ndarray) -> Normalization:
+    if values.dtype.kind in "iu":
+        info = np.iinfo(values.dtype)
+        return Normalization(values.dtype, float(info.min), float(info.max))
+    return Normalization(values.dtype, float(values.min()), float(values.max()))
+
+
+def to_model_input(region: np.ndarray, norm: Normalization) -> torch.Tensor:
+    """Turn a gray or RGB region into a network input.
+
+    Parameters
+    ----------
+    region : (h, w) or (h, w, 3) ndarray
+        Gray or RGB values (alpha removed).
+    norm : Normalization
+        The image's colour normalisation.
+
+    Returns
+    -------
+    (1, 3, h, w) float32 Tensor
+        On the CPU, in ``[0, 1]``; gray is replicated to three channels. RGB input comes out in the
+        channels-last memory format (it is a view of the HWC array).
+    """
+    unit = torch.from_numpy(norm.to_unit(region))
+    if unit.ndim == 2:
+        return unit.expand(1, 3, *unit.shape)
+    return unit.permute(2, 0, 1).unsqueeze(0)
+
+
+def from_model_output(output: torch.Tensor, norm: Normalization, *, gray: bool) -> np.ndarray:
+    """Turn a network output back into image values.
+
+    Parameters
+    ----------
+    output : (1, 3, H, W) Tensor
+        The network's output, on any device; values outside ``[0, 1]`` are clipped channel by channel
+        (before gray averaging).
+    norm : Normalization
+        The image's colour normalisation.
+    gray : bool
+        Average the three channels into one gray plane.
+
+    Returns
+    -------
+    (H, W) or (H, W, 3) ndarray
+        Of ``norm.dtype``, in ``[norm.low, norm.high]``.
+    """
+    out = output[0].float().clamp(0.0, 1.0)
+    out = out.mean(dim=0) if gray else out.permute(1, 2, 0)
+    return norm.from_unit(out.cpu().numpy())
+
+
+def resize_alpha(alpha: np.ndarray, scale: int, norm: Normalization) -> np.ndarray:
+    """Upscale an alpha channel with bicubic interpolation (OpenCV ``INTER_CUBIC``).
+
+    The result depends on the input pixels within 2 pixels of each source position, so a region cut with a
+    margin of at least 2 pixels (or up to the image border) gives exactly the same values as the whole plane.
+
+    Parameters
+    ----------
+    alpha : (h, w) ndarray
+        Alpha values of :attr:`norm.dtype`.
+    scale : int
+        Upscaling factor.
+    norm : Normalization
+        The alpha normalisation; overshoot is clipped to its range.
+
+    Returns
+    -------
+    (h * scale, w * scale) ndarray of ``norm.dtype``
+    """
+    h, w = alpha.shape
+    resized = cv2.resize(norm.to_unit(alpha), (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
+    return norm.from_unit(resized)

@@ -1,0 +1,394 @@
+"""Tiled super-resolution with overlap, progress per tile, bounded memory and a clean out-of-memory fallback.
+
+Each plane is cut into near-equal tiles of at most ``tile`` low-resolution pixels a side. Every tile is read
+with ``tile_pad`` extra pixels on each side (fewer at the image border, where the network zero-pads exactly as
+it does on the whole image), run through the network, and only the output of its core is kept. When
+``tile_pad`` covers the network's receptive field the tiled output equals the untiled one to float precision.
+
+The output array, of the input's dtype, is allocated once and filled tile by tile; temporaries are the size
+of one tile. On out-of-memory the tile is halved (down to :data:`MIN_TILE`) and the plane restarts, so no
+output ever mixes a failed tile with good ones.
+"""
+
+import copy
+import itertools
+import logging
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .device import DEVICE_CHOICES, describe_device, resolve_device
+from .errors import InputError, MicrodiskSRError
+from .images import (
+    ImageLayout,
+    Normalization,
+    from_model_output,
+    image_layout,
+    normalizations_for,
+    resize_alpha,
+    to_model_input,
+    validate_image,
+)
+from .models import LoadedModel
+from .progress import StopFlag, drive
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE = 256
+"""Default tile side in low-resolution pixels (x4plus in float32 on CUDA: about 1 GiB of activations)."""
+MIN_TILE = 32
+"""Smallest tile tried after running out of memory."""
+DEFAULT_TILE_PAD = 32
+"""Tile padding for a bare ``nn.Module`` whose receptive field is unknown (a LoadedModel knows its own)."""
+_ALPHA_PAD = 2
+"""Bicubic interpolation reads 2 source pixels on each side."""
+
+
+@dataclass(frozen=True)
+class TileEvent:
+    """Progress of an upscaling job, yielded after each tile.
+
+    Attributes
+    ----------
+    done, total : int
+        Tiles finished and tiles in the whole job (all planes). Both can change when the tile shrinks after
+        running out of memory: the plane restarts, ``done`` goes back and ``total`` is recounted.
+    plane, planes : int
+        Index of the plane being processed (0-based) and the number of planes.
+    tile : int
+        Tile side in use, in low-resolution pixels; 0 means the whole plane at once.
+    """
+
+    done: int
+    total: int
+    plane: int
+    planes: int
+    tile: int
+
+
+@dataclass(frozen=True)
+class UpscaleConfig:
+    """Settings of an upscaling job, shared by the command line and the widgets.
+
+    Attributes
+    ----------
+    tile : int
+        Tile side in low-resolution pixels; 0 processes each plane at once (fastest, most memory).
+    tile_pad : int or None
+        Overlap on each side of a tile, in low-resolution pixels; None uses the model's recommendation
+        (``LoadedModel.spec.tile_pad``), or :data:`DEFAULT_TILE_PAD` for a bare module.
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"}
+        Where to run; ``auto`` picks CUDA, then Apple MPS, then the CPU.
+    half : bool
+        fp16 autocast on CUDA (about half the memory); ignored with a logged notice elsewhere.
+    """
+
+    tile: int = DEFAULT_TILE
+    tile_pad: "int | None" = None
+    device: str = "auto"
+    half: bool = False
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.tile) or self.tile < 0:
+            raise InputError(f"tile must be a whole number >= 0 (0 = no tiling), not {self.tile!r}")
+        if self.tile_pad is not None and (not _is_int(self.tile_pad) or self.tile_pad < 0):
+            raise InputError(f"tile_pad must be a whole number >= 0, not {self.tile_pad!r}")
+        if not isinstance(self.device, str) or not _is_device_name(self.device):
+            raise InputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+        if not isinstance(self.half, bool):
+            raise InputError(f"half must be True or False, not {self.half!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_device_name(name: str) -> bool:
+    key = name.strip().lower()
+    return key in DEVICE_CHOICES or (key.startswith("cuda:") and key[5:].isdigit())
+
+
+def upscale(
+    image: np.ndarray,
+    model: "LoadedModel | nn.Module",
+    *,
+    tile: int = DEFAULT_TILE,
+    tile_pad: "int | None" = None,
+    device: "str | torch.device" = "auto",
+    half: bool = False,
+    stop: "StopFlag | None" = None,
+    rgb: "bool | None" = None,
+    scale: "int | None" = None,
+) -> Generator[TileEvent, None, "np.ndarray | None"]:
+    """Super-resolve an image tile by tile, as a job generator.
+
+    The arguments are checked when ``upscale`` is called (bad input raises before any work); the returned
+    generator does the work, yields a :class:`TileEvent` after each tile and returns the result. Drive it
+    with :func:`~napari_microdisk_sr.core.progress.drive` or use :func:`upscale_array`.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3), (H, W, 4) ndarray, or a stack of those with leading axes (4D at most)
+        Integer or float data (see :mod:`~napari_microdisk_sr.core.images` for the value mapping).
+    model : LoadedModel or nn.Module
+        A loaded model, or a bare module mapping ``(N, 3, h, w)`` in ``[0, 1]`` to
+        ``(N, 3, h * scale, w * scale)`` (then ``scale`` is required). The module is not modified: the job
+        runs on its own copy, on ``device``, so training may go on meanwhile. Put a bare module in eval mode.
+    tile, tile_pad, device, half
+        See :class:`UpscaleConfig`.
+    stop : StopFlag, optional
+        Checked before each tile; once set, the job ends and returns None (never a partial image).
+    rgb : bool, optional
+        Whether the last axis holds RGB(A) channels (see :func:`.images.image_layout`).
+    scale : int, optional
+        Upscaling factor of a bare module; for a LoadedModel it must match ``model.spec.scale`` if given.
+
+    Returns
+    -------
+    Generator[TileEvent, None, ndarray or None]
+        Its return value is the upscaled image, shape ``(..., H * scale, W * scale[, C])`` with the input's
+        dtype and value range, or None if stopped.
+
+    Raises
+    ------
+    InputError
+        Invalid image, model or settings (when called).
+    MicrodiskSRError
+        Out of memory even with :data:`MIN_TILE` tiles, or a module whose output has the wrong shape (while
+        running).
+    """
+    config = UpscaleConfig(tile=tile, tile_pad=tile_pad, device=str(device), half=half)
+    image = np.asarray(image)
+    validate_image(image)
+    layout = image_layout(image.shape, rgb=rgb)
+    module, factor, pad, multiple = _unpack_model(model, scale=scale, tile_pad=config.tile_pad)
+    dev = resolve_device(config.device)
+    if config.half and dev.type != "cuda":
+        log.warning("half precision is only used on CUDA; running in float32 on %s", describe_device(dev))
+    return _upscale_job(
+        image,
+        layout,
+        module,
+        device=dev,
+        scale=factor,
+        half=config.half and dev.type == "cuda",
+        tile=config.tile,
+        pad=-(-pad // multiple) * multiple,
+        multiple=multiple,
+        stop=stop,
+    )
+
+
+def upscale_array(
+    image: np.ndarray,
+    model: "LoadedModel | nn.Module",
+    *,
+    on_event: "Callable[[TileEvent], None] | None" = None,
+    **options: Any,
+) -> "np.ndarray | None":
+    """Run :func:`upscale` to its end and return the upscaled image (None if ``options["stop"]`` was set).
+
+    Parameters
+    ----------
+    image, model
+        As for :func:`upscale`.
+    on_event : callable, optional
+        Called with each :class:`TileEvent`.
+    **options
+        Keyword arguments of :func:`upscale` (``tile``, ``tile_pad``, ``device``, ``half``, ``stop``, ``rgb``,
+        ``scale``).
+    """
+    return drive(upscale(image, model, **options), on_event)
+
+
+def _unpack_model(
+    model: "LoadedModel | nn.Module", *, scale: "int | None", tile_pad: "int | None"
+) -> tuple[nn.Module, int, int, int]:
+    """The module, its scale, the tile padding and the multiple its input sizes must be."""
+    if isinstance(model, LoadedModel):
+        spec = model.spec
+        if spec.in_channels != 3 or spec.out_channels != 3:
+            raise InputError(
+                f"model {model.name} maps {spec.in_channels} to {spec.out_channels} channels; "
+                "only RGB models (3 to 3) can upscale images"
+            )
+        if scale is not None and scale != spec.scale:
+            raise InputError(f"scale={scale} was given but model {model.name} upscales x{spec.scale}")
+        pad = spec.tile_pad if tile_pad is None else tile_pad
+        return model.module, spec.scale, pad, spec.size_multiple
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a LoadedModel or a torch nn.Module, not {type(model).__name__}")
+    if not _is_int(scale) or scale < 1:
+        raise InputError(
+            f"a bare nn.Module needs its upscaling factor: pass scale= (a whole number), not {scale!r}"
+        )
+    return model, int(scale), DEFAULT_TILE_PAD if tile_pad is None else tile_pad, 1
+
+
+class _Network:
+    """A job's private copy of the module on its device, with fp16 autocast and its fallback to fp32."""
+
+    def __init__(self, module: nn.Module, device: torch.device, *, scale: int, half: bool) -> None:
+        self.device = device
+        self.scale = scale
+        self.half = half
+        self.memory_format = (
+            torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+        )
+        try:
+            copied = copy.deepcopy(module).requires_grad_(False)
+            self.module = copied.to(device=device, dtype=torch.float32, memory_format=self.memory_format)
+        except torch.OutOfMemoryError as exc:
+            raise MicrodiskSRError(
+                f"not enough memory on {describe_device(device)} for the model; free memory or run on the CPU"
+            ) from exc
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(1, 3, h, w)`` in [0, 1] on the CPU -> ``(1, 3, h * scale, w * scale)`` float32 on the device."""
+        module = self.module
+        x = batch.to(self.device).contiguous(memory_format=self.memory_format)
+        with torch.inference_mode():
+            if self.half:
+                with torch.autocast("cuda", dtype=torch.float16):
+                    y = module(x)
+                if not bool(torch.isfinite(y).all()):
+                    log.warning("half precision gave NaN/Inf values; continuing in float32")
+                    self.half = False
+            if not self.half:
+                y = module(x)
+        expected = (1, 3, x.shape[2] * self.scale, x.shape[3] * self.scale)
+        if tuple(y.shape) != expected:
+            raise MicrodiskSRError(
+                f"the model turned a {tuple(x.shape)} input into {tuple(y.shape)}, not {expected}: "
+                f"it is not an RGB x{self.scale} model"
+            )
+        return y.float()
+
+
+def _upscale_job(
+    image: np.ndarray,
+    layout: ImageLayout,
+    module: nn.Module,
+    *,
+    device: torch.device,
+    scale: int,
+    half: bool,
+    tile: int,
+    pad: int,
+    multiple: int,
+    stop: "StopFlag | None",
+) -> Generator[TileEvent, None, "np.ndarray | None"]:
+    """The work of :func:`upscale`, plane by plane, restarting a plane with smaller tiles on out-of-memory."""
+    network = _Network(module, device, scale=scale, half=half)
+    color_norm, alpha_norm = normalizations_for(image, layout)
+    out = np.empty(layout.output_shape(network.scale), dtype=image.dtype)
+    height, width, planes = layout.height, layout.width, layout.planes
+    done = 0
+    for plane, index in enumerate(layout.plane_indices()):
+        while True:
+            boxes = [
+                (ys, xs) for ys in _spans(height, tile, multiple) for xs in _spans(width, tile, multiple)
+            ]
+            total = done + len(boxes) * (planes - plane)
+            out_of_memory = False
+            try:
+                for k, (ys, xs) in enumerate(boxes, 1):
+                    if stop is not None and stop.is_set():
+                        return None
+                    _fill_tile(
+                        image[index], out[index], ys, xs, network, pad, multiple, color_norm, alpha_norm
+                    )
+                    yield TileEvent(done + k, total, plane, planes, tile)
+            except torch.OutOfMemoryError:
+                out_of_memory = True  # handled below, once the failed tile's tensors are released
+            if not out_of_memory:
+                done += len(boxes)
+                break
+            tile = _smaller_tile(tile, height, width, network.device)
+    if stop is not None and stop.is_set():
+        return None
+    return out
+
+
+def _spans(size: int, tile: int, multiple: int) -> list[tuple[int, int]]:
+    """Split ``range(size)`` into near-equal ``(start, stop)`` spans of at most ``tile`` (0: one span).
+
+    Inner edges fall on multiples of ``multiple``, so that every tile starts where a pixel-unshuffle of the
+    whole image would start a block.
+    """
+    units = -(-size // multiple)
+    per_tile = units if tile == 0 else max(1, tile // multiple)
+    count = -(-units // per_tile)
+    edges = [min(i * units // count * multiple, size) for i in range(count + 1)]
+    return list(itertools.pairwise(edges))
+
+
+def _smaller_tile(tile: int, height: int, width: int, device: torch.device) -> int:
+    """Release cached GPU memory and return half the tile in use, or raise at :data:`MIN_TILE`."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    in_use = min(tile, max(height, width)) if tile else max(height, width)
+    if in_use <= MIN_TILE:
+        raise MicrodiskSRError(
+            f"out of memory on {describe_device(device)} even with {in_use}-pixel tiles; "
+            "free memory (close other GPU programs), use half precision, or run on the CPU"
+        )
+    smaller = max(MIN_TILE, in_use // 2)
+    log.warning(
+        "out of memory with %d-pixel tiles on %s; restarting the plane with %d", in_use, device, smaller
+    )
+    return smaller
+
+
+def _fill_tile(
+    plane: np.ndarray,
+    target: np.ndarray,
+    ys: tuple[int, int],
+    xs: tuple[int, int],
+    network: _Network,
+    pad: int,
+    multiple: int,
+    color_norm: Normalization,
+    alpha_norm: "Normalization | None",
+) -> None:
+    """Upscale the tile ``plane[y0:y1, x0:x1]`` with ``pad`` pixels of context and write its output core.
+
+    A region that ends at the bottom or right border of a plane whose size is not a multiple of
+    ``multiple`` is extended by reflection to the next multiple, as the whole plane would be.
+
+    Parameters
+    ----------
+    plane : (H, W) or (H, W, C) ndarray
+        The input plane.
+    target : (H * s, W * s) or (H * s, W * s, C) ndarray
+        The output plane, written only inside the tile's upscaled box.
+    """
+    s = network.scale
+    (y0, y1), (x0, x1) = ys, xs
+    py0, px0, py1, px1 = _padded(ys, xs, pad, plane.shape[:2])
+    color = plane[py0:py1, px0:px1, :3] if plane.ndim == 3 else plane[py0:py1, px0:px1]
+    extend = ((0, -(py1 - py0) % multiple), (0, -(px1 - px0) % multiple))
+    if extend != ((0, 0), (0, 0)):
+        color = np.pad(color, extend + ((0, 0),) * (color.ndim - 2), mode="reflect")
+    sr = network(to_model_input(color, color_norm))
+    core = sr[:, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s]
+    upscaled = from_model_output(core, color_norm, gray=plane.ndim == 2)
+    box = (slice(y0 * s, y1 * s), slice(x0 * s, x1 * s))
+    if alpha_norm is None:
+        target[box] = upscaled
+        return
+    target[(*box, slice(0, 3))] = upscaled
+    ay0, ax0, ay1, ax1 = _padded(ys, xs, _ALPHA_PAD, plane.shape[:2])
+    alpha = resize_alpha(plane[ay0:ay1, ax0:ax1, 3], s, alpha_norm)
+    target[(*box, 3)] = alpha[(y0 - ay0) * s : (y1 - ay0) * s, (x0 - ax0) * s : (x1 - ax0) * s]
+
+
+def _padded(
+    ys: tuple[int, int], xs: tuple[int, int], pad: int, shape: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """``(y0, x0, y1, x1)`` of the tile grown by ``pad`` on each side, clipped to the plane."""
+    return max(ys[0] - pad, 0), max(xs[0] - pad, 0), min(ys[1] + pad, shape[0]), min(xs[1] + pad, shape[1])

@@ -1,0 +1,195 @@
+"""``microdisk-sr upscale`` in-process: outputs and their names, and bad input refused before any work."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_microdisk_sr.cli import main
+from napari_microdisk_sr.cli import upscale as upscale_cli
+from napari_microdisk_sr.core import models
+from napari_microdisk_sr.core.infer import upscale_array
+from napari_microdisk_sr.core.io import PixelSize, read_image, write_tiff
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A tiny random SRVGGNetCompact x4 saved like a fine-tuned model."""
+    spec = models.ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
+    torch.manual_seed(0)
+    return str(models.save_model(spec.build(), spec, tmp_path_factory.mktemp("model") / "tiny.pth"))
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail the test if any upscaling starts."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("upscaling started although the input should have been refused")
+
+    monkeypatch.setattr(upscale_cli.infer, "upscale", refuse)
+
+
+def cli(*argv, model=None):
+    extra = [] if model is None else ["--model", model]
+    return main(["upscale", *map(str, argv), *extra, "--device", "cpu"])
+
+
+def files_under(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def gray(shape=(12, 10), dtype=np.uint16, seed=0):
+    return np.random.default_rng(seed).integers(0, 4000, shape).astype(dtype)
+
+
+def assert_refused(capsys, code, *fragments):
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in err[0]
+
+
+# --- outputs --------------------------------------------------------------------------------------------
+
+
+def test_output_beside_the_input_is_the_core_result_with_the_pixel_size_scaled(model_file, tmp_path, capsys):
+    image = gray()
+    src = write_tiff(tmp_path / "field.tif", image, pixel_size=PixelSize(0.5, 0.4, "um"))
+    assert cli(src, model=model_file) == 0
+    out = tmp_path / "field_microdisk_sr" / "field_x4.tif"
+    assert str(out) in capsys.readouterr().out
+    result = read_image(out)
+    expected = upscale_array(image, models.load_model(model_file), device="cpu")
+    assert expected.shape == (48, 40)
+    assert expected.dtype == np.uint16
+    np.testing.assert_array_equal(result.data, expected)
+    assert result.pixel_size == PixelSize(0.125, 0.1, "um")
+    with tifffile.TiffFile(out) as tif:
+        provenance = json.loads(tif.pages.first.description)
+    assert provenance["model"] == "tiny"
+    assert provenance["tile_pad"] == 4  # the spec's receptive radius
+    np.testing.assert_array_equal(read_image(src).data, image)  # the original is untouched
+
+
+def test_existing_outputs_get_numbered_never_overwritten(model_file, tmp_path):
+    src = write_tiff(tmp_path / "a.tif", gray())
+    out_dir = tmp_path / "results"
+    for _ in range(3):
+        assert cli(src, "--out", out_dir, model=model_file) == 0
+    assert files_under(out_dir) == ["a_x4-1.tif", "a_x4-2.tif", "a_x4.tif"]
+
+
+def test_several_inputs_rgb_png_rgba_and_a_stack(model_file, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    png = tmp_path / "rgb.png"
+    iio.imwrite(png, rng.integers(0, 256, (9, 7, 3), dtype=np.uint8))
+    rgba = write_tiff(tmp_path / "rgba.tif", rng.integers(0, 256, (8, 8, 4), dtype=np.uint8))
+    stack = write_tiff(tmp_path / "stack.tif", rng.random((3, 6, 5)).astype(np.float32))
+    assert cli(png, rgba, stack, "--out", tmp_path / "out", "--tile", "4", model=model_file) == 0
+    shapes = {p: read_image(tmp_path / "out" / p).data for p in files_under(tmp_path / "out")}
+    assert {p: (a.shape, a.dtype) for p, a in shapes.items()} == {
+        "rgb_x4.tif": ((36, 28, 3), np.uint8),
+        "rgba_x4.tif": ((32, 32, 4), np.uint8),
+        "stack_x4.tif": ((3, 24, 20), np.float32),
+    }
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4  # the model line and one line per input
+
+
+def test_constant_image_is_valid(model_file, tmp_path):
+    src = write_tiff(tmp_path / "flat.tif", np.full((8, 8), 0.25, np.float32))
+    assert cli(src, "--tile", "0", model=model_file) == 0
+    out = read_image(tmp_path / "flat_microdisk_sr" / "flat_x4.tif").data
+    np.testing.assert_array_equal(out, np.full((32, 32), 0.25, np.float32))
+
+
+@pytest.mark.slow
+def test_default_model_x4plus_on_a_tiny_image(tmp_path, capsys):
+    src = write_tiff(tmp_path / "tiny.tif", gray((16, 16), np.uint8, seed=3))
+    assert cli(src) == 0
+    assert "realesrgan-x4plus" in capsys.readouterr().out
+    result = read_image(tmp_path / "tiny_microdisk_sr" / "tiny_x4.tif").data
+    assert result.shape == (64, 64)
+    assert result.dtype == np.uint8
+    assert result.std() > 0
+
+
+# --- refused before any work: one-line error, exit 2, nothing written ------------------------------------
+
+
+def test_nan_pixels_are_counted_and_nothing_is_written(model_file, tmp_path, capsys, no_compute):
+    good = write_tiff(tmp_path / "good.tif", gray())
+    bad = np.ones((6, 6), np.float32)
+    bad[1, 1:4] = np.nan
+    bad_path = write_tiff(tmp_path / "bad.tif", bad)
+    before = files_under(tmp_path)
+    # the error names the file, and the good input is not done either
+    assert_refused(capsys, cli(good, bad_path, model=model_file), f"{bad_path}: image has 3 NaN")
+    assert files_under(tmp_path) == before
+
+
+def test_inf_pixels_are_refused(model_file, tmp_path, capsys, no_compute):
+    bad = np.ones((6, 6), np.float64)
+    bad[0, 0] = np.inf
+    src = write_tiff(tmp_path / "inf.tif", bad)
+    assert_refused(capsys, cli(src, model=model_file), "1 Inf")
+    assert files_under(tmp_path) == ["inf.tif"]
+
+
+@pytest.mark.parametrize(
+    ("image", "fragment"),
+    [
+        (np.zeros((6, 6), np.complex64), "complex"),
+        (np.zeros((6, 6), bool), "boolean"),
+        (np.zeros((2, 2, 2, 6, 6), np.uint8), "5 dimensions"),
+    ],
+)
+def test_unusable_images_are_refused(model_file, tmp_path, capsys, no_compute, image, fragment):
+    src = tmp_path / "bad.tif"
+    tifffile.imwrite(src, image)
+    assert_refused(capsys, cli(src, model=model_file), fragment)
+    assert files_under(tmp_path) == ["bad.tif"]
+
+
+def test_unwritable_output_folder_is_refused_before_compute(model_file, tmp_path, capsys, no_compute):
+    src = write_tiff(tmp_path / "a.tif", gray())
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text(
+        "a regular file where a folder is needed"
+    )  # root ignores permissions; this still fails
+    assert_refused(capsys, cli(src, "--out", blocker / "out", model=model_file), "not writable")
+    assert files_under(tmp_path) == ["a.tif", "not_a_folder"]
+
+
+def test_output_that_would_be_an_input_is_refused(model_file, tmp_path, capsys, no_compute):
+    src = write_tiff(tmp_path / "a.tif", gray())
+    (tmp_path / "out").mkdir()
+    earlier = write_tiff(tmp_path / "out" / "a_x4.tif", gray((48, 40)))
+    code = cli(src, earlier, "--out", tmp_path / "out", model=model_file)
+    assert_refused(capsys, code, "is the input file itself")
+    assert files_under(tmp_path) == ["a.tif", "out/a_x4.tif"]
+    np.testing.assert_array_equal(read_image(earlier).data, gray((48, 40)))
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--tile", "-1"], "tile must be"),
+        (["--tile-pad", "-3"], "tile_pad must be"),
+        (["--model", "no-such-model"], "unknown model"),
+    ],
+)
+def test_bad_options_are_refused(model_file, tmp_path, capsys, no_compute, options, fragment):
+    src = write_tiff(tmp_path / "a.tif", gray())
+    assert_refused(capsys, main(["upscale", str(src), "--model", model_file, *options]), fragment)
+    assert files_under(tmp_path) == ["a.tif"]
+
+
+def test_missing_input_is_refused(model_file, tmp_path, capsys, no_compute):
+    assert_refused(capsys, cli(tmp_path / "nowhere.tif", model=model_file), "does not exist")
+    assert files_under(tmp_path) == []

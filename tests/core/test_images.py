@@ -1,0 +1,207 @@
+"""Layer data <-> model tensors: validation, layouts and the exact inverse of the value mapping."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_microdisk_sr.core.errors import InputError
+from napari_microdisk_sr.core.images import (
+    ImageLayout,
+    Normalization,
+    from_model_output,
+    image_layout,
+    normalizations_for,
+    resize_alpha,
+    to_model_input,
+    validate_image,
+)
+
+# --- validation -----------------------------------------------------------------------------------------
+
+
+def test_nan_and_inf_are_counted_in_a_one_line_message():
+    image = np.zeros((2, 8, 8), np.float32)
+    image[0, 1, 1] = np.nan
+    image[1, 2, 2:5] = np.nan
+    image[1, 0, 0] = -np.inf
+    with pytest.raises(InputError, match=r"4 NaN and 1 Inf value\(s\) out of 128") as info:
+        validate_image(image)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.zeros((4, 4), bool), "boolean"),
+        (np.zeros((4, 4), np.complex64), "complex"),
+        (np.zeros((4, 4), object), "not supported"),
+        (np.zeros((4, 4), "U1"), "not supported"),
+        (np.zeros((1, 2, 4, 4, 3), np.uint8), "5 dimensions"),
+        (np.zeros(16, np.uint8), "1 dimension"),
+        (np.zeros((0, 4), np.uint8), "empty"),
+        (np.zeros((3, 0, 4), np.float32), "empty"),
+    ],
+)
+def test_unusable_images_are_refused(image, match):
+    with pytest.raises(InputError, match=match):
+        validate_image(image)
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.uint16, np.int16, np.int32, np.float16, np.float32, np.float64]
+)
+def test_usable_images_pass(dtype):
+    validate_image(np.ones((2, 3, 5, 4), dtype))
+
+
+# --- layouts --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "rgb", "expected"),
+    [
+        ((5, 7), None, ImageLayout((), 5, 7, 1)),
+        ((5, 7, 3), None, ImageLayout((), 5, 7, 3)),
+        ((5, 7, 4), None, ImageLayout((), 5, 7, 4)),
+        ((2, 5, 7), None, ImageLayout((2,), 5, 7, 1)),
+        ((2, 3, 5, 7), None, ImageLayout((2, 3), 5, 7, 1)),
+        ((2, 5, 7, 3), None, ImageLayout((2,), 5, 7, 3)),
+        ((6, 5, 3), False, ImageLayout((6,), 5, 3, 1)),  # a stack of 3-pixel-wide planes
+        ((5, 7, 4), True, ImageLayout((), 5, 7, 4)),
+    ],
+)
+def test_layouts(shape, rgb, expected):
+    assert image_layout(shape, rgb=rgb) == expected
+
+
+def test_layout_plane_indices_and_output_shape():
+    layout = image_layout((2, 3, 5, 7))
+    assert layout.planes == 6
+    assert list(layout.plane_indices())[:2] == [(0, 0), (0, 1)]
+    assert layout.output_shape(4) == (2, 3, 20, 28)
+    assert image_layout((5, 7, 4)).output_shape(2) == (10, 14, 4)
+    assert image_layout((5, 7)).planes == 1
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 2)])
+def test_rgb_true_needs_a_channel_axis(shape):
+    with pytest.raises(InputError, match="not RGB"):
+        image_layout(shape, rgb=True)
+
+
+# --- normalisation --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+def test_integer_round_trip_is_exact_for_every_value(dtype):
+    info = np.iinfo(dtype)
+    values = np.arange(info.min, info.max + 1).astype(dtype)
+    norm, _ = normalizations_for(values.reshape(1, -1), image_layout((1, values.size)))
+    unit = norm.to_unit(values)
+    assert unit.dtype == np.float32
+    assert unit.min() == 0.0
+    assert unit.max() == 1.0
+    np.testing.assert_array_equal(norm.from_unit(unit), values)
+
+
+def test_dim_uint16_keeps_its_16_bit_range():
+    image = np.array([[0, 100, 255]], np.uint16)  # max < 256 is still 16-bit data, not 8-bit
+    norm, _ = normalizations_for(image, image_layout(image.shape))
+    assert (norm.low, norm.high) == (0.0, 65535.0)
+    assert norm.to_unit(image).max() == pytest.approx(255 / 65535)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64, np.uint64])
+def test_wide_integers_map_by_dtype_range_and_clip_without_overflow(dtype):
+    info = np.iinfo(dtype)
+    norm = Normalization(np.dtype(dtype), float(info.min), float(info.max))
+    back = norm.from_unit(np.array([-0.5, 0.0, 0.5, 1.0, 1.5]))
+    assert back.dtype == dtype
+    assert back[0] == back[1] == info.min
+    assert back[3] == back[4] > info.max // 2  # clipped near the top, not wrapped around to the bottom
+    assert int(back[3]) <= info.max
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_float_images_map_by_their_own_range_and_come_back(dtype):
+    image = np.linspace(-3.5, 12.0, 64).reshape(8, 8).astype(dtype)
+    norm, _ = normalizations_for(image, image_layout(image.shape))
+    assert (norm.low, norm.high) == (-3.5, 12.0)
+    unit = norm.to_unit(image)
+    assert unit.min() == 0.0
+    assert unit.max() == 1.0
+    back = norm.from_unit(unit)
+    assert back.dtype == dtype
+    unit_eps = max(np.finfo(dtype).eps, np.finfo(np.float32).eps)  # the model works in float32
+    np.testing.assert_allclose(back, image, rtol=0, atol=15.5 * unit_eps * 2)
+
+
+def test_float_output_is_clipped_to_the_input_range():
+    norm = Normalization(np.dtype(np.float32), 2.0, 4.0)
+    np.testing.assert_array_equal(norm.from_unit(np.array([-1.0, 0.5, 2.0])), np.float32([2.0, 3.0, 4.0]))
+
+
+def test_constant_float_image_is_valid_and_stays_constant():
+    image = np.full((4, 5), 7.25, np.float32)
+    validate_image(image)
+    norm, _ = normalizations_for(image, image_layout(image.shape))
+    unit = norm.to_unit(image)
+    assert np.isfinite(unit).all()
+    np.testing.assert_array_equal(norm.from_unit(np.random.default_rng(0).random((8, 10))), 7.25)
+
+
+def test_rgba_colour_and_alpha_are_normalised_separately():
+    image = np.zeros((4, 4, 4), np.float32)
+    image[..., :3] = np.linspace(0, 1000, 48).reshape(4, 4, 3)
+    image[..., 3] = np.linspace(0, 1, 16).reshape(4, 4)
+    color, alpha = normalizations_for(image, image_layout(image.shape))
+    assert (color.low, color.high) == (0.0, 1000.0)
+    assert alpha is not None
+    assert (alpha.low, alpha.high) == (0.0, 1.0)
+    assert normalizations_for(image[..., :3], image_layout((4, 4, 3)))[1] is None
+
+
+# --- tensors --------------------------------------------------------------------------------------------
+
+
+def test_gray_is_replicated_for_the_model_and_averaged_back():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    norm = Normalization(np.dtype(np.uint8), 0.0, 255.0)
+    x = to_model_input(gray, norm)
+    assert x.shape == (1, 3, 3, 4)
+    assert x.dtype == torch.float32
+    for c in range(3):
+        np.testing.assert_allclose(x[0, c].numpy(), gray / 255, rtol=1e-6)
+    y = torch.stack([x[0, 0] * 0.5, x[0, 1], x[0, 2] * 1.5]).unsqueeze(0)  # channel mean == x
+    np.testing.assert_array_equal(from_model_output(y, norm, gray=True), gray)
+
+
+def test_rgb_goes_to_nchw_and_back_in_the_same_channel_order():
+    rgb = np.random.default_rng(1).integers(0, 65536, (5, 6, 3), dtype=np.uint16)
+    norm = Normalization(np.dtype(np.uint16), 0.0, 65535.0)
+    x = to_model_input(rgb, norm)
+    assert x.shape == (1, 3, 5, 6)
+    np.testing.assert_allclose(x[0, 2].numpy(), rgb[..., 2] / 65535, rtol=1e-6)
+    out = from_model_output(x, norm, gray=False)
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_model_output_outside_unit_range_is_clipped():
+    norm = Normalization(np.dtype(np.uint8), 0.0, 255.0)
+    y = torch.tensor([-0.2, 0.5, 1.3]).reshape(1, 1, 1, 3).expand(1, 3, 1, 3)
+    np.testing.assert_array_equal(from_model_output(y, norm, gray=True), [[0, 128, 255]])
+
+
+def test_alpha_is_resized_bicubically_and_clipped_to_its_range():
+    alpha = np.zeros((6, 6), np.uint8)
+    alpha[2:4, 2:4] = 255  # bicubic overshoots next to a hard edge
+    norm = Normalization(np.dtype(np.uint8), 0.0, 255.0)
+    up = resize_alpha(alpha, 4, norm)
+    assert up.shape == (24, 24)
+    assert up.dtype == np.uint8
+    assert up[0, 0] == 0
+    assert up[12, 12] == 255
+    assert 0 < up[12, 7] < 255  # interpolated, not nearest
+    flat = resize_alpha(np.full((3, 3), 0.5, np.float32), 4, Normalization(np.dtype(np.float32), 0.0, 1.0))
+    np.testing.assert_allclose(flat, 0.5, atol=1e-6)

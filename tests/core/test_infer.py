@@ -1,0 +1,402 @@
+"""Tiled inference: exactness, layouts and dtypes, progress, stop, out-of-memory, devices and settings."""
+
+import logging
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
+from napari_microdisk_sr.core.errors import InputError, MicrodiskSRError
+from napari_microdisk_sr.core.images import Normalization, resize_alpha
+from napari_microdisk_sr.core.infer import MIN_TILE, TileEvent, UpscaleConfig, upscale, upscale_array
+from napari_microdisk_sr.core.models import LoadedModel, ModelSpec
+from napari_microdisk_sr.core.progress import StopFlag, drive
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+SRVGG_PARAMS = {"num_feat": 8, "num_conv": 2, "upscale": 4}
+SRVGG_RADIUS = 4  # num_conv + 2 convolutions of radius 1; the pixel shuffle and the residual add nothing
+
+
+def tiny_srvgg(seed: int = 0) -> nn.Module:
+    """A random SRVGGNetCompact whose outputs mostly stay inside [0, 1] (so clipping hides no difference)."""
+    torch.manual_seed(seed)
+    net = SRVGGNetCompact(**SRVGG_PARAMS).eval()
+    with torch.no_grad():
+        net.body[-1].weight.mul_(0.2)
+    return net
+
+
+class Squashed(nn.Module):
+    """A random network's output mapped into (0, 1), so that differences are never clipped away."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x))
+
+
+class Nearest(nn.Module):
+    """Nearest-neighbour x4: makes the value mapping of the whole pipeline exactly checkable."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=4, mode="nearest")
+
+
+class OutOfMemoryAbove(nn.Module):
+    """Raises CUDA's out-of-memory error for inputs larger than ``limit`` pixels a side."""
+
+    def __init__(self, net: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit = net, limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if max(x.shape[-2:]) > self.limit:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated for {tuple(x.shape)})")
+        return self.net(x)
+
+
+def rng_image(shape, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return (rng.random(shape) * 3.0 - 1.0).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, shape, endpoint=True, dtype=dtype)
+
+
+def nearest_x4(image: np.ndarray, spatial=(0, 1)) -> np.ndarray:
+    return image.repeat(4, axis=spatial[0]).repeat(4, axis=spatial[1])
+
+
+def run(image, model, **kw):
+    events: list[TileEvent] = []
+    result = upscale_array(image, model, on_event=events.append, device="cpu", **kw)
+    return result, events
+
+
+# --- tiled equals untiled -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tile", [8, 16, 20, 100])
+def test_tiled_equals_untiled_for_odd_sizes(tile):
+    net = tiny_srvgg()
+    image = rng_image((37, 53, 3))
+    whole, _ = run(image, net, scale=4, tile=0)
+    tiled, events = run(image, net, scale=4, tile=tile, tile_pad=SRVGG_RADIUS)
+    assert tiled.shape == whole.shape == (148, 212, 3)
+    assert tiled.dtype == np.float32
+    assert np.abs(tiled - whole).max() <= 1e-4 * (image.max() - image.min())
+    assert len(events) == (1 if tile == 100 else -(-37 // tile) * -(-53 // tile))
+
+
+def test_padding_below_the_receptive_field_shows_seams():
+    """The exactness above is not luck: a pad smaller than the receptive field changes the output."""
+    net = tiny_srvgg()
+    image = rng_image((37, 53, 3))
+    whole, _ = run(image, net, scale=4, tile=0)
+    tiled, _ = run(image, net, scale=4, tile=16, tile_pad=SRVGG_RADIUS - 3)
+    assert np.abs(tiled - whole).max() > 1e-3
+
+
+def test_tiled_rrdbnet_x4_equals_untiled():
+    torch.manual_seed(0)
+    net = Squashed(RRDBNet(3, 3, scale=4, num_feat=8, num_block=1, num_grow_ch=4).eval())
+    radius = RRDBNet.receptive_radius(3, 3, scale=4, num_feat=8, num_block=1, num_grow_ch=4)
+    image = rng_image((29, 35), np.uint16)
+    whole, _ = run(image, net, scale=4, tile=0)
+    tiled, _ = run(image, net, scale=4, tile=12, tile_pad=radius)
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1  # rounding of float-level differences
+
+
+def test_tiled_rrdbnet_x2_aligns_tiles_with_its_pixel_unshuffle():
+    """RRDBNet x2 pixel-unshuffles its input: tiles start on even pixels and odd sizes are reflected."""
+    spec = ModelSpec("RRDBNet", {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 8, "num_block": 1,
+                                 "num_grow_ch": 4})  # fmt: skip
+    torch.manual_seed(0)
+    model = LoadedModel(Squashed(spec.build().eval()), spec, "tiny-x2", "test", "0" * 64)
+    image = rng_image((151, 129, 3))
+    whole, _ = run(image, model, tile=0)
+    assert spec.receptive_radius == 38
+    # 49-pixel tiles would start on odd pixels (37, 43, ...) if they were not aligned, as would a pad of 37
+    tiled, events = run(image, model, tile=49, tile_pad=37)
+    assert len(events) == 4 * 3
+    assert whole.shape == (302, 258, 3)
+    assert np.abs(tiled - whole).max() <= 1e-4 * (image.max() - image.min())
+
+
+# --- values, dtypes and layouts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "low", "high"),
+    [(np.uint8, 0, 255), (np.uint16, 0, 200), (np.int16, -300, 300), (np.float32, -2.5, 7.0)],
+)
+def test_values_come_back_in_the_input_dtype_and_range(dtype, low, high):
+    """With an exact x4 'network' the output is the nearest-neighbour upscale itself: no range is guessed."""
+    image = np.random.default_rng(0).uniform(low, high, (9, 11)).astype(dtype)
+    out, _ = run(image, Nearest(), scale=4, tile=4, tile_pad=1)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, nearest_x4(image), rtol=0, atol=(high - low) * 1e-6)
+
+
+def test_constant_image_is_upscaled_to_the_same_constant():
+    image = np.full((10, 12), 3.5, np.float32)
+    out, _ = run(image, tiny_srvgg(), scale=4, tile=0)
+    np.testing.assert_array_equal(out, np.full((40, 48), 3.5, np.float32))
+
+
+def test_gray_is_processed_as_rgb_and_returned_as_gray():
+    net = tiny_srvgg()
+    gray = rng_image((13, 17))
+    out, _ = run(gray, net, scale=4, tile=0)
+    as_rgb, _ = run(np.repeat(gray[..., None], 3, axis=-1), net, scale=4, tile=0)
+    assert out.shape == (52, 68)
+    np.testing.assert_allclose(out, as_rgb.mean(axis=-1), atol=1e-5)
+
+
+def test_rgba_alpha_is_resized_bicubically_and_reattached():
+    net = tiny_srvgg()
+    image = rng_image((21, 19, 4), np.uint8)
+    out, _ = run(image, net, scale=4, tile=8, tile_pad=SRVGG_RADIUS)
+    rgb, _ = run(image[..., :3], net, scale=4, tile=8, tile_pad=SRVGG_RADIUS)
+    assert out.shape == (84, 76, 4)
+    np.testing.assert_array_equal(out[..., :3], rgb)
+    # tiled alpha equals the bicubic resize of the whole alpha plane
+    whole_alpha = resize_alpha(image[..., 3], 4, Normalization(np.dtype(np.uint8), 0.0, 255.0))
+    np.testing.assert_array_equal(out[..., 3], whole_alpha)
+
+
+def test_stacks_are_processed_plane_by_plane():
+    net = tiny_srvgg()
+    stack = rng_image((2, 3, 10, 9), np.uint8)
+    out, events = run(stack, net, scale=4, tile=5, tile_pad=SRVGG_RADIUS)
+    assert out.shape == (2, 3, 40, 36)
+    assert out.dtype == np.uint8
+    single, _ = run(stack[1, 2], net, scale=4, tile=0)
+    assert np.abs(out[1, 2].astype(int) - single.astype(int)).max() <= 1
+    assert [e.plane for e in events][::4] == [0, 1, 2, 3, 4, 5]
+    assert {(e.planes, e.total, e.tile) for e in events} == {(6, 24, 5)}
+    assert [e.done for e in events] == list(range(1, 25))
+
+
+def test_rgb_false_treats_a_last_axis_of_three_as_width():
+    out, _ = run(rng_image((4, 6, 3)), Nearest(), scale=4, tile=0, rgb=False)
+    assert out.shape == (4, 24, 12)
+
+
+def test_memory_is_bounded_by_the_tile():
+    """No full-size float copy: numpy's peak is the uint8 output plus tile-sized temporaries."""
+    image = rng_image((256, 256), np.uint8)
+    job = upscale(image, Nearest(), scale=4, tile=32, tile_pad=2, device="cpu")
+    tracemalloc.start()
+    try:
+        out = drive(job)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.nbytes == 1024 * 1024
+    full_float32_rgb = out.size * 3 * 4
+    assert peak < out.nbytes + full_float32_rgb / 8, peak
+
+
+# --- progress and stop ----------------------------------------------------------------------------------
+
+
+def test_stop_returns_none_and_ends_the_job():
+    stop = StopFlag()
+    job = upscale(rng_image((20, 20)), tiny_srvgg(), scale=4, tile=8, device="cpu", stop=stop)
+    first = next(job)
+    assert (first.done, first.total) == (1, 9)
+    stop.set()
+    with pytest.raises(StopIteration) as info:
+        next(job)
+    assert info.value.value is None
+
+
+def test_stop_set_before_the_start_does_no_work():
+    stop = StopFlag()
+    stop.set()
+    result, events = run(rng_image((20, 20)), tiny_srvgg(), scale=4, tile=8, stop=stop)
+    assert result is None
+    assert events == []
+
+
+def test_bad_input_raises_when_the_job_is_created():
+    image = np.zeros((8, 8), np.float32)
+    image[0, 0] = np.inf
+    with pytest.raises(InputError, match="1 Inf"):
+        upscale(image, tiny_srvgg(), scale=4)
+
+
+# --- out of memory --------------------------------------------------------------------------------------
+
+
+def test_out_of_memory_halves_the_tile_and_restarts_the_plane():
+    net = tiny_srvgg()
+    image = rng_image((40, 120, 3))
+    reference, _ = run(image, net, scale=4, tile=0)
+    # 40-pixel tiles: the first (padded to 44) fits, the second (padded to 48 wide) does not
+    out, events = run(image, OutOfMemoryAbove(net, limit=46), scale=4, tile=40, tile_pad=SRVGG_RADIUS)
+    assert [(e.done, e.total, e.tile) for e in events[:2]] == [(1, 3, 40), (1, 8, MIN_TILE)]
+    assert {e.tile for e in events[1:]} == {MIN_TILE}
+    assert events[-1].done == events[-1].total == 8
+    assert np.abs(out - reference).max() <= 1e-4 * (image.max() - image.min())
+
+
+def test_untiled_run_that_runs_out_of_memory_falls_back_to_tiles(caplog):
+    net = tiny_srvgg()
+    stack = rng_image((2, 64, 64))
+    reference, _ = run(stack, net, scale=4, tile=0)
+    with caplog.at_level(logging.WARNING, logger="napari_microdisk_sr.core.infer"):
+        out, events = run(stack, OutOfMemoryAbove(net, limit=40), scale=4, tile=0, tile_pad=SRVGG_RADIUS)
+    assert "out of memory with 64-pixel tiles" in caplog.text
+    assert {e.tile for e in events} == {MIN_TILE}  # the smaller tile is kept for the next plane
+    assert len(events) == 8
+    assert np.abs(out - reference).max() <= 1e-4 * (stack.max() - stack.min())
+
+
+def test_out_of_memory_at_the_smallest_tile_is_a_clear_error():
+    job = upscale(rng_image((64, 64)), OutOfMemoryAbove(tiny_srvgg(), limit=8), scale=4, device="cpu")
+    with pytest.raises(MicrodiskSRError, match=f"out of memory on CPU .* even with {MIN_TILE}-pixel tiles"):
+        drive(job)
+
+
+# --- models, devices and settings -----------------------------------------------------------------------
+
+
+def test_loaded_model_gives_scale_and_padding():
+    spec = ModelSpec("SRVGGNetCompact", SRVGG_PARAMS)
+    assert spec.tile_pad == SRVGG_RADIUS
+    model = LoadedModel(tiny_srvgg(), spec, "tiny", "test", "0" * 64)
+    image = rng_image((30, 30))
+    whole, _ = run(image, model, tile=0)
+    tiled, _ = run(image, model, tile=10)  # tile_pad from the spec
+    assert whole.shape == (120, 120)
+    assert np.abs(tiled - whole).max() <= 1e-4 * (image.max() - image.min())
+    with pytest.raises(InputError, match="upscales x4"):
+        upscale(image, model, scale=2)
+
+
+def test_bare_module_needs_its_scale():
+    with pytest.raises(InputError, match="pass scale="):
+        upscale(rng_image((8, 8)), tiny_srvgg())
+
+
+def test_wrong_scale_is_caught_at_the_first_tile():
+    with pytest.raises(MicrodiskSRError, match="not an RGB x2 model"):
+        upscale_array(rng_image((8, 8)), tiny_srvgg(), scale=2, device="cpu")
+
+
+def test_the_callers_module_is_left_untouched():
+    net = nn.Sequential(nn.Conv2d(3, 48, 3, padding=1), nn.PixelShuffle(4)).double()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out, _ = run(rng_image((8, 8, 3)), net, scale=4, tile=4)
+    assert out.shape == (32, 32, 3)
+    for key, value in net.state_dict().items():
+        assert value.dtype == torch.float64
+        assert value.is_contiguous()
+        assert torch.equal(value, before[key])
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_half_precision_is_refused_on_cpu_with_a_notice(caplog):
+    net = tiny_srvgg()
+    image = rng_image((12, 12, 3))
+    with caplog.at_level(logging.WARNING, logger="napari_microdisk_sr.core.infer"):
+        half, _ = run(image, net, scale=4, tile=0, half=True)
+    assert "only used on CUDA" in caplog.text
+    full, _ = run(image, net, scale=4, tile=0)
+    np.testing.assert_array_equal(half, full)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tile": -1}, "tile must be"),
+        ({"tile": 1.5}, "tile must be"),
+        ({"tile": True}, "tile must be"),
+        ({"tile_pad": -2}, "tile_pad must be"),
+        ({"device": "tpu"}, "unknown device"),
+        ({"device": "cuda:x"}, "unknown device"),
+        ({"half": "yes"}, "half must be"),
+    ],
+)
+def test_config_is_validated(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        UpscaleConfig(**kwargs)
+
+
+def test_config_defaults_and_is_frozen():
+    config = UpscaleConfig(tile=0, device="cuda:1")
+    assert (config.tile, config.tile_pad, config.device, config.half) == (0, None, "cuda:1", False)
+    with pytest.raises(AttributeError):
+        config.tile = 3  # type: ignore[misc]
+
+
+# --- CUDA (exercised on a GPU machine; skipped elsewhere) -----------------------------------------------
+
+
+class AllocatesPerPixel(nn.Module):
+    """Asks the CUDA allocator for more than the whole GPU for inputs above ``limit`` pixels a side."""
+
+    def __init__(self, net: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit = net, limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if max(x.shape[-2:]) > self.limit:
+            total = torch.cuda.get_device_properties(x.device).total_memory
+            torch.empty(total // 2 + 1, dtype=torch.float32, device=x.device)  # 2x the GPU: a real OOM
+        return self.net(x)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_matches_cpu_and_recovers_from_a_real_out_of_memory():
+    net = tiny_srvgg()
+    image = rng_image((70, 90, 3))
+    on_cpu = upscale_array(image, net, scale=4, tile=0, device="cpu")
+    on_gpu = upscale_array(image, net, scale=4, tile=0, device="cuda")
+    assert np.abs(on_gpu - on_cpu).max() <= 1e-3 * (image.max() - image.min())  # TF32 convolutions
+    events: list[TileEvent] = []
+    job = upscale(
+        image, AllocatesPerPixel(net, limit=60), scale=4, tile=0, tile_pad=SRVGG_RADIUS, device="cuda"
+    )
+    recovered = drive(job, events.append)
+    assert {e.tile for e in events} == {45}
+    assert np.abs(recovered - on_gpu).max() <= 1e-3 * (image.max() - image.min())
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_half_precision_is_close_and_falls_back_to_float32_on_overflow(caplog):
+    class Overflows(nn.Module):
+        """Leaves float16's range (65504) between two 1x1 convolutions, as a badly scaled model would."""
+
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+            self.up, self.down = nn.Conv2d(3, 3, 1, bias=False), nn.Conv2d(3, 3, 1, bias=False)
+            with torch.no_grad():
+                self.up.weight.copy_(torch.eye(3).view(3, 3, 1, 1) * 1e5)
+                self.down.weight.copy_(torch.eye(3).view(3, 3, 1, 1) * 1e-5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.down(self.up(self.net(x)))
+
+    net = tiny_srvgg()
+    image = rng_image((40, 40, 3))
+    full = upscale_array(image, net, scale=4, tile=0, device="cuda")
+    half = upscale_array(image, net, scale=4, tile=0, device="cuda", half=True)
+    assert np.abs(half - full).max() <= 1e-2 * (image.max() - image.min())
+    with caplog.at_level(logging.WARNING, logger="napari_microdisk_sr.core.infer"):
+        rescued = upscale_array(image, Overflows(net), scale=4, tile=20, device="cuda", half=True)
+    assert "continuing in float32" in caplog.text
+    assert np.isfinite(rescued).all()
+    assert np.abs(rescued - full).max() <= 1e-2 * (image.max() - image.min())  # TF32 1x1 convolutions
