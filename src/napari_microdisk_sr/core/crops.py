@@ -1,0 +1,298 @@
+"""Crops of single microdisks: cut them out of an image, write them as a crop set, read a crop set back.
+
+A crop set is a folder of TIFF crops, each in the dtype of the image it was cut from, and ``crops.csv``
+with one row per crop: ``file, source, y0, x0, y1, x1, cy, cx, r`` (the box in the source image's pixels,
+and the disk's centre and radius there, empty for a box drawn by hand).
+
+Writing never overwrites: a folder that already holds a crop set is appended to, its new crops numbered
+after the existing ones (``<stem>_disk001.tif``, ``<stem>_disk002.tif``, ...) and their rows added to
+``crops.csv``. The crops are written before ``crops.csv`` (each file atomically), so an interrupted write
+leaves at worst crops that the set does not list, and their numbers are skipped by the next write.
+"""
+
+import logging
+import math
+import numbers
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io
+from .detect import Disk, disk_box, reaches_border
+from .errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+CSV_NAME = "crops.csv"
+COLUMNS = ("file", "source", "y0", "x0", "y1", "x1", "cy", "cx", "r")
+_BOX_COLUMNS = COLUMNS[2:6]
+_DISK_COLUMNS = COLUMNS[6:]
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+Box = tuple[int, int, int, int]
+"""Rows ``y0:y1`` and columns ``x0:x1`` of an image."""
+
+
+@dataclass(frozen=True, eq=False)
+class Crop:
+    """One microdisk cut out of an image.
+
+    Attributes
+    ----------
+    image : (h, w) or (h, w, C) ndarray
+        The crop, a copy in the source image's dtype.
+    box : (y0, x0, y1, x1) tuple of int
+        Where it was cut from, in the source image's pixels.
+    disk : Disk or None
+        The disk it holds, in the source image's pixels; None for a box given by hand.
+    source : str or None
+        What the source image was (a file path or a layer name), for the record.
+    """
+
+    image: np.ndarray
+    box: Box
+    disk: "Disk | None" = None
+    source: "str | None" = None
+
+
+@dataclass(frozen=True, eq=False)
+class CropSet:
+    """A crop set read back from its folder.
+
+    Attributes
+    ----------
+    images : list of ndarray
+        The crops, in the order of ``rows``.
+    rows : list of dict
+        Per crop: ``file`` and ``source`` (str), the box ``y0, x0, y1, x1`` (int) and the disk ``cy, cx, r``
+        (float); a value that was not recorded is None.
+    folder : Path
+    """
+
+    images: list[np.ndarray]
+    rows: list[dict[str, Any]]
+    folder: Path
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def crop_disks(
+    image: np.ndarray,
+    disks_or_boxes: "Sequence[Disk | Sequence[float]]",
+    *,
+    margin: float = 0.25,
+    skip_border: bool = True,
+    source: "str | None" = None,
+) -> list[Crop]:
+    """Cut a square crop around each disk, or cut the boxes given.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray
+        The image to crop, gray or with channels last.
+    disks_or_boxes : sequence of Disk or (y0, x0, y1, x1)
+        Disks (cropped with :func:`~.detect.disk_box`) and boxes (rows ``y0:y1``, columns ``x0:x1``, for
+        example edited by hand; numbers are rounded to whole pixels and the box clipped to the image).
+    margin : float
+        Extra border around each disk, as a fraction of its radius.
+    skip_border : bool
+        Leave out the disks that cross the image's border (a box is always cut).
+    source : str, optional
+        What ``image`` is, recorded in each crop.
+
+    Returns
+    -------
+    list of Crop
+        In the order given, less the skipped disks.
+
+    Raises
+    ------
+    InputError
+        For an image that is not 2D (with channels), a negative margin, or a box that is not four numbers,
+        is empty or lies outside the image.
+    """
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
+        raise InputError(f"crops are cut from a 2D image (channels last), not one of shape {image.shape}")
+    crops = []
+    for item in disks_or_boxes:
+        if isinstance(item, Disk):
+            if skip_border and reaches_border(item.cy, item.cx, item.r, image.shape):
+                continue
+            box, disk = disk_box(item, image.shape, margin=margin), item
+        else:
+            box, disk = _clipped_box(item, image.shape), None
+        y0, x0, y1, x1 = box
+        crops.append(Crop(image[y0:y1, x0:x1].copy(), box, disk, source))
+    log.info("%d crops of %d disks or boxes", len(crops), len(disks_or_boxes))
+    return crops
+
+
+def _clipped_box(box: Sequence[float], shape: Sequence[int]) -> Box:
+    if isinstance(box, (str, bytes)) or np.ndim(box) != 1 or len(box) != 4:
+        raise InputError(f"a box is (y0, x0, y1, x1) in pixels, not {box!r}")
+    if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in box):
+        raise InputError(f"a box needs four finite numbers, not {box!r}")
+    y0, x0, y1, x1 = (round(float(v)) for v in box)
+    h, w = shape[:2]
+    clipped = (max(0, y0), max(0, x0), min(h, y1), min(w, x1))
+    if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
+        raise InputError(f"box {tuple(box)} is empty or outside the {h}x{w} image")
+    return clipped
+
+
+def write_crop_set(crops: Sequence[Crop], out_dir: "str | os.PathLike[str]", *, stem: str) -> Path:
+    """Write crops as ``<stem>_disk001.tif``, ... and list them in ``crops.csv``, appending to a set there.
+
+    Parameters
+    ----------
+    crops : sequence of Crop
+        At least one.
+    out_dir : path
+        The crop set's folder; created if needed. If it holds a crop set, the new crops are added to it.
+    stem : str
+        Start of the file names, usually the source image's name; letters, digits and ``._-+`` only.
+
+    Returns
+    -------
+    Path
+        The folder.
+
+    Raises
+    ------
+    InputError
+        For no crops or an unusable stem.
+    OutputError
+        If the folder cannot be written, or its ``crops.csv`` is not a crop set's.
+    """
+    if not crops:
+        raise InputError("no crops to write")
+    if not re.fullmatch(r"[\w.+-]+", stem) or stem.startswith("."):
+        raise InputError(f"stem {stem!r} is not a usable file name; use letters, digits and ._-+")
+    folder = io.ensure_writable_dir(out_dir)
+    csv_path = folder / CSV_NAME
+    try:
+        rows = _read_rows(csv_path) if csv_path.exists() else []
+    except InputError as exc:
+        raise OutputError(f"cannot add crops to {folder}: {exc}; choose another folder") from exc
+    number = _last_number(folder, rows, stem)
+    for crop in crops:
+        number += 1
+        name = f"{stem}_disk{number:03d}.tif"
+        io.write_tiff(folder / name, crop.image, description=_description(crop))
+        rows.append(_row(name, crop))
+    io.write_csv(csv_path, rows, COLUMNS, overwrite=True)
+    log.info("wrote %d crops to %s (%d in the set)", len(crops), folder, len(rows))
+    return folder
+
+
+def _last_number(folder: Path, rows: list[dict[str, Any]], stem: str) -> int:
+    """The highest crop number of ``stem`` among the listed crops and the files in the folder (0 if none)."""
+    pattern = re.compile(rf"{re.escape(stem)}_disk(\d+)\.tif")
+    names = [row["file"] for row in rows] + [path.name for path in folder.iterdir()]
+    return max((int(m.group(1)) for m in map(pattern.fullmatch, names) if m), default=0)
+
+
+def _row(name: str, crop: Crop) -> dict[str, Any]:
+    disk = crop.disk
+    measures = ("", "", "") if disk is None else (round(disk.cy, 3), round(disk.cx, 3), round(disk.r, 3))
+    return (
+        {"file": name, "source": crop.source or ""}
+        | dict(zip(_BOX_COLUMNS, crop.box, strict=True))
+        | dict(zip(_DISK_COLUMNS, measures, strict=True))
+    )
+
+
+def _description(crop: Crop) -> dict[str, Any]:
+    """What a crop's TIFF records about it."""
+    description: dict[str, Any] = {"source": crop.source, "box": list(crop.box)}
+    if crop.disk is not None:
+        description["disk"] = {"cy": crop.disk.cy, "cx": crop.disk.cx, "r": crop.disk.r}
+    return description
+
+
+def read_crop_set(folder: "str | os.PathLike[str]") -> CropSet:
+    """Read the crops of a folder: those listed in its ``crops.csv``, else all its TIFF/PNG images.
+
+    Parameters
+    ----------
+    folder : path
+        Written by :func:`write_crop_set` (``microdisk-sr crop``, the crop widget), or simply a folder of
+        crops made elsewhere (then sorted by name, without boxes or disks).
+
+    Returns
+    -------
+    CropSet
+
+    Raises
+    ------
+    InputError
+        If the folder does not exist or holds no crops, its ``crops.csv`` is not a crop set's, or a crop it
+        lists is missing or unreadable.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"crop folder {folder} does not exist")
+    csv_path = folder / CSV_NAME
+    if csv_path.exists():
+        rows = _read_rows(csv_path)
+    else:
+        files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        rows = [dict.fromkeys(COLUMNS) | {"file": name, "source": ""} for name in files]
+    if not rows:
+        raise InputError(
+            f"{folder} holds no crops; make some with 'microdisk-sr crop' or the crop widget, "
+            "or choose a folder of TIFF/PNG crops"
+        )
+    images = []
+    for row in rows:
+        path = folder / row["file"]
+        if not path.is_file():
+            raise InputError(f"crop {row['file']} listed in {csv_path} is missing")
+        images.append(io.read_image(path).data)
+    return CropSet(images, rows, folder)
+
+
+def crop_boxes(folder: "str | os.PathLike[str]") -> "list[Box | None]":
+    """The boxes of a crop set's crops in their source images, in order; None where none was recorded.
+
+    Raises
+    ------
+    InputError
+        If the folder has no ``crops.csv`` of a crop set.
+    """
+    csv_path = Path(folder) / CSV_NAME
+    if not csv_path.is_file():
+        raise InputError(f"{folder} has no {CSV_NAME}; it is not a crop set")
+    boxes = []
+    for row in _read_rows(csv_path):
+        box = tuple(row[column] for column in _BOX_COLUMNS)
+        boxes.append(None if None in box else box)
+    return boxes
+
+
+def _read_rows(csv_path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``crops.csv``, typed (empty values as None)."""
+    try:
+        raw = io.read_csv(csv_path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {csv_path}: {exc}") from exc
+    rows = []
+    for number, row in enumerate(raw, start=2):
+        if None in row or set(row) != set(COLUMNS) or not row["file"]:
+            raise InputError(
+                f"{csv_path} is not a crop set's list (columns {', '.join(COLUMNS)}; line {number})"
+            )
+        try:
+            typed = {column: int(row[column]) if row[column] else None for column in _BOX_COLUMNS}
+            typed |= {column: float(row[column]) if row[column] else None for column in _DISK_COLUMNS}
+        except ValueError:
+            raise InputError(f"{csv_path} line {number} holds a value that is not a number") from None
+        rows.append({"file": row["file"], "source": row["source"]} | typed)
+    return rows
