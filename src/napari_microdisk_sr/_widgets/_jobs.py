@@ -52,7 +52,7 @@ class JobRunner:
 
     def __init__(self) -> None:
         self._worker: Any = None
-        self._stop: "StopFlag | None" = None
+        self._stop: StopFlag | None = None
         self._failed = False
 
     @property
@@ -72,7 +72,7 @@ class JobRunner:
         on_finished: Callable[[Any], None],
         on_failed: Callable[[str], None],
     ) -> bool:
-        """Start ``make_job(stop_flag)`` in a worker; ``False`` (and a warning) if a job is already running."""
+        """Start ``make_job(stop_flag)`` in a worker; ``False`` (and a warning) if a job is running."""
         if self.running:
             show_warning("a job is already running: wait for it or stop it first")
             return False

@@ -50,7 +50,11 @@ _SESSIONS: "weakref.WeakKeyDictionary[object, Session]" = weakref.WeakKeyDiction
 
 
 def session_for(viewer: object) -> Session:
-    """The session of ``viewer`` (created on first use, dropped with the viewer)."""
+    """The session of ``viewer`` (created on first use, dropped with the viewer).
+
+    napari hands each widget its own proxy of the viewer; the session belongs to the viewer behind them.
+    """
+    viewer = getattr(viewer, "__wrapped__", viewer)
     if viewer not in _SESSIONS:
         _SESSIONS[viewer] = Session()
     return _SESSIONS[viewer]

@@ -36,17 +36,21 @@ def resolve_device(name: "str | torch.device" = "auto") -> torch.device:
         return torch.device("cpu")
     if key.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError(f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+            raise InputError(
+                f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu or auto"
+            )
         return torch.device(key)
     if key == "mps":
         if not _mps_available():
-            raise InputError("device 'mps' was asked for but Apple MPS is not available; use --device cpu or auto")
+            raise InputError(
+                "device 'mps' was asked for but Apple MPS is not available; use --device cpu or auto"
+            )
         return torch.device("mps")
     raise InputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
 
 
 def describe_device(device: "str | torch.device") -> str:
-    """A short human description, e.g. ``CUDA: NVIDIA H100 80GB HBM3``, ``Apple MPS`` or ``CPU (2 threads)``."""
+    """A short description, e.g. ``CUDA: NVIDIA H100 80GB HBM3``, ``Apple MPS`` or ``CPU (2 threads)``."""
     dev = resolve_device(device)
     if dev.type == "cuda":
         return f"CUDA: {torch.cuda.get_device_name(dev)}"

@@ -78,7 +78,9 @@ def ensure_writable_dir(folder: "str | os.PathLike[str]") -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"output folder {folder} is not writable ({exc.strerror or exc}); choose another") from exc
+        raise OutputError(
+            f"output folder {folder} is not writable ({exc.strerror or exc}); choose another"
+        ) from exc
     return folder
 
 
@@ -90,7 +92,9 @@ def refuse_input_as_output(output: Path, inputs: Iterable["str | os.PathLike[str
             raise OutputError(f"output {output} is the input file itself; originals are never overwritten")
 
 
-def atomic_write(path: "str | os.PathLike[str]", write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+def atomic_write(
+    path: "str | os.PathLike[str]", write: Callable[[Path], None], *, overwrite: bool = False
+) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     With ``overwrite=False`` (the default) an existing ``path`` is an error: pick the name with
@@ -214,10 +218,12 @@ def write_tiff(
     pixel_size: "PixelSize | None" = None,
     description: "Mapping[str, Any] | None" = None,
 ) -> Path:
-    """Write ``data`` as a TIFF atomically, never overwriting; RGB(A) when the last axis has 3 or 4 samples."""
+    """Write ``data`` as a TIFF atomically, never overwriting; RGB(A) when the last axis has 3 or 4 values."""
     import tifffile
 
-    kwargs: dict[str, Any] = {"photometric": "rgb" if data.ndim >= 3 and data.shape[-1] in (3, 4) else "minisblack"}
+    kwargs: dict[str, Any] = {
+        "photometric": "rgb" if data.ndim >= 3 and data.shape[-1] in (3, 4) else "minisblack"
+    }
     if data.ndim >= 3 and data.shape[-1] == 4:
         kwargs["extrasamples"] = ["unassalpha"]
     if pixel_size is not None:
@@ -227,4 +233,3 @@ def write_tiff(
         kwargs["description"] = json.dumps(description, default=_json_default)
         kwargs["metadata"] = None
     return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, **kwargs))
-
