@@ -1,0 +1,119 @@
+"""Where fine-tuning runs and metric tables go: beside the originals, never over an existing output.
+
+The rule, shared by the widgets: an explicitly chosen folder wins; else outputs made from a crops folder go
+beside it (a run) or into it (a metrics table); else outputs made from an image file go into its sibling
+``<stem>_microdisk_sr/`` folder (:func:`~.io.output_dir_for`). Data that came from no file (a sample, an array
+made in the console) has no natural place: the user is asked to choose a folder.
+"""
+
+import os
+import re
+from pathlib import Path
+
+from .errors import OutputError
+from .io import output_dir_for, unique_path
+
+RUN_PREFIX = "finetune_"
+METRICS_FILE = "metrics.csv"
+_MAX_NUMBERED = 100_000
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_name(text: str, *, fallback: str = "data") -> str:
+    """``text`` as a portable file-name part: runs of characters other than ``A-Za-z0-9_-`` become ``_``.
+
+    >>> safe_name("microdisk scene (LR)")
+    'microdisk_scene_LR'
+    """
+    name = _UNSAFE.sub("_", text).strip("_-")
+    return name or fallback
+
+
+def _base_folder(
+    what: str,
+    *,
+    output_dir: "str | os.PathLike[str] | None",
+    crops_folder: "str | os.PathLike[str] | None",
+    source_path: "str | os.PathLike[str] | None",
+    beside_crops: bool,
+) -> Path:
+    if output_dir is not None:
+        return Path(output_dir)
+    if crops_folder is not None:
+        folder = Path(crops_folder)
+        return folder.parent if beside_crops else folder
+    if source_path is not None:
+        return output_dir_for(source_path)
+    raise OutputError(
+        f"the {what} came from no file, so it has no folder of its own: choose an output folder"
+    )
+
+
+def run_dir_for(
+    source_name: str,
+    *,
+    output_dir: "str | os.PathLike[str] | None" = None,
+    crops_folder: "str | os.PathLike[str] | None" = None,
+    source_path: "str | os.PathLike[str] | None" = None,
+) -> Path:
+    """A new run folder ``finetune_<source name>`` (``-1``, ``-2``, ... if taken); not created.
+
+    Parameters
+    ----------
+    source_name : str
+        Name of the crops' source (crop set, layer or folder), made file-safe.
+    output_dir : path, optional
+        A folder chosen by the user: the run goes into it.
+    crops_folder : path, optional
+        The folder the crops were read from: the run goes beside it.
+    source_path : path, optional
+        The image file the crops were cut from: the run goes into its ``<stem>_microdisk_sr/`` folder.
+
+    Raises
+    ------
+    OutputError
+        If none of the three places is given.
+    """
+    base = _base_folder(
+        "crops", output_dir=output_dir, crops_folder=crops_folder, source_path=source_path, beside_crops=True
+    )
+    return unique_path(base / f"{RUN_PREFIX}{safe_name(source_name)}")
+
+
+def metrics_path_for(
+    *,
+    output_dir: "str | os.PathLike[str] | None" = None,
+    crops_folder: "str | os.PathLike[str] | None" = None,
+    source_path: "str | os.PathLike[str] | None" = None,
+) -> Path:
+    """A free path for an evaluation's table: ``metrics.csv``, else ``metrics-1.csv``, ``metrics-2.csv``, ...
+
+    The ``.json`` sibling of the path returned is free too; the folder may not exist yet.
+
+    Parameters
+    ----------
+    output_dir : path, optional
+        A folder chosen by the user.
+    crops_folder : path, optional
+        The folder of the crops evaluated: the table goes into it.
+    source_path : path, optional
+        The reference image file: the table goes into its ``<stem>_microdisk_sr/`` folder.
+
+    Raises
+    ------
+    OutputError
+        If none of the three places is given, or every name is taken.
+    """
+    base = _base_folder(
+        "reference",
+        output_dir=output_dir,
+        crops_folder=crops_folder,
+        source_path=source_path,
+        beside_crops=False,
+    )
+    stem = Path(METRICS_FILE).stem
+    for n in range(_MAX_NUMBERED):
+        csv_path = base / (METRICS_FILE if n == 0 else f"{stem}-{n}.csv")
+        if not csv_path.exists() and not csv_path.with_suffix(".json").exists():
+            return csv_path
+    raise OutputError(f"too many metrics tables in {base}; clean the folder")
