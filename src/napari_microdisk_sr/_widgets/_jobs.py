@@ -33,9 +33,10 @@ def describe_failure(exc: BaseException) -> str:
     """A one-line, actionable message for an exception raised by a job."""
     if isinstance(exc, MicrodiskSRError):
         return str(exc)
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return "the GPU ran out of memory: use a smaller tile or batch, or the CPU"
-    return f"{type(exc).__name__}: {exc} (see the log for details)"
+    cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return f"{cause} - use a smaller tile or batch, or the CPU"
+    return f"{cause} (see the log for details)"
 
 
 def _guarded(job: Generator[Any, None, Any]) -> Generator[Any, None, Any]:

@@ -1,0 +1,391 @@
+"""The "Fine-tune" dock widget: fine-tune a pretrained model on microdisk crops, with live progress.
+
+The crops are gathered here on the main thread (a crop set of the session, the boxes of a Shapes layer cut
+from an image layer, or a crops folder) and handed with a frozen :class:`~..core.train.FineTuneConfig` to
+:func:`~..core.train.fine_tune`, which runs in a worker. Stop leaves a checkpoint that Resume continues. Every
+run that leaves a model is added to the session, so that Super-resolve and Compare & measure list it.
+"""
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Shapes
+from napari.utils.notifications import show_error, show_info
+from superqt import QCollapsible
+
+from ..core.crops import CropSet, crop_disks, read_crop_set
+from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
+from ..core.errors import InputError, MicrodiskSRError
+from ..core.models import DEFAULT_MODEL, REGISTRY
+from ..core.outputs import run_dir_for
+from ..core.pairs import DEGRADATIONS
+from ..core.shapes import outline_box
+from ..core.train import (
+    CHECKPOINT_FILE,
+    DEFAULT_PATIENCE,
+    STUDY_LAYER_LRS,
+    EventKind,
+    FineTuneConfig,
+    FineTuneResult,
+    RunState,
+    TrainEvent,
+    fine_tune,
+)
+from ._hosted import hosted
+from ._jobs import JobRunner
+from ._layers import layer_choices, layer_named, layer_path
+from ._loss_plot import LossPlot
+from ._session import CropSetRef, RunRef, session_for
+from ._triton import preload_triton
+
+if TYPE_CHECKING:
+    import napari
+
+
+class _Source(enum.Enum):
+    """Where the crops come from."""
+
+    CROP_SET = "crop set of this session"
+    SHAPES = "shapes drawn over an image"
+    FOLDER = "crops folder"
+
+
+class _Choice(enum.Enum):
+    """The model choice that reads the weights file named in the file field."""
+
+    FILE = "file..."
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Crops:
+    """Crops gathered on the main thread, with the places that decide where the run folder goes."""
+
+    crops: "CropSet | tuple[np.ndarray, ...]"
+    name: str
+    folder: "Path | None" = None
+    source_path: "Path | None" = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Run:
+    """What a run was started with: enough to resume it."""
+
+    crops: "CropSet | tuple[np.ndarray, ...]"
+    config: FineTuneConfig
+    run_dir: Path
+
+
+class FineTuneWidget(Container):
+    """Fine-tune Real-ESRGAN on microdisk crops; the defaults are the study's recipe."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=False)
+        preload_triton()  # before the first optimiser imports it, or it may crash the process
+        self._viewer = viewer
+        self._session = session_for(viewer)
+        self._jobs = JobRunner()
+        self._last: _Run | None = None
+        defaults = FineTuneConfig()
+
+        self._source = ComboBox(label="Crops from", choices=[(s.value, s) for s in _Source])
+        self._crop_set = ComboBox(label="Crop set", choices=self._crop_set_choices)
+        self._image = ComboBox(label="Image", choices=layer_choices(viewer, Image))
+        self._shapes = ComboBox(label="Shapes", choices=layer_choices(viewer, Shapes))
+        self._folder = FileEdit(label="Crops folder", mode="d", nullable=True)
+        models = [(name, name) for name in REGISTRY]
+        self._model = ComboBox(
+            label="Model", choices=[*models, (_Choice.FILE.value, _Choice.FILE)], value=DEFAULT_MODEL
+        )
+        self._weights = FileEdit(label="Weights file", mode="r", filter="*.pth *.safetensors", nullable=True)
+        self._epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
+        self._lr = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-7, max=1.0, step=1e-6)
+        batches = [("auto (4 on a GPU, 2 on the CPU)", None), *((str(n), n) for n in (1, 2, 4, 8, 16, 32))]
+        self._batch = ComboBox(label="Batch", choices=batches, value=defaults.batch_size)
+        self._patch = SpinBox(label="Patch (HR px)", value=defaults.patch, min=16, max=1024, step=16)
+        self._pairs = SpinBox(label="Pairs per epoch", value=defaults.pairs_per_epoch, min=1, max=1_000_000)
+        self._degradation = ComboBox(label="Degradation", choices=DEGRADATIONS, value=defaults.degradation)
+        self._device = ComboBox(label="Device", choices=DEVICE_CHOICES, value=defaults.device)
+        self._device_info = Label(label="")
+        self._output = FileEdit(
+            label="Output folder",
+            mode="d",
+            nullable=True,
+            tooltip="Where the run folder goes. Empty: beside the crops folder, or in the\n"
+            "<image>_microdisk_sr folder of the image the crops were cut from.",
+        )
+        self._form = Container(
+            widgets=[
+                self._source, self._crop_set, self._image, self._shapes, self._folder, self._model,
+                self._weights, self._epochs, self._lr, self._batch, self._patch, self._pairs,
+                self._degradation, self._device, self._device_info, self._output,
+            ]
+        )  # fmt: skip
+
+        self._layer_lrs = CheckBox(
+            text=f"layer-wise learning rates {STUDY_LAYER_LRS} (first, body, upsampler)"
+        )
+        self._freeze = SpinBox(label="Frozen blocks", value=defaults.freeze_blocks, min=0, max=1000)
+        self._early_stop = CheckBox(text="early stopping", value=defaults.early_stop is not None)
+        self._patience = SpinBox(label="Patience (epochs)", value=DEFAULT_PATIENCE, min=1, max=10_000)
+        self._val_fraction = FloatSpinBox(
+            label="Validation fraction", value=defaults.val_fraction, min=0.0, max=0.9, step=0.05
+        )
+        self._ema = CheckBox(text="exponential moving average of the weights", value=defaults.ema)
+        self._seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
+        self._budget_on = CheckBox(text="time budget", value=defaults.max_minutes is not None)
+        self._budget = FloatSpinBox(label="Budget (min)", value=60.0, min=0.1, max=100_000.0, step=1.0)
+        self._advanced = Container(
+            widgets=[
+                self._layer_lrs, self._freeze, self._early_stop, self._patience, self._val_fraction,
+                self._ema, self._seed, self._budget_on, self._budget,
+            ]
+        )  # fmt: skip
+        self._advanced_box = QCollapsible("Advanced settings")
+        self._advanced_box.addWidget(self._advanced.native)
+
+        self._start_button = PushButton(text="Start")
+        self._stop_button = PushButton(
+            text="Stop", enabled=False, tooltip="Stop and keep a resumable checkpoint"
+        )
+        self._resume_button = PushButton(
+            text="Resume",
+            enabled=False,
+            tooltip="Continue the last run (with the epochs and time budget above)",
+        )
+        buttons = Container(
+            widgets=[self._start_button, self._stop_button, self._resume_button],
+            layout="horizontal",
+            labels=False,
+        )
+        self._progress = ProgressBar(value=0, min=0, max=1)
+        self._status = Label(value="Choose the crops and a model, then Start.")
+        self._status.native.setWordWrap(True)
+        self._plot = LossPlot()
+        self.extend(
+            [
+                self._form,
+                hosted(self._advanced_box),
+                buttons,
+                self._progress,
+                self._status,
+                hosted(self._plot),
+            ]
+        )
+
+        self._source.changed.connect(self._update_fields)
+        self._model.changed.connect(self._update_fields)
+        self._device.changed.connect(self._show_device)
+        self._early_stop.changed.connect(self._update_fields)
+        self._budget_on.changed.connect(self._update_fields)
+        self._start_button.changed.connect(self._start)
+        self._stop_button.changed.connect(self._stop)
+        self._resume_button.changed.connect(self._resume)
+        self._session.crop_sets_changed.connect(self._on_crop_sets_changed)
+        self._update_fields()
+        self._show_device()
+
+    # -- choices ------------------------------------------------------------------------------------------
+
+    def _crop_set_choices(self, _widget: Any) -> list[tuple[str, CropSetRef]]:
+        return [(f"{ref.name} ({len(ref.images)} crops)", ref) for ref in self._session.crop_sets]
+
+    def _on_crop_sets_changed(self) -> None:
+        self._crop_set.reset_choices()
+        if self._session.crop_sets:
+            self._crop_set.value = self._session.crop_sets[-1]
+
+    def _update_fields(self) -> None:
+        source = self._source.value
+        self._crop_set.visible = source is _Source.CROP_SET
+        self._image.visible = self._shapes.visible = source is _Source.SHAPES
+        self._folder.visible = source is _Source.FOLDER
+        self._weights.visible = self._model.value is _Choice.FILE
+        self._patience.enabled = self._early_stop.value
+        self._budget.enabled = self._budget_on.value
+
+    def _show_device(self) -> None:
+        try:
+            self._device_info.value = describe_device(resolve_device(self._device.value))
+        except MicrodiskSRError as exc:
+            self._device_info.value = str(exc)
+
+    # -- starting -----------------------------------------------------------------------------------------
+
+    def _gather(self) -> _Crops:
+        """The crops of the chosen source, read here on the main thread."""
+        source = self._source.value
+        if source is _Source.CROP_SET:
+            ref = self._crop_set.value
+            if ref is None:
+                raise InputError("no crop set in this session yet: make one with 'Select & crop microdisks'")
+            source_path = layer_path(layer_named(self._viewer, ref.source_layer))
+            return _Crops(ref.images, ref.name, ref.folder, source_path)
+        if source is _Source.FOLDER:
+            folder = self._folder.value
+            if folder is None:
+                raise InputError(
+                    "choose a crops folder (written by 'Select & crop microdisks' or 'microdisk-sr crop')"
+                )
+            return _Crops(read_crop_set(folder), Path(folder).name, Path(folder))
+        image, shapes = self._image.value, self._shapes.value
+        if image is None or shapes is None:
+            raise InputError("choose an image layer and a Shapes layer with boxes drawn over it")
+        if image.multiscale or image.ndim != 2:
+            raise InputError(f"crop from a single 2D image layer; {image.name!r} is a stack or a pyramid")
+        data = np.asarray(image.data)
+        boxes = _shape_boxes(shapes, image, data.shape[:2])
+        crops = crop_disks(data, boxes, source=image.name)
+        return _Crops(tuple(crop.image for crop in crops), image.name, source_path=layer_path(image))
+
+    def _config(self) -> FineTuneConfig:
+        model = self._weights.value if self._model.value is _Choice.FILE else self._model.value
+        if model is None:
+            raise InputError("choose a weights file (.pth or .safetensors) for the 'file...' model")
+        return FineTuneConfig(
+            model=str(model),
+            epochs=self._epochs.value,
+            lr=self._lr.value,
+            batch_size=self._batch.value,
+            patch=self._patch.value,
+            pairs_per_epoch=self._pairs.value,
+            degradation=self._degradation.value,
+            val_fraction=self._val_fraction.value,
+            early_stop=self._patience.value if self._early_stop.value else None,
+            layer_lrs=STUDY_LAYER_LRS if self._layer_lrs.value else None,
+            freeze_blocks=self._freeze.value,
+            ema=self._ema.value,
+            device=self._device.value,
+            seed=self._seed.value,
+            max_minutes=self._budget.value if self._budget_on.value else None,
+        )
+
+    def _start(self) -> None:
+        try:
+            crops = self._gather()
+            config = self._config()
+            run_dir = run_dir_for(
+                crops.name,
+                output_dir=self._output.value,
+                crops_folder=crops.folder,
+                source_path=crops.source_path,
+            )
+        except MicrodiskSRError as exc:
+            show_error(str(exc))
+            return
+        self._launch(_Run(crops.crops, config, run_dir), resume=False)
+
+    def _resume(self) -> None:
+        """Continue the last run; only its epochs, time budget and device may change (see ``fine_tune``)."""
+        budget = self._budget.value if self._budget_on.value else None
+        changes = {"epochs": self._epochs.value, "max_minutes": budget, "device": self._device.value}
+        try:
+            config = dataclasses.replace(self._last.config, **changes)
+        except MicrodiskSRError as exc:
+            show_error(str(exc))
+            return
+        self._launch(dataclasses.replace(self._last, config=config), resume=True)
+
+    def _launch(self, run: _Run, *, resume: bool) -> None:
+        try:
+            started = self._jobs.start(
+                lambda stop: fine_tune(run.crops, run.config, run.run_dir, stop=stop, resume=resume),
+                on_event=self._on_event,
+                on_finished=self._on_finished,
+                on_failed=self._on_failed,
+            )
+        except MicrodiskSRError as exc:
+            show_error(str(exc))
+            return
+        if not started:
+            return
+        self._last = run
+        if not resume:
+            self._plot.clear()
+        self._progress.value = 0
+        self._progress.native.setFormat("loading the model and the crops...")
+        self._status.value = f"{'resuming' if resume else 'starting'}: run folder {run.run_dir}"
+        self._set_running(True)
+
+    def _stop(self) -> None:
+        self._jobs.stop()
+        self._stop_button.enabled = False
+        self._status.value = "stopping: saving a checkpoint..."
+
+    def _set_running(self, running: bool) -> None:
+        self._form.enabled = self._advanced.enabled = not running
+        self._start_button.enabled = not running
+        self._stop_button.enabled = running
+        self._resume_button.enabled = (
+            not running and self._last is not None and (self._last.run_dir / CHECKPOINT_FILE).is_file()
+        )
+
+    # -- progress -----------------------------------------------------------------------------------------
+
+    def _on_event(self, event: TrainEvent) -> None:
+        self._progress.max = event.steps
+        self._progress.value = event.step
+        eta = "" if event.eta_s is None else f", {_duration(event.eta_s)} left"
+        self._progress.native.setFormat(f"epoch {event.epoch}/{event.epochs}, step %v/%m{eta}")
+        if event.kind is EventKind.BASELINE:
+            self._plot.set_reference(event.val_l1)
+        elif event.kind is EventKind.STEP:
+            self._plot.add_train(event.step * event.epochs / event.steps, event.loss)
+        elif event.kind is EventKind.EPOCH and event.val_l1 is not None:
+            self._plot.add_val(event.epoch, event.val_l1)
+        elif event.kind is EventKind.ERROR:
+            show_error(event.message)
+        self._status.value = _describe(event)
+
+    def _on_finished(self, result: FineTuneResult) -> None:
+        self._set_running(False)
+        if result.model_path is not None:
+            self._session.add_run(RunRef(result.run_dir.name, result.model_path, result.run_dir))
+        if result.state is RunState.FAILED:
+            self._status.value = f"failed: {result.message}"
+        else:
+            self._status.value = result.message
+            show_info(f"fine-tuning {result.state.value}: {result.message}")
+
+    def _on_failed(self, message: str) -> None:
+        self._set_running(False)
+        self._status.value = f"failed: {message}"
+
+
+def _shape_boxes(shapes: Shapes, image: Image, shape: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """The pixel boxes ``(y0, x0, y1, x1)`` of the shapes in the image, mapped through world coordinates."""
+    boxes = []
+    for vertices in shapes.data:
+        pixels = np.array([image.world_to_data(shapes.data_to_world(v))[-2:] for v in vertices])
+        box = outline_box(pixels, shape)
+        if box is not None:
+            boxes.append(box)
+    if not boxes:
+        raise InputError(f"no shape of {shapes.name!r} lies over {image.name!r}: draw boxes around the disks")
+    return boxes
+
+
+def _describe(event: TrainEvent) -> str:
+    return f"training L1 {event.loss:.4f}" if event.kind is EventKind.STEP else event.message
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"

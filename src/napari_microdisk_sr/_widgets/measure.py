@@ -1,0 +1,405 @@
+"""The "Compare & measure" dock widget: PSNR/SSIM of upscaling methods against high-resolution references.
+
+The references are read here on the main thread (image layers, a crop set of the session, or a paired
+low/high-resolution layer pair) and scored by :func:`~..core.metrics.evaluate` in a worker. The per-image and
+mean table, with gains over bicubic and over the pretrained model, is shown in a sortable table whose rows
+centre the viewer on their image; the CSV and JSON go beside the originals.
+"""
+
+import dataclasses
+import enum
+import math
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, Select
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QAbstractItemView, QAbstractScrollArea, QHeaderView, QTableWidget, QTableWidgetItem
+
+from ..core import metrics
+from ..core.crops import crop_boxes
+from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
+from ..core.errors import InputError, MicrodiskSRError
+from ..core.io import ensure_writable_dir
+from ..core.models import DEFAULT_MODEL, REGISTRY
+from ..core.outputs import metrics_path_for
+from ..core.pairs import DEGRADATIONS
+from ._hosted import hosted
+from ._jobs import JobRunner
+from ._layers import layer_choices, layer_named, layer_path
+from ._session import CropSetRef, session_for
+
+if TYPE_CHECKING:
+    import napari
+
+_SCORES = (  # header, key of the result rows, format, tooltip
+    ("PSNR", "psnr", "{:.2f}", "PSNR against the reference (dB)"),
+    ("SSIM", "ssim", "{:.4f}", "structural similarity with the reference (-1 to 1)"),
+    ("Δ bicubic", "gain_vs_bicubic_db", "{:+.2f}", "PSNR gain over bicubic (dB)"),
+    ("%", "gain_vs_bicubic_pct", "{:+.1f}", "PSNR gain over bicubic (% of its PSNR)"),
+    ("Δ pretrained", "gain_vs_pretrained_db", "{:+.2f}", f"PSNR gain over {metrics.PRETRAINED} (dB)"),
+    ("%", "gain_vs_pretrained_pct", "{:+.1f}", f"PSNR gain over {metrics.PRETRAINED} (% of its PSNR)"),
+)
+
+
+class _Reference(enum.Enum):
+    """What the high-resolution references are."""
+
+    LAYERS = "image layers (low resolution simulated)"
+    CROP_SET = "crop set of this session (low resolution simulated)"
+    PAIR = "a low/high-resolution layer pair"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Place:
+    """Where an image of the table lies in the viewer: a layer, and a pixel box of it (None: all of it)."""
+
+    layer: str
+    box: "tuple[int, int, int, int] | None" = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _References:
+    """The references as read on the main thread, where they lie, and where their table goes."""
+
+    hr_images: list[np.ndarray]
+    lr_images: "list[np.ndarray] | None"  # None: simulated from the HR images
+    names: list[str]
+    places: dict[str, _Place]  # by image name, where known
+    crops_folder: "Path | None" = None
+    source_path: "Path | None" = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Measured:
+    """A finished evaluation and the CSV it was saved to (None when it has no folder)."""
+
+    result: metrics.EvalResult
+    csv_path: "Path | None"
+
+
+class MeasureWidget(Container):
+    """Score bicubic, pretrained and fine-tuned models on high-resolution references, in a sortable table."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__(labels=False)
+        self._viewer = viewer
+        self._session = session_for(viewer)
+        self._jobs = JobRunner()
+        self._places: dict[str, _Place] = {}  # of the table's images
+        self._labels: dict[str, str] = {}  # short names of the table's methods
+
+        self._reference = ComboBox(label="Reference", choices=[(r.value, r) for r in _Reference])
+        self._hr_layers = Select(label="High-res. layers", choices=layer_choices(viewer, Image))
+        self._crop_set = ComboBox(label="Crop set", choices=self._crop_set_choices)
+        self._lr_layer = ComboBox(label="Low-res. layer", choices=layer_choices(viewer, Image))
+        self._hr_layer = ComboBox(label="High-res. layer", choices=layer_choices(viewer, Image))
+        self._degradation = ComboBox(label="Degradation", choices=DEGRADATIONS)
+        self._bicubic = CheckBox(text="bicubic", value=True)
+        self._pretrained = Select(label="Pretrained", choices=list(REGISTRY), value=[DEFAULT_MODEL])
+        self._runs = Select(label="Fine-tuned runs", choices=self._run_choices)
+        self._files = FileEdit(label="Model files", mode="rm", filter="*.pth *.safetensors", nullable=True)
+        self._device = ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
+        self._device_info = Label(label="")
+        self._error_maps = CheckBox(text="add error-map layers", value=False)
+        self._output = FileEdit(
+            label="Output folder",
+            mode="d",
+            nullable=True,
+            tooltip="Where metrics.csv goes. Empty: the crops folder, or the <image>_microdisk_sr folder of\n"
+            "the high-resolution image file.",
+        )
+        self._form = Container(
+            widgets=[
+                self._reference, self._hr_layers, self._crop_set, self._lr_layer, self._hr_layer,
+                self._degradation, self._bicubic, self._pretrained, self._runs, self._files, self._device,
+                self._device_info, self._error_maps, self._output,
+            ]
+        )  # fmt: skip
+        self._measure_button = PushButton(text="Measure")
+        self._stop_button = PushButton(text="Stop", enabled=False)
+        buttons = Container(
+            widgets=[self._measure_button, self._stop_button], layout="horizontal", labels=False
+        )
+        self._progress = ProgressBar(value=0, min=0, max=1)
+        self._status = Label(value="Choose references and methods, then Measure.")
+        self._status.native.setWordWrap(True)
+        self._table = QTableWidget(0, 2 + len(_SCORES))
+        for column, (header, tooltip) in enumerate(
+            [("image", ""), ("method", ""), *((h, tip) for h, _key, _fmt, tip in _SCORES)]
+        ):
+            item = QTableWidgetItem(header)
+            item.setToolTip(tooltip)
+            self._table.setHorizontalHeaderItem(column, item)
+        header = self._table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # long method names are elided
+        self._table.verticalHeader().hide()
+        self._table.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+        self._table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self._table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self._table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self._table.setSortingEnabled(True)
+        self._table.setMinimumHeight(240)
+        self.extend([self._form, buttons, self._progress, self._status, hosted(self._table)])
+
+        self._reference.changed.connect(self._update_fields)
+        self._device.changed.connect(self._show_device)
+        self._measure_button.changed.connect(self._start)
+        self._stop_button.changed.connect(self._stop)
+        self._table.itemSelectionChanged.connect(self._centre_on_selection)
+        self._session.crop_sets_changed.connect(self._on_crop_sets_changed)
+        self._session.runs_changed.connect(self._on_runs_changed)
+        _show_rows(self._hr_layers, 4)
+        _show_rows(self._pretrained, 2)
+        _show_rows(self._runs, 3)
+        self._update_fields()
+        self._show_device()
+
+    # -- choices ------------------------------------------------------------------------------------------
+
+    def _crop_set_choices(self, _widget: Any) -> list[tuple[str, CropSetRef]]:
+        return [(f"{ref.name} ({len(ref.images)} crops)", ref) for ref in self._session.crop_sets]
+
+    def _on_crop_sets_changed(self) -> None:
+        self._crop_set.reset_choices()
+        if self._session.crop_sets:
+            self._crop_set.value = self._session.crop_sets[-1]
+
+    def _run_choices(self, _widget: Any) -> list[tuple[str, str]]:
+        return [(run.name, str(run.model_path)) for run in self._session.runs]
+
+    def _on_runs_changed(self) -> None:
+        chosen = list(self._runs.value)
+        self._runs.reset_choices()
+        if self._session.runs:
+            newest = str(self._session.runs[-1].model_path)
+            self._runs.value = [v for v in (*chosen, newest) if v in self._runs.choices]
+
+    def _update_fields(self) -> None:
+        reference = self._reference.value
+        self._hr_layers.visible = reference is _Reference.LAYERS
+        self._crop_set.visible = reference is _Reference.CROP_SET
+        self._lr_layer.visible = self._hr_layer.visible = reference is _Reference.PAIR
+        self._degradation.visible = reference is not _Reference.PAIR
+
+    def _show_device(self) -> None:
+        try:
+            self._device_info.value = describe_device(resolve_device(self._device.value))
+        except MicrodiskSRError as exc:
+            self._device_info.value = str(exc)
+
+    # -- running ------------------------------------------------------------------------------------------
+
+    def _methods(self) -> dict[str, str]:
+        """The methods to compare (as :func:`~..core.metrics.evaluate` takes them) and their short names."""
+        labels = {metrics.BICUBIC: metrics.BICUBIC} if self._bicubic.value else {}
+        labels |= {name: name for name in self._pretrained.value}
+        labels |= {
+            str(run.model_path): run.name
+            for run in self._session.runs
+            if str(run.model_path) in self._runs.value
+        }
+        labels |= {str(path): Path(path).stem for path in self._files.value or ()}
+        if not labels:
+            raise InputError(
+                "choose at least one method to compare: bicubic, a pretrained model, a run or a file"
+            )
+        return labels
+
+    def _references(self) -> _References:
+        reference = self._reference.value
+        if reference is _Reference.CROP_SET:
+            ref = self._crop_set.value
+            if ref is None:
+                raise InputError("no crop set in this session yet: make one with 'Select & crop microdisks'")
+            names = [f"{ref.name}:{i + 1:03d}" for i in range(len(ref.images))]
+            boxes = crop_boxes(ref.folder) if ref.folder is not None else []
+            if len(boxes) != len(names):  # the crops' boxes are unknown: their rows centre nowhere
+                boxes = [None] * len(names)
+            places = {
+                n: _Place(ref.source_layer, b) for n, b in zip(names, boxes, strict=True) if b is not None
+            }
+            source = layer_path(layer_named(self._viewer, ref.source_layer))
+            return _References(list(ref.images), None, names, places, ref.folder, source)
+        layers = list(self._hr_layers.value) if reference is _Reference.LAYERS else [self._hr_layer.value]
+        if not layers or None in layers:
+            raise InputError("choose the high-resolution image layer(s) to compare against")
+        lr_images = None
+        if reference is _Reference.PAIR:
+            lr = self._lr_layer.value
+            if lr is None or lr is layers[0]:
+                raise InputError(
+                    "choose two different layers: the low-resolution one and its high-resolution truth"
+                )
+            lr_images = [_plane(lr)]
+        names = [layer.name for layer in layers]
+        places = {name: _Place(name) for name in names}
+        return _References(
+            [_plane(layer) for layer in layers], lr_images, names, places, source_path=layer_path(layers[0])
+        )
+
+    def _start(self) -> None:
+        try:
+            labels = self._methods()
+            refs = self._references()
+        except MicrodiskSRError as exc:
+            show_error(str(exc))
+            return
+        try:
+            csv_path = metrics_path_for(
+                output_dir=self._output.value, crops_folder=refs.crops_folder, source_path=refs.source_path
+            )
+        except MicrodiskSRError as exc:
+            show_warning(f"{exc}; the table is shown but not saved")
+            csv_path = None
+        options = {
+            "lr_images": refs.lr_images,
+            "degradation": self._degradation.value,
+            "names": refs.names,
+            "device": self._device.value,
+            "error_maps": self._error_maps.value,
+        }
+        try:
+            started = self._jobs.start(
+                lambda stop: _measure(
+                    metrics.evaluate(refs.hr_images, list(labels), stop=stop, **options), csv_path
+                ),
+                on_event=lambda event: self._on_event(event, labels),
+                on_finished=lambda measured: self._on_finished(measured, labels, refs.places),
+                on_failed=self._on_failed,
+            )
+        except MicrodiskSRError as exc:
+            show_error(str(exc))
+            return
+        if started:
+            self._set_running(True)
+            self._progress.value = 0
+            self._status.value = f"measuring {len(labels)} method(s) on {len(refs.names)} image(s)..."
+
+    def _stop(self) -> None:
+        self._jobs.stop()
+        self._stop_button.enabled = False
+        self._status.value = "stopping..."
+
+    def _set_running(self, running: bool) -> None:
+        self._form.enabled = not running
+        self._measure_button.enabled = not running
+        self._stop_button.enabled = running
+
+    def _on_event(self, event: metrics.EvalEvent, labels: dict[str, str]) -> None:
+        self._progress.max = event.total
+        self._progress.value = event.done
+        tiles = f" (tile {event.tiles_done}/{event.tiles_total})" if event.tiles_total else ""
+        self._status.value = f"{event.done}/{event.total}: {event.image}, {labels[event.method]}{tiles}"
+
+    def _on_finished(
+        self, measured: "_Measured | None", labels: dict[str, str], places: dict[str, _Place]
+    ) -> None:
+        self._set_running(False)
+        if measured is None:
+            self._status.value = "stopped: nothing measured"
+            return
+        self._labels, self._places = labels, places
+        self._fill_table(measured.result.rows)
+        self._add_error_maps(measured.result.error_maps)
+        rows = len(measured.result.rows)
+        if measured.csv_path is None:
+            self._status.value = f"done: {rows} rows (not saved: no output folder)"
+            return
+        where = measured.csv_path
+        self._status.value = f"done: {rows} rows, saved as {where.parent.name}/{where.name}"
+        show_info(f"metrics saved to {where}")
+
+    def _on_failed(self, message: str) -> None:
+        self._set_running(False)
+        self._status.value = f"failed: {message}"
+
+    # -- results ------------------------------------------------------------------------------------------
+
+    def _fill_table(self, rows: list[dict[str, Any]]) -> None:
+        self._table.setSortingEnabled(False)
+        self._table.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            self._table.setItem(i, 0, QTableWidgetItem(str(row["image"])))
+            self._table.setItem(i, 1, QTableWidgetItem(self._labels[row["method"]]))
+            for j, (_header, key, fmt, _tooltip) in enumerate(_SCORES, start=2):
+                self._table.setItem(i, j, _NumberItem(row[key], fmt))
+        self._table.setSortingEnabled(True)
+
+    def _add_error_maps(self, maps: dict[tuple[str, str], np.ndarray]) -> None:
+        for (image, method), error in maps.items():
+            place = self._places.get(image)
+            layer = None if place is None else layer_named(self._viewer, place.layer)
+            geometry = {}
+            if layer is not None:
+                origin = (0, 0) if place.box is None else place.box[:2]
+                geometry = {"scale": layer.scale[-2:], "translate": layer.data_to_world(origin)[-2:]}
+            self._viewer.add_image(
+                error,
+                name=f"error {image} ({self._labels[method]})",
+                colormap="magma",
+                **geometry,
+            )
+
+    def _centre_on_selection(self) -> None:
+        selected = self._table.selectedItems()
+        if not selected:
+            return
+        place = self._places.get(self._table.item(selected[0].row(), 0).text())
+        layer = None if place is None else layer_named(self._viewer, place.layer)
+        if layer is None:
+            return
+        if place.box is None:
+            h, w = layer.data.shape[-3:-1] if layer.rgb else layer.data.shape[-2:]
+            y0, x0, y1, x1 = 0, 0, h, w
+        else:
+            y0, x0, y1, x1 = place.box
+        centre = layer.data_to_world(((y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2))
+        self._viewer.camera.center = centre[-2:]
+        self._viewer.layers.selection.active = layer
+
+
+def _measure(
+    job: Generator[metrics.EvalEvent, None, Any], csv_path: "Path | None"
+) -> Generator[Any, None, Any]:
+    """The job: run the evaluation, then save its table as CSV and JSON; None when stopped."""
+    if csv_path is not None:
+        ensure_writable_dir(csv_path.parent)
+    result = yield from job
+    if result is None:
+        return None
+    if csv_path is not None:
+        result.to_csv(csv_path)
+        result.to_json(csv_path.with_suffix(".json"))
+    return _Measured(result, csv_path)
+
+
+def _plane(layer: Image) -> np.ndarray:
+    if layer.multiscale or layer.ndim != 2:
+        raise InputError(f"compare 2D image layers; {layer.name!r} is a stack or a pyramid")
+    return np.asarray(layer.data)
+
+
+class _NumberItem(QTableWidgetItem):
+    """A cell that shows a formatted number and sorts by its value (empty for None, sorted first)."""
+
+    def __init__(self, value: "float | None", fmt: str) -> None:
+        super().__init__("" if value is None else fmt.format(value))
+        self.value = -math.inf if value is None else value
+        self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        if isinstance(other, _NumberItem):
+            return self.value < other.value
+        return super().__lt__(other)
+
+
+def _show_rows(select: Select, rows: int) -> None:
+    """Make a list about ``rows`` rows high (it scrolls beyond), instead of Qt's tall default."""
+    native = select.native
+    native.setMaximumHeight(rows * (native.fontMetrics().height() + 4) + 2 * native.frameWidth())

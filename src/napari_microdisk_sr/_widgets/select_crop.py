@@ -1,0 +1,289 @@
+"""The "Select & crop microdisks" dock widget: detect disks, let the user edit them, crop them into a set.
+
+Detection puts one editable shape per disk into a Shapes layer ``<image> disks`` placed over the image in
+world coordinates. Cropping takes the bounding box of every shape in the chosen Shapes layer (detected,
+moved, resized or drawn by hand), cuts those boxes out of the image, adds the crops to the session for the
+Fine-tune widget, and writes them as a dataset folder when there is a place for it.
+"""
+
+import math
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    PushButton,
+)
+from napari.layers import Image, Shapes
+from napari.utils.notifications import show_warning
+from qtpy.QtWidgets import QSizePolicy
+
+from ..core.crops import Crop, crop_disks, write_crop_set
+from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, Disk, detect_disks
+from ..core.io import output_dir_for
+from ..core.outputs import safe_name
+from ..core.shapes import disk_outline, outline_box
+from ._jobs import JobRunner
+from ._layers import layer_choices, layer_path
+from ._session import CropSetRef, session_for
+
+if TYPE_CHECKING:
+    import napari
+
+_SHAPE_TYPES = {"circles": "ellipse", "squares": "rectangle"}
+_CROPS_FOLDER = "crops"
+_EDGE_COLOR = "yellow"
+_RADIUS_SLACK = 0.25  # the range filled in after an automatic detection spans the radii found +- 25 %
+
+
+class SelectCropWidget(Container):
+    """Detect microdisks in an image layer, edit them as shapes, and crop them into a training set."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._session = session_for(viewer)
+        self._jobs = JobRunner()
+
+        self._image = ComboBox(label="Image", choices=layer_choices(viewer, Image))
+        self._auto_radius = CheckBox(text="automatic radius range", value=True)
+        self._min_radius = FloatSpinBox(
+            label="Min radius (px)", value=DEFAULT_MIN_RADIUS, min=MIN_RADIUS, max=10_000, enabled=False
+        )
+        self._max_radius = FloatSpinBox(
+            label="Max radius (px)", value=50.0, min=MIN_RADIUS, max=10_000, enabled=False
+        )
+        self._sensitivity = FloatSlider(
+            label="Sensitivity",
+            value=0.5,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            tooltip="0: only clear, complete disks; 1: faint or partly hidden ones too, and more false hits.",
+        )
+        self._shape_type = ComboBox(label="Draw as", choices=list(_SHAPE_TYPES), value="circles")
+        self._detect = PushButton(text="Detect disks")
+        self._shapes = ComboBox(label="Disks layer", choices=layer_choices(viewer, Shapes))
+        self._margin = FloatSpinBox(
+            label="Margin (× radius)",
+            value=0.25,
+            min=0.0,
+            max=2.0,
+            step=0.05,
+            tooltip="Border added around each shape, as a fraction of its radius (half-size).",
+        )
+        self._skip_border = CheckBox(text="skip disks cut by the image border", value=True)
+        self._folder = FileEdit(
+            label="Save under",
+            mode="d",
+            nullable=True,
+            tooltip="The crop set folder the crops are added to. Default: <image>_microdisk_sr/crops beside "
+            "the image file; an image that came from no file keeps its crops in memory.",
+        )
+        self._crop = PushButton(text="Crop")
+        self._status = Label(
+            label="Status", value="Choose an image, Detect disks (or draw shapes), then Crop."
+        )
+        self._status.native.setWordWrap(True)
+        self._status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+        self._auto_radius.changed.connect(self._on_auto_radius)
+        self._detect.changed.connect(self._start_detection)
+        self._crop.changed.connect(self._start_cropping)
+        self.extend(
+            [
+                self._image,
+                self._auto_radius,
+                self._min_radius,
+                self._max_radius,
+                self._sensitivity,
+                self._shape_type,
+                self._detect,
+                self._shapes,
+                self._margin,
+                self._skip_border,
+                self._folder,
+                self._crop,
+                self._status,
+            ]
+        )
+
+    def _on_auto_radius(self, auto: bool) -> None:
+        self._min_radius.enabled = self._max_radius.enabled = not auto
+
+    def _set_running(self, running: bool) -> None:
+        self._detect.enabled = self._crop.enabled = not running
+
+    def _chosen_image(self) -> "Image | None":
+        layer = self._image.value
+        if layer is None:
+            show_warning("no image layer: open an image (or File > Open Sample > Microdisk scene) first")
+            return None
+        if layer.multiscale:
+            show_warning(f"{layer.name!r} is a multiscale (pyramid) layer; open the full-size image instead")
+            return None
+        return layer
+
+    def _current_plane(self, layer: Image) -> np.ndarray:
+        """The 2D (gray or RGB) plane of ``layer`` on display, read here on the main thread."""
+        lead = layer.ndim - 2
+        if lead == 0:
+            return np.asarray(layer.data)
+        position = layer.world_to_data(self._viewer.dims.point)[:lead]
+        index = tuple(
+            int(np.clip(round(p), 0, n - 1)) for p, n in zip(position, layer.data.shape[:lead], strict=True)
+        )
+        return np.asarray(layer.data[index])
+
+    # -- detection ---------------------------------------------------------------------------------------
+
+    def _start_detection(self) -> None:
+        layer = self._chosen_image()
+        if layer is None:
+            return
+        plane = self._current_plane(layer)
+        radius_range = None if self._auto_radius.value else (self._min_radius.value, self._max_radius.value)
+        sensitivity = self._sensitivity.value
+        target = (layer.name, tuple(layer.scale[-2:]), tuple(layer.translate[-2:]))
+        if self._jobs.start(
+            lambda _stop: _detect(plane, radius_range, sensitivity),
+            on_event=self._show_status,
+            on_finished=lambda disks: self._show_disks(disks, *target),
+            on_failed=self._on_failed,
+        ):
+            self._set_running(True)
+
+    def _show_disks(self, disks: list[Disk], name: str, scale: tuple, translate: tuple) -> None:
+        self._set_running(False)
+        if not disks:
+            self._status.value = f"no disk found in {name!r}"
+            show_warning(
+                f"no disk found in {name!r}: untick 'automatic radius range' and set the disks' radius range "
+                "(min/max px), or raise the sensitivity"
+            )
+            return
+        layer_name = f"{name} disks"
+        earlier = [
+            layer for layer in self._viewer.layers if layer.name == layer_name and isinstance(layer, Shapes)
+        ]
+        for layer in earlier:  # detecting again replaces the disks found before
+            self._viewer.layers.remove(layer)
+        radii = [d.r for d in disks]
+        if self._auto_radius.value:  # a starting point for the user who narrows the range by hand
+            self._min_radius.value = max(MIN_RADIUS, math.floor(min(radii) * (1 - _RADIUS_SLACK)))
+            self._max_radius.value = math.ceil(max(radii) * (1 + _RADIUS_SLACK))
+        shapes = self._viewer.add_shapes(
+            [disk_outline(disk) for disk in disks],
+            shape_type=_SHAPE_TYPES[self._shape_type.value],
+            name=layer_name,
+            scale=scale,
+            translate=translate,
+            edge_color=_EDGE_COLOR,
+            edge_width=max(1.0, float(np.median(radii)) / 8),
+            face_color="transparent",
+        )
+        shapes.mode = "select"
+        self._viewer.layers.selection.active = shapes
+        self._shapes.value = shapes
+        self._status.value = (
+            f"{len(disks)} disks in {name!r} (radius {min(radii):.1f}-{max(radii):.1f} px): "
+            "edit the shapes (move, resize, delete, add), then Crop"
+        )
+
+    # -- cropping ----------------------------------------------------------------------------------------
+
+    def _start_cropping(self) -> None:
+        layer = self._chosen_image()
+        if layer is None:
+            return
+        shapes = self._shapes.value
+        if shapes is None or len(shapes.data) == 0:
+            show_warning("no shapes to crop: Detect disks, or draw circles or rectangles in a Shapes layer")
+            return
+        plane = self._current_plane(layer)
+        margin, skip_border = self._margin.value, self._skip_border.value
+        boxes = []
+        for vertices in shapes.data:
+            pixels = [layer.world_to_data(shapes.data_to_world(vertex))[-2:] for vertex in vertices]
+            box = outline_box(np.array(pixels), plane.shape, margin=margin, skip_border=skip_border)
+            if box is not None:
+                boxes.append(box)
+        skipped = len(shapes.data) - len(boxes)
+        if not boxes:
+            hint = "; untick 'skip disks cut by the image border' to keep those on it" if skip_border else ""
+            show_warning(f"no shape of {shapes.name!r} lies inside {layer.name!r}{hint}")
+            return
+        path = layer_path(layer)
+        folder = self._folder.value or (output_dir_for(path) / _CROPS_FOLDER if path else None)
+        name, stem = layer.name, safe_name(path.stem if path else layer.name)
+        source = str(path) if path else name
+        if self._jobs.start(
+            lambda _stop: _crop(plane, boxes, source=source, stem=stem, folder=folder),
+            on_event=self._show_status,
+            on_finished=lambda crops: self._add_crop_set(crops, folder, name=name, skipped=skipped),
+            on_failed=self._on_failed,
+        ):
+            self._set_running(True)
+
+    def _add_crop_set(self, crops: list[Crop], folder: "Path | None", *, name: str, skipped: int) -> None:
+        self._set_running(False)
+        set_name = _unique_name(f"{name} crops", {crop_set.name for crop_set in self._session.crop_sets})
+        self._session.add_crop_set(
+            CropSetRef(set_name, tuple(crop.image for crop in crops), folder=folder, source_layer=name)
+        )
+        where = (
+            f"added to {folder}"
+            if folder
+            else "in memory only: pick a folder under 'Save under' to save them"
+        )
+        left_out = f"; {skipped} shape(s) on the border or outside left out" if skipped else ""
+        self._status.value = f"{len(crops)} crops in {set_name!r}, {where}{left_out}"
+
+    def _show_status(self, text: str) -> None:
+        self._status.value = text
+
+    def _on_failed(self, message: str) -> None:
+        self._set_running(False)
+        self._status.value = f"failed: {message}"
+
+
+def _unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base 2``, ``base 3``, ... if taken."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base} {k}"
+    return name
+
+
+def _detect(
+    plane: np.ndarray, radius_range: "tuple[float, float] | None", sensitivity: float
+) -> Generator[str, None, list[Disk]]:
+    """Detection as a job: one status event, then the disks."""
+    yield "detecting disks..."
+    return detect_disks(plane, radius_range=radius_range, sensitivity=sensitivity)
+
+
+def _crop(
+    plane: np.ndarray,
+    boxes: list[tuple[int, int, int, int]],
+    *,
+    source: str,
+    stem: str,
+    folder: "Path | None",
+) -> Generator[str, None, list[Crop]]:
+    """Cropping as a job: cut the boxes out of ``plane`` and add them to the crop set in ``folder``."""
+    yield f"cropping {len(boxes)} disks..."
+    crops = crop_disks(plane, boxes, source=source)
+    if folder is not None:
+        yield f"writing {len(crops)} crops to {folder}..."
+        write_crop_set(crops, folder, stem=stem)
+    return crops

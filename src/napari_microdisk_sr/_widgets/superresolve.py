@@ -1,0 +1,312 @@
+"""The "Super-resolve" dock widget: upscale image layers with a registry model, a fine-tuned run or a file.
+
+Each selected layer's data is read here on the main thread and handed to a worker as a plain array; the
+worker loads the model, runs :func:`~napari_microdisk_sr.core.infer.upscale` tile by tile and, for a layer
+opened from a file, writes the result beside it. Every result becomes a new layer, aligned with its input in
+world coordinates, whatever happened to the input layer meanwhile.
+"""
+
+import enum
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_warning
+from qtpy.QtWidgets import QSizePolicy
+
+from ..core import infer
+from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
+from ..core.errors import MicrodiskSRError
+from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_path, write_tiff
+from ..core.layers import upscaled_geometry
+from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
+from ..core.outputs import safe_name
+from ..core.progress import StopFlag
+from ._jobs import JobRunner
+from ._layers import layer_choices, layer_path
+from ._session import session_for
+
+if TYPE_CHECKING:
+    import napari
+
+_MAX_TILE = 4096
+_SELECT_HEIGHT = 96  # pixels: about five layer names
+
+
+class _Choice(enum.Enum):
+    """The model choice that reads the weights file named in the file field."""
+
+    FILE = "file..."
+
+
+@dataclass(frozen=True, eq=False)
+class _Source:
+    """One input layer as read on the main thread: what the worker and the output layer need."""
+
+    name: str
+    data: np.ndarray
+    rgb: bool
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    path: "Path | None"
+    pixel_size: "PixelSize | None"
+    display: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Status:
+    """What the worker is doing now, for the status line."""
+
+    text: str
+
+
+@dataclass(frozen=True, eq=False)
+class _Upscaled:
+    """A finished output: the array, its layer name and its provenance."""
+
+    source: _Source
+    data: np.ndarray
+    name: str
+    scale: int
+    provenance: dict[str, Any]
+
+
+class SuperResolveWidget(Container):
+    """Upscale one or more image layers x4 into new, aligned layers, with progress and cancel."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._session = session_for(viewer)
+        self._jobs = JobRunner()
+        self._count = 0
+
+        self._images = Select(label="Images", choices=layer_choices(viewer, Image))
+        self._images.native.setMaximumHeight(_SELECT_HEIGHT)
+        active = viewer.layers.selection.active
+        if isinstance(active, Image):
+            self._images.value = [active]
+        self._model = ComboBox(label="Model", choices=self._model_choices, value=DEFAULT_MODEL)
+        self._weights = FileEdit(
+            label="Weights file", mode="r", filter="*.pth *.safetensors", nullable=True, visible=False
+        )
+        self._tile = SpinBox(
+            label="Tile (px)",
+            value=infer.UpscaleConfig().tile,
+            min=0,
+            max=_MAX_TILE,
+            step=32,
+            tooltip="Tile side in input pixels; 0 upscales each image at once (fastest, most memory).",
+        )
+        self._device = ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
+        self._device_info = Label(label="Runs on")
+        self._device_info.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._half = CheckBox(text="half precision (CUDA only)", value=False)
+        self._run = PushButton(text="Super-resolve")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="Progress", value=0, min=0, max=1)
+        self._status = Label(label="Status", value="Select image layers and a model.")
+        self._status.native.setWordWrap(True)
+        self._status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+        self._model.changed.connect(self._on_model_changed)
+        self._device.changed.connect(self._on_device_changed)
+        self._run.changed.connect(self._start)
+        self._cancel.changed.connect(self._stop)
+        self._session.runs_changed.connect(self._model.reset_choices)
+        buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False)
+        self.extend(
+            [
+                self._images,
+                self._model,
+                self._weights,
+                self._tile,
+                self._device,
+                self._device_info,
+                self._half,
+                buttons,
+                self._progress,
+                self._status,
+            ]
+        )
+        self._on_device_changed()
+
+    # -- choices ------------------------------------------------------------------------------------------
+
+    def _model_choices(self, _widget: Any) -> list[tuple[str, Any]]:
+        # Fine-tuned runs come last: a Qt combo box keeps its items' order and appends new ones.
+        registry = [(name, name) for name in REGISTRY]
+        runs = [(f"run: {run.name}", run.model_path) for run in self._session.runs]
+        return [*registry, (_Choice.FILE.value, _Choice.FILE), *runs]
+
+    def _on_model_changed(self) -> None:
+        self._weights.visible = self._model.value is _Choice.FILE
+
+    def _on_device_changed(self) -> None:
+        try:
+            device = resolve_device(self._device.value)
+        except MicrodiskSRError as exc:
+            self._device_info.value = str(exc)
+            self._half.enabled = False
+        else:
+            self._device_info.value = describe_device(device)
+            self._half.enabled = device.type == "cuda"
+        if not self._half.enabled:
+            self._half.value = False
+
+    # -- running ------------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        layers = list(self._images.value)
+        if not layers:
+            show_warning("select one or more image layers to super-resolve")
+            return
+        if any(layer.multiscale for layer in layers):
+            show_error("multiscale (pyramid) image layers cannot be super-resolved; open the full-size image")
+            return
+        model = self._weights.value if self._model.value is _Choice.FILE else self._model.value
+        if model is None:
+            show_warning("choose a weights file (.pth or .safetensors) for the 'file...' model")
+            return
+        try:
+            config = infer.UpscaleConfig(
+                tile=self._tile.value, device=self._device.value, half=bool(self._half.value)
+            )
+            resolve_device(config.device)
+        except MicrodiskSRError as exc:
+            show_error(str(exc))
+            return
+        sources = [_read_source(layer) for layer in layers]
+        started = self._jobs.start(
+            lambda stop: _superresolve(sources, model, config, stop),
+            on_event=self._on_event,
+            on_finished=self._on_finished,
+            on_failed=self._on_failed,
+        )
+        if started:
+            self._count = len(sources)
+            self._set_running(True)
+            self._progress.value = 0
+            self._status.value = f"starting {len(sources)} layer(s)"
+
+    def _stop(self) -> None:
+        self._jobs.stop()
+        self._status.value = "stopping after the current tile..."
+
+    def _set_running(self, running: bool) -> None:
+        self._run.enabled = not running
+        self._cancel.enabled = running
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, _Status):
+            self._status.value = event.text
+            self._progress.value = 0
+        elif isinstance(event, infer.TileEvent):
+            self._progress.max = event.total
+            self._progress.value = event.done
+        elif isinstance(event, _Upscaled):
+            self._add_output(event)
+
+    def _add_output(self, out: _Upscaled) -> None:
+        scale, translate = upscaled_geometry(out.source.scale, out.source.translate, out.scale)
+        self._viewer.add_image(
+            out.data,
+            name=out.name,
+            rgb=out.source.rgb,
+            scale=scale,
+            translate=translate,
+            metadata={"microdisk_sr": out.provenance},
+            **out.source.display,
+        )
+
+    def _on_finished(self, finished: int) -> None:
+        self._set_running(False)
+        if finished == self._count:
+            self._status.value = f"done: {finished} layer(s) super-resolved"
+        else:
+            self._status.value = f"stopped: {finished} of {self._count} layer(s) done, no partial output"
+
+    def _on_failed(self, message: str) -> None:
+        self._set_running(False)
+        self._status.value = f"failed: {message}"
+
+
+def _read_source(layer: Image) -> _Source:
+    """What the worker and the output need of ``layer`` (on the main thread, before the job starts)."""
+    units = [str(unit) for unit in layer.units[-2:]]
+    pixel_size = None
+    if units[0] == units[1] != "pixel":
+        pixel_size = PixelSize(layer.scale[-2], layer.scale[-1], format(layer.units[-1], "~"))
+    display = {"contrast_limits": layer.contrast_limits, "gamma": layer.gamma}
+    if not layer.rgb:
+        display["colormap"] = layer.colormap
+    return _Source(
+        name=layer.name,
+        data=np.asarray(layer.data),
+        rgb=layer.rgb,
+        scale=tuple(layer.scale),
+        translate=tuple(layer.translate),
+        path=layer_path(layer),
+        pixel_size=pixel_size,
+        display=display,
+    )
+
+
+def _superresolve(
+    sources: list[_Source], model_ref: "str | Path", config: infer.UpscaleConfig, stop: StopFlag
+) -> Generator[Any, None, int]:
+    """The job: load the model, upscale each source, write it beside its file; return how many finished."""
+    for source in sources:
+        if source.path is not None:
+            ensure_writable_dir(output_dir_for(source.path))
+    yield _Status(f"loading model {model_ref}")
+    model = load_model(model_ref)  # on the CPU: each upscale job moves its own copy to the device
+    device = resolve_device(config.device)
+    factor = model.spec.scale
+    for index, source in enumerate(sources):
+        yield _Status(f"{index + 1}/{len(sources)}: upscaling {source.name!r} with {model.name}")
+        result = yield from infer.upscale(
+            source.data,
+            model,
+            tile=config.tile,
+            device=device,
+            half=config.half,
+            stop=stop,
+            rgb=source.rgb,
+        )
+        if result is None:
+            return index
+        provenance = {
+            "model": model.name,
+            "model_source": model.source,
+            "model_sha256": model.sha256,
+            "scale": factor,
+            "tile": config.tile,
+            "device": describe_device(device),
+            "half": config.half and device.type == "cuda",
+            "input_layer": source.name,
+            "input_path": None if source.path is None else str(source.path),
+            "output_path": None,
+        }
+        if source.path is not None:
+            folder = output_dir_for(source.path)
+            target = unique_path(folder / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif")
+            pixel_size = None if source.pixel_size is None else source.pixel_size.scaled(1 / factor)
+            provenance["output_path"] = str(target)
+            write_tiff(target, result, pixel_size=pixel_size, description=provenance)
+        yield _Upscaled(source, result, f"{source.name}_x{factor} ({model.name})", factor, provenance)
+    return len(sources)

@@ -1,0 +1,248 @@
+"""The Fine-tune dock widget in a real viewer: sources, run folders, live progress, stop/resume, failures."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from napari.utils.notifications import NotificationSeverity, notification_manager
+from qtpy.QtCore import QTimer
+
+from napari_microdisk_sr._widgets import finetune
+from napari_microdisk_sr._widgets._session import CropSetRef, session_for
+from napari_microdisk_sr.core.crops import crop_disks, write_crop_set
+from napari_microdisk_sr.core.detect import disk_box
+from napari_microdisk_sr.core.models import ModelSpec, save_model
+from napari_microdisk_sr.core.sample import make_scene
+from napari_microdisk_sr.core.train import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, EventKind, TrainEvent
+
+PLUGIN = "napari-microdisk-sr"
+WIDGET = "Fine-tune"
+TIMEOUT_MS = 60_000
+SCREENSHOTS = Path(__file__).parents[2] / "docs" / "images"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny SRVGGNetCompact x4 (8 features, 2 convolutions) as a weights file."""
+    spec = ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
+    return save_model(spec.build(), spec, tmp_path_factory.mktemp("models") / "tiny.pth")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(seed=5, size=(48, 48), n_disks=5, radius=(5.0, 7.0))
+
+
+@pytest.fixture
+def crops(scene):
+    boxes = [disk_box(disk, scene.hr.shape) for disk in scene.disks_hr]
+    return tuple(scene.hr[y0:y1, x0:x1].copy() for y0, x0, y1, x1 in boxes)
+
+
+@pytest.fixture
+def notes():
+    """The notifications shown during the test."""
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+def _errors(notes):
+    return [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+
+
+def _open(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return widget
+
+
+def _tiny_settings(widget, model, output, *, epochs=2):
+    widget._model.value = finetune._Choice.FILE
+    assert not widget._weights.native.isHidden()
+    widget._weights.value = model
+    widget._epochs.value = epochs
+    widget._patch.value = 32
+    widget._pairs.value = 8
+    widget._batch.value = 4
+    widget._device.value = "cpu"
+    widget._output.value = output
+
+
+def _assert_idle(widget):
+    assert not widget._jobs.running
+    assert widget._start_button.enabled
+    assert not widget._stop_button.enabled
+    assert widget._form.enabled
+    assert widget._advanced.enabled
+
+
+def test_defaults_are_the_studys_and_the_crop_sets_follow_the_session(make_napari_viewer, notes, crops):
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    assert (widget._epochs.value, widget._lr.value, widget._patch.value, widget._pairs.value) == (
+        50,
+        1e-4,
+        128,
+        500,
+    )
+    assert widget._batch.value is None  # 4 on a GPU, 2 on the CPU
+    assert widget._degradation.value == "bicubic"
+    assert widget._device_info.value.startswith(("CPU", "CUDA", "Apple"))
+    assert not widget._advanced_box.isExpanded()
+
+    widget._start_button.native.click()
+    assert any("no crop set" in message for message in _errors(notes))
+    assert not widget._jobs.running
+
+    session = session_for(viewer)
+    session.add_crop_set(CropSetRef("field crops", crops))
+    assert widget._crop_set.value is session.crop_sets[-1]
+    assert widget._crop_set.choices == (session.crop_sets[-1],)
+
+
+def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
+    make_napari_viewer, qtbot, notes, tiny_model, scene, crops, tmp_path
+):
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.add_image(scene.hr, name="field")
+    widget = _open(viewer)
+    session = session_for(viewer)
+    session.add_crop_set(CropSetRef("disks", crops))
+    _tiny_settings(widget, tiny_model, tmp_path, epochs=10_000)
+    widget._pairs.value = 64
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(widget._jobs.running))
+    timer.start(10)
+
+    widget._start_button.native.click()  # training in a viewer also proves that Triton loads safely
+    assert widget._jobs.running
+    assert not widget._start_button.enabled
+    assert widget._stop_button.enabled
+    assert not widget._form.enabled
+    plot = widget._plot
+    qtbot.waitUntil(lambda: len(plot.train_points) >= 3 and len(plot.val_points) >= 1, timeout=TIMEOUT_MS)
+    assert sum(ticks) >= 10  # the event loop kept running while the worker trained
+    assert plot.reference is not None  # the pretrained model's validation L1
+    assert widget._progress.value > 0
+    assert widget._progress.max == 10_000 * 16
+    assert widget._progress.native.text().endswith("left")  # epoch, step and the time left
+
+    worker = widget._jobs.worker
+    widget._start()  # a second run while one is running is refused
+    assert widget._jobs.worker is worker
+    assert any("already running" in n.message for n in notes)
+
+    widget._stop_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    timer.stop()
+    run_dir = tmp_path / "finetune_disks"
+    assert (run_dir / CHECKPOINT_FILE).is_file()
+    assert [run.run_dir for run in session.runs] == [run_dir]  # the stopped run's model is usable
+    assert "stopped" in widget._status.value
+    assert widget._resume_button.enabled
+    _assert_idle(widget)
+
+    epochs_done = len(_history(run_dir)) - 1  # row 0 is the pretrained model
+    widget._epochs.value = epochs_done + 1
+    widget._resume_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert len(_history(run_dir)) == epochs_done + 2
+    assert widget._status.value.startswith(f"trained {epochs_done + 1} epoch(s)")
+    assert [run.model_path for run in session.runs] == [run_dir / MODEL_FILE]
+    assert widget._plot.val_points[-1][0] == epochs_done + 1
+    assert not _errors(notes)
+    _assert_idle(widget)
+
+    widget._advanced_box.expand(animate=False)
+    _screenshot(viewer, qtbot, "finetune.png")
+
+
+def _history(run_dir):
+    return (run_dir / HISTORY_FILE).read_text().splitlines()[1:]
+
+
+def _screenshot(viewer, qtbot, name):
+    """The whole window, into docs/images when MICRODISK_SR_SCREENSHOTS is set (else only exercised)."""
+    qtbot.wait(200)
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    assert image.shape[0] > 500
+    if os.environ.get("MICRODISK_SR_SCREENSHOTS"):
+        import imageio.v3 as iio
+
+        iio.imwrite(SCREENSHOTS / name, image)
+
+
+def test_shapes_over_a_scaled_image_crop_through_world_coordinates_into_the_images_folder(
+    make_napari_viewer, qtbot, notes, tiny_model, scene, tmp_path
+):
+    source = tmp_path / "field.tif"
+    tifffile.imwrite(source, scene.hr)
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(source, plugin="napari")
+    image.scale, image.translate = (0.5, 0.5), (10.0, -4.0)
+    boxes = [(20, 30, 60, 90), (100, 40, 140, 72)]  # image pixels, end exclusive
+    world = [
+        [image.data_to_world((y, x)) for y, x in ((y0, x0), (y1 - 1, x1 - 1))] for y0, x0, y1, x1 in boxes
+    ]
+    viewer.add_shapes([np.array(corners) for corners in world], shape_type="rectangle", name="boxes")
+    widget = _open(viewer)
+    widget._source.value = finetune._Source.SHAPES
+    assert widget._crop_set.native.isHidden()
+    assert not widget._shapes.native.isHidden()
+    widget._image.value = image
+    _tiny_settings(widget, tiny_model, None, epochs=1)
+
+    widget._start_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert not _errors(notes)
+    run_dir = tmp_path / "field_microdisk_sr" / "finetune_field"
+    info = json.loads((run_dir / "model.json").read_text())["info"]
+    assert info["provenance"]["crops"]["arrays"] == [[40, 60], [40, 32]]
+    assert [run.run_dir for run in session_for(viewer).runs] == [run_dir]
+
+
+def test_a_crops_folder_trains_and_its_run_goes_beside_it(
+    make_napari_viewer, qtbot, notes, tiny_model, scene, crops, tmp_path
+):
+    boxes = [disk_box(disk, scene.hr.shape) for disk in scene.disks_hr]
+    folder = write_crop_set(
+        crop_disks(scene.hr, boxes, source="field"), tmp_path / "field_crops", stem="field"
+    )
+    widget = _open(make_napari_viewer())
+    widget._source.value = finetune._Source.FOLDER
+    widget._folder.value = folder
+    _tiny_settings(widget, tiny_model, None, epochs=1)
+
+    widget._start_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert not _errors(notes)
+    info = json.loads((tmp_path / "finetune_field_crops" / "model.json").read_text())["info"]
+    assert info["provenance"]["crops"]["folder"] == str(folder)
+    assert len(info["provenance"]["crops"]["files"]) == len(crops)
+
+
+def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
+    make_napari_viewer, qtbot, notes, monkeypatch, crops, tmp_path
+):
+    def out_of_memory(crops, config, run_dir, *, stop, resume):
+        yield TrainEvent(EventKind.STARTED, 0, config.epochs, 0, 10, message="starting")
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(finetune, "fine_tune", out_of_memory)
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    session_for(viewer).add_crop_set(CropSetRef("disks", crops))
+    widget._output.value = tmp_path
+    for _ in range(2):  # and a second try fails the same way: nothing is stuck
+        widget._start_button.native.click()
+        qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+        _assert_idle(widget)
+        assert widget._status.value.startswith("failed: RuntimeError: CUDA out of memory")
+    assert sum("CUDA out of memory" in message for message in _errors(notes)) == 2
+    assert not session_for(viewer).runs

@@ -1,0 +1,211 @@
+"""The Compare & measure dock widget in a real viewer: references, methods, table, centring, files, errors."""
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from napari.utils.notifications import NotificationSeverity, notification_manager
+from qtpy.QtCore import Qt
+
+from napari_microdisk_sr._widgets import measure
+from napari_microdisk_sr._widgets._session import CropSetRef, RunRef, session_for
+from napari_microdisk_sr.core.crops import crop_disks, write_crop_set
+from napari_microdisk_sr.core.layers import upscaled_geometry
+from napari_microdisk_sr.core.models import ModelSpec, save_model
+from napari_microdisk_sr.core.sample import make_scene
+
+PLUGIN = "napari-microdisk-sr"
+WIDGET = "Compare & measure"
+TIMEOUT_MS = 60_000
+SCREENSHOTS = Path(__file__).parents[2] / "docs" / "images"
+SPEC = ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two tiny SRVGGNetCompact x4 weights files: a "run" and a plain model file."""
+    folder = tmp_path_factory.mktemp("models")
+    (folder / "finetune_disks").mkdir()
+    return save_model(SPEC.build(), SPEC, folder / "finetune_disks" / "model.pth"), save_model(
+        SPEC.build(), SPEC, folder / "other.pth"
+    )
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(seed=7, size=(40, 48), n_disks=3, radius=(5.0, 6.0))
+
+
+@pytest.fixture
+def notes():
+    """The notifications shown during the test."""
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+def _errors(notes):
+    return [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+
+
+def _open(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget._pretrained.value = []  # x4plus is too slow for a test; tiny models stand in
+    widget._device.value = "cpu"
+    return widget
+
+
+def _run(qtbot, widget):
+    widget._measure_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+
+
+def _table(widget):
+    """The table's rows as shown: texts."""
+    table = widget._table
+    return [[table.item(r, c).text() for c in range(table.columnCount())] for r in range(table.rowCount())]
+
+
+def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_beside_the_hr_file(
+    make_napari_viewer, qtbot, notes, models, scene, tmp_path
+):
+    run_model, other_model = models
+    hr_path = tmp_path / "truth.tif"
+    tifffile.imwrite(hr_path, scene.hr)
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    lr = viewer.add_image(scene.lr, name="field (LR)")
+    (hr,) = viewer.open(hr_path, plugin="napari")
+    hr.scale, hr.translate = upscaled_geometry(lr.scale, lr.translate, 4)
+    widget = _open(viewer)
+    session_for(viewer).add_run(RunRef("finetune_disks", run_model, run_model.parent))
+    assert widget._runs.value == [str(run_model)]  # a new run is chosen as it arrives
+    widget._reference.value = measure._Reference.PAIR
+    assert widget._hr_layers.native.isHidden()
+    assert widget._degradation.native.isHidden()
+    widget._lr_layer.value, widget._hr_layer.value = lr, hr
+    widget._files.value = (other_model,)
+
+    _run(qtbot, widget)
+    assert not _errors(notes)
+    rows = _table(widget)
+    assert [row[:2] for row in rows] == [
+        ["truth", "bicubic"],
+        ["truth", "finetune_disks"],
+        ["truth", "other"],
+        ["mean", "bicubic"],
+        ["mean", "finetune_disks"],
+        ["mean", "other"],
+    ]
+    assert rows[0][4] == "+0.00"  # bicubic's gain over itself
+    assert rows[0][6] == ""  # no pretrained model measured: no gain over it
+    with (tmp_path / "truth_microdisk_sr" / "metrics.csv").open() as fh:
+        saved = list(csv.DictReader(fh))
+    assert [row["method"] for row in saved[:3]] == ["bicubic", str(run_model), str(other_model)]
+    assert float(saved[0]["psnr"]) == pytest.approx(float(rows[0][2]), abs=0.005)
+    assert (tmp_path / "truth_microdisk_sr" / "metrics.json").is_file()
+
+    widget._table.sortItems(4, Qt.SortOrder.DescendingOrder)  # by gain over bicubic: numbers, not texts
+    texts = [row[4] for row in _table(widget)]
+    assert [float(t) for t in texts] == sorted((float(t) for t in texts), reverse=True)
+    assert texts != sorted(texts, reverse=True)  # as texts, "-5.68" would come before "+0.00"
+
+    viewer.camera.center = (0.0, 0.0)
+    row = next(i for i, r in enumerate(_table(widget)) if r[0] == "truth")
+    widget._table.selectRow(row)
+    centre = hr.data_to_world(((hr.data.shape[0] - 1) / 2, (hr.data.shape[1] - 1) / 2))
+    np.testing.assert_allclose(viewer.camera.center[-2:], centre)
+    assert viewer.layers.selection.active is hr
+
+    _run(qtbot, widget)  # never overwrites: the second table gets the next free name
+    assert (tmp_path / "truth_microdisk_sr" / "metrics-1.csv").is_file()
+    _screenshot(viewer, qtbot, "measure.png")
+
+
+def _screenshot(viewer, qtbot, name):
+    """The whole window, into docs/images when MICRODISK_SR_SCREENSHOTS is set (else only exercised)."""
+    qtbot.wait(200)
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    assert image.shape[0] > 500
+    if os.environ.get("MICRODISK_SR_SCREENSHOTS"):
+        import imageio.v3 as iio
+
+        iio.imwrite(SCREENSHOTS / name, image)
+
+
+def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them(
+    make_napari_viewer, qtbot, notes, scene, tmp_path
+):
+    viewer = make_napari_viewer()
+    source = viewer.add_image(scene.hr, name="field", scale=(0.5, 0.5), translate=(3.0, -2.0))
+    boxes = [(20, 24, 76, 80), (90, 100, 150, 160)]
+    crops = crop_disks(scene.hr, boxes, source="field")
+    folder = write_crop_set(crops, tmp_path / "crops", stem="field")
+    session_for(viewer).add_crop_set(
+        CropSetRef("field crops", tuple(c.image for c in crops), folder, "field")
+    )
+    widget = _open(viewer)
+    widget._reference.value = measure._Reference.CROP_SET
+    assert widget._crop_set.value.name == "field crops"
+    widget._error_maps.value = True
+
+    _run(qtbot, widget)
+    assert not _errors(notes)
+    assert (folder / "metrics.csv").is_file()  # the table goes into the crops folder
+    second = next(i for i, row in enumerate(_table(widget)) if row[0] == "field crops:002")
+    widget._table.selectRow(second)
+    np.testing.assert_allclose(viewer.camera.center[-2:], source.data_to_world((119.5, 129.5)))
+
+    error = viewer.layers["error field crops:002 (bicubic)"]
+    np.testing.assert_allclose(error.scale, source.scale)
+    np.testing.assert_allclose(error.data_to_world((0, 0)), source.data_to_world((90, 100)))
+    assert error.data.shape == (60, 60)
+
+
+def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
+    make_napari_viewer, qtbot, notes, monkeypatch, scene
+):
+    def out_of_memory(hr_images, methods, *, stop, **options):
+        yield measure.metrics.EvalEvent(0, 1, "field", "bicubic")
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(measure.metrics, "evaluate", out_of_memory)
+    viewer = make_napari_viewer()
+    hr = viewer.add_image(scene.hr, name="field")
+    widget = _open(viewer)
+    widget._hr_layers.value = [hr]
+    for _ in range(2):  # and a second try fails the same way: nothing is stuck
+        _run(qtbot, widget)
+        assert widget._measure_button.enabled
+        assert not widget._stop_button.enabled
+        assert widget._form.enabled
+        assert widget._status.value.startswith("failed: RuntimeError: CUDA out of memory")
+    assert sum("CUDA out of memory" in message for message in _errors(notes)) == 2
+    assert any("not saved" in n.message for n in notes)  # an unsaved layer: the table has no folder
+
+
+def test_wrong_choices_are_explained_and_a_second_run_is_refused(make_napari_viewer, qtbot, notes, scene):
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    widget._bicubic.value = False
+    widget._measure_button.native.click()
+    assert any("choose at least one method" in message for message in _errors(notes))
+    widget._bicubic.value = True
+    widget._measure_button.native.click()
+    assert any("high-resolution image layer" in message for message in _errors(notes))
+
+    hr = viewer.add_image(np.tile(scene.hr, (4, 4)), name="big")
+    widget._hr_layers.value = [hr]
+    widget._measure_button.native.click()
+    assert widget._jobs.running
+    worker = widget._jobs.worker
+    widget._start()
+    assert widget._jobs.worker is worker
+    assert any("already running" in n.message for n in notes)
+    widget._stop_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert widget._measure_button.enabled

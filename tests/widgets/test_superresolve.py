@@ -1,0 +1,197 @@
+"""The Super-resolve dock widget in a real viewer: alignment, provenance, files, cancel, errors."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_microdisk_sr._widgets._session import RunRef, session_for
+from napari_microdisk_sr.core import infer
+from napari_microdisk_sr.core.models import ModelSpec, save_model
+from napari_microdisk_sr.core.sample import make_scene
+
+PLUGIN = "napari-microdisk-sr"
+WIDGET = "Super-resolve"
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def nearest_model(tmp_path_factory):
+    """A tiny SRVGGNetCompact with zero weights: its output is exactly the nearest-neighbour x4 upscale."""
+    spec = ModelSpec("SRVGGNetCompact", {"num_feat": 4, "num_conv": 1, "upscale": 4})
+    zeros = {key: torch.zeros_like(value) for key, value in spec.build().state_dict().items()}
+    return save_model(zeros, spec, tmp_path_factory.mktemp("models") / "nearest.pth")
+
+
+@pytest.fixture
+def scene():
+    return make_scene(seed=3, size=(48, 64), n_disks=4)
+
+
+@pytest.fixture
+def notes():
+    """The notifications shown during the test."""
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+def _open(make_napari_viewer, *layers):
+    viewer = make_napari_viewer()
+    for data, kwargs in layers:
+        viewer.add_image(data, **kwargs)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return viewer, widget
+
+
+def _use_file_model(widget, path):
+    widget._model.value = widget._model.choices[2]  # "file..."
+    assert not widget._weights.native.isHidden()
+    widget._weights.value = path
+
+
+def _run(qtbot, widget):
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+
+
+def _sample(layer, world_points):
+    """The layer's pixel values nearest to each world point."""
+    index = np.rint([layer.world_to_data(p) for p in world_points]).astype(int)
+    return layer.data[index[:, 0], index[:, 1]]
+
+
+def test_output_is_aligned_written_beside_the_file_and_carries_provenance(
+    make_napari_viewer, qtbot, tmp_path, nearest_model, scene
+):
+    source = tmp_path / "field.tif"
+    tifffile.imwrite(source, scene.lr)
+    viewer = make_napari_viewer()
+    (lr,) = viewer.open(source, plugin="napari")
+    lr.scale, lr.translate = (0.65, 0.65), (12.0, -30.0)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget._images.value == [lr]
+    _use_file_model(widget, nearest_model)
+    widget._tile.value = 32
+    _run(qtbot, widget)
+
+    out = viewer.layers["field_x4 (nearest)"]
+    assert out.data.shape == (4 * 48, 4 * 64)
+    np.testing.assert_array_equal(out.data, scene.lr.repeat(4, axis=0).repeat(4, axis=1))
+    # Points drawn on the original at the disk centres land on the same disks in the output ...
+    centres = viewer.add_points([lr.data_to_world((d.cy, d.cx)) for d in scene.disks_lr])
+    for world, disk in zip(centres.data, scene.disks_lr, strict=True):
+        hr = disk.rescaled(4)
+        np.testing.assert_allclose(out.world_to_data(world), (hr.cy, hr.cx), atol=1e-9)
+    # ... and everywhere, both layers show the same pixel at the same place in the world.
+    rng = np.random.default_rng(0)
+    world = rng.uniform(lr.data_to_world((-0.49, -0.49)), lr.data_to_world((47.49, 63.49)), size=(500, 2))
+    np.testing.assert_array_equal(_sample(out, world), _sample(lr, world))
+
+    provenance = out.metadata["microdisk_sr"]
+    written = tmp_path / "field_microdisk_sr" / "field_x4_nearest.tif"
+    assert provenance["model"] == "nearest"
+    assert provenance["model_source"] == str(nearest_model)
+    assert provenance["model_sha256"] == hashlib.sha256(nearest_model.read_bytes()).hexdigest()
+    assert provenance["tile"] == 32
+    assert provenance["device"].startswith("CPU")
+    assert provenance["input_layer"] == "field"
+    assert provenance["output_path"] == str(written)
+    np.testing.assert_array_equal(tifffile.imread(written), out.data)
+    np.testing.assert_array_equal(tifffile.imread(source), scene.lr)  # the original is untouched
+
+    _run(qtbot, widget)  # a second run never overwrites the first output
+    assert (tmp_path / "field_microdisk_sr" / "field_x4_nearest-1.tif").is_file()
+    assert "done: 1 layer" in widget._status.value
+    assert widget._run.enabled
+    assert not widget._cancel.enabled
+
+
+def test_cancel_adds_no_layer(make_napari_viewer, qtbot, nearest_model, scene):
+    viewer, widget = _open(make_napari_viewer, (scene.lr, {"name": "lr"}))
+    _use_file_model(widget, nearest_model)
+    widget._tile.value = 16
+    widget._run.native.click()
+    assert widget._cancel.enabled
+    widget._cancel.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert [layer.name for layer in viewer.layers] == ["lr"]
+    assert "stopped: 0 of 1" in widget._status.value
+    assert widget._run.enabled
+    assert not widget._cancel.enabled
+
+
+def test_output_is_added_when_the_input_layer_is_deleted_during_the_run(
+    make_napari_viewer, qtbot, nearest_model, scene
+):
+    other = np.zeros((8, 8), np.uint8)
+    viewer, widget = _open(make_napari_viewer, (other, {"name": "other"}), (scene.lr, {"name": "lr"}))
+    widget._images.value = [viewer.layers["lr"]]
+    _use_file_model(widget, nearest_model)
+    widget._run.native.click()
+    assert widget._jobs.running
+    viewer.layers.remove("lr")
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert [layer.name for layer in viewer.layers] == ["other", "lr_x4 (nearest)"]
+    assert viewer.layers["other"].data is other
+    np.testing.assert_array_equal(viewer.layers[1].data, scene.lr.repeat(4, axis=0).repeat(4, axis=1))
+
+
+def test_a_second_run_is_refused_while_one_is_running(make_napari_viewer, qtbot, nearest_model, scene, notes):
+    viewer, widget = _open(make_napari_viewer, (scene.lr, {"name": "lr"}))
+    _use_file_model(widget, nearest_model)
+    widget._run.native.click()
+    assert not widget._run.enabled
+    widget._run.native.click()  # a disabled button does nothing ...
+    widget._start()  # ... and the runner refuses a second job
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert [layer.name for layer in viewer.layers] == ["lr", "lr_x4 (nearest)"]
+    assert any("already running" in note.message for note in notes)
+
+
+def test_an_error_in_the_worker_is_notified_and_leaves_the_widget_ready(
+    make_napari_viewer, qtbot, monkeypatch, nearest_model, scene, notes
+):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(infer, "upscale", out_of_memory)
+    viewer, widget = _open(make_napari_viewer, (scene.lr, {"name": "lr"}))
+    _use_file_model(widget, nearest_model)
+    _run(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["lr"]
+    assert widget._run.enabled
+    assert not widget._cancel.enabled
+    assert "CUDA out of memory" in widget._status.value
+    errors = [note for note in notes if note.severity == NotificationSeverity.ERROR]
+    assert any("CUDA out of memory" in note.message for note in errors)
+
+
+def test_model_choices_follow_the_session_runs(make_napari_viewer, qtbot, tmp_path, nearest_model, scene):
+    viewer, widget = _open(make_napari_viewer, (scene.lr, {"name": "lr"}))
+    labels = [widget._model.native.itemText(i) for i in range(widget._model.native.count())]
+    assert labels == ["realesrgan-x4plus", "realesr-animevideov3", "file..."]
+    assert widget._model.value == "realesrgan-x4plus"
+    assert widget._weights.native.isHidden()
+
+    session_for(viewer).add_run(RunRef("disks-1", nearest_model, tmp_path))
+    assert widget._model.native.itemText(3) == "run: disks-1"
+    widget._model.value = nearest_model
+    _run(qtbot, widget)
+    assert viewer.layers[-1].name == "lr_x4 (nearest)"
+
+
+def test_device_choice_shows_the_resolved_device_and_half_only_on_cuda(make_napari_viewer):
+    _, widget = _open(make_napari_viewer)
+    widget._device.value = "cpu"
+    assert widget._device_info.value.startswith("CPU")
+    assert not widget._half.enabled
+    widget._device.value = "cuda"
+    assert widget._half.enabled == torch.cuda.is_available()
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in widget._device_info.value
+    assert widget._tile.value == infer.UpscaleConfig().tile
