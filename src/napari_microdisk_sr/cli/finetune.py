@@ -118,9 +118,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     parser.add_argument(
         "--amp",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="mixed precision on CUDA (bfloat16, else float16); faster only with large batches",
+        help="mixed precision (default: bfloat16 on CPUs that compute it natively, float32 elsewhere; "
+        "--amp also on CUDA: bfloat16, else float16; --no-amp: float32 everywhere)",
     )
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument(
