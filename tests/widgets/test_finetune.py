@@ -1,8 +1,6 @@
 """The Fine-tune dock widget in a real viewer: sources, run folders, live progress, stop/resume, failures."""
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +19,6 @@ from napari_microdisk_sr.core.train import CHECKPOINT_FILE, HISTORY_FILE, MODEL_
 PLUGIN = "napari-microdisk-sr"
 WIDGET = "Fine-tune"
 TIMEOUT_MS = 60_000
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "images"
 
 
 @pytest.fixture(scope="module")
@@ -160,22 +157,27 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
     _assert_idle(widget)
 
     widget._advanced_box.expand(animate=False)
-    _screenshot(viewer, qtbot, "finetune.png")
+    _screenshot(viewer, qtbot, tmp_path / "finetune.png")
 
 
 def _history(run_dir):
     return (run_dir / HISTORY_FILE).read_text().splitlines()[1:]
 
 
-def _screenshot(viewer, qtbot, name):
-    """The whole window, into docs/images when MICRODISK_SR_SCREENSHOTS is set (else only exercised)."""
-    qtbot.wait(200)
-    image = viewer.screenshot(canvas_only=False, flash=False)
-    assert image.shape[0] > 500
-    if os.environ.get("MICRODISK_SR_SCREENSHOTS"):
-        import imageio.v3 as iio
-
-        iio.imwrite(SCREENSHOTS / name, image)
+def _screenshot(viewer, qtbot, path):
+    """The whole window after a run, saved as ``path``: a real picture of the viewer, its layers and dock."""
+    viewer.reset_view()
+    qtbot.wait(200)  # the canvas and the dock repaint
+    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
+    window = viewer.window._qt_window
+    ratio = window.devicePixelRatio()
+    assert shot.dtype == np.uint8
+    assert shot.shape == (round(window.height() * ratio), round(window.width() * ratio), 4)
+    assert min(shot.shape[:2]) >= 400
+    assert len(np.unique(shot[..., :3].reshape(-1, 3), axis=0)) > 16  # widgets and data, not a blank grab
+    assert path.stat().st_size > 0
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert canvas[..., :3].std() > 5  # the layers are drawn, not an empty canvas
 
 
 def test_shapes_over_a_scaled_image_crop_through_world_coordinates_into_the_images_folder(

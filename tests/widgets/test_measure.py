@@ -1,8 +1,6 @@
 """The Compare & measure dock widget in a real viewer: references, methods, table, centring, files, errors."""
 
 import csv
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +18,6 @@ from napari_microdisk_sr.core.sample import make_scene
 PLUGIN = "napari-microdisk-sr"
 WIDGET = "Compare & measure"
 TIMEOUT_MS = 60_000
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "images"
 SPEC = ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
 
 
@@ -123,18 +120,23 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
 
     _run(qtbot, widget)  # never overwrites: the second table gets the next free name
     assert (tmp_path / "truth_microdisk_sr" / "metrics-1.csv").is_file()
-    _screenshot(viewer, qtbot, "measure.png")
+    _screenshot(viewer, qtbot, tmp_path / "measure.png")
 
 
-def _screenshot(viewer, qtbot, name):
-    """The whole window, into docs/images when MICRODISK_SR_SCREENSHOTS is set (else only exercised)."""
-    qtbot.wait(200)
-    image = viewer.screenshot(canvas_only=False, flash=False)
-    assert image.shape[0] > 500
-    if os.environ.get("MICRODISK_SR_SCREENSHOTS"):
-        import imageio.v3 as iio
-
-        iio.imwrite(SCREENSHOTS / name, image)
+def _screenshot(viewer, qtbot, path):
+    """The whole window after a run, saved as ``path``: a real picture of the viewer, its layers and dock."""
+    viewer.reset_view()
+    qtbot.wait(200)  # the canvas and the dock repaint
+    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
+    window = viewer.window._qt_window
+    ratio = window.devicePixelRatio()
+    assert shot.dtype == np.uint8
+    assert shot.shape == (round(window.height() * ratio), round(window.width() * ratio), 4)
+    assert min(shot.shape[:2]) >= 400
+    assert len(np.unique(shot[..., :3].reshape(-1, 3), axis=0)) > 16  # widgets and data, not a blank grab
+    assert path.stat().st_size > 0
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert canvas[..., :3].std() > 5  # the layers are drawn, not an empty canvas
 
 
 def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them(

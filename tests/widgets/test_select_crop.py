@@ -87,7 +87,7 @@ def test_crops_follow_the_edited_shapes_and_are_written_beside_the_file(
 ):
     source = tmp_path / "field.tif"
     tifffile.imwrite(source, scene.lr)
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     (image,) = viewer.open(source, plugin="napari")
     image.translate = (100.0, 100.0)
     widget = _dock(viewer)
@@ -122,6 +122,23 @@ def test_crops_follow_the_edited_shapes_and_are_written_beside_the_file(
     for ours, theirs in zip(crop_set.images, written.images, strict=True):
         np.testing.assert_array_equal(ours, theirs)
     assert "2 crops in 'field crops', added to" in widget._status.value
+    _screenshot(viewer, qtbot, tmp_path / "select_crop.png")
+
+
+def _screenshot(viewer, qtbot, path):
+    """The whole window after a run, saved as ``path``: a real picture of the viewer, its layers and dock."""
+    viewer.reset_view()
+    qtbot.wait(200)  # the canvas and the dock repaint
+    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
+    window = viewer.window._qt_window
+    ratio = window.devicePixelRatio()
+    assert shot.dtype == np.uint8
+    assert shot.shape == (round(window.height() * ratio), round(window.width() * ratio), 4)
+    assert min(shot.shape[:2]) >= 400
+    assert len(np.unique(shot[..., :3].reshape(-1, 3), axis=0)) > 16  # widgets and data, not a blank grab
+    assert path.stat().st_size > 0
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert canvas[..., :3].std() > 5  # the layers are drawn, not an empty canvas
 
 
 def _box(disk: Disk, *, margin: float) -> tuple[slice, slice]:

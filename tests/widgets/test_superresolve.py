@@ -70,7 +70,7 @@ def test_output_is_aligned_written_beside_the_file_and_carries_provenance(
 ):
     source = tmp_path / "field.tif"
     tifffile.imwrite(source, scene.lr)
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     (lr,) = viewer.open(source, plugin="napari")
     lr.scale, lr.translate = (0.65, 0.65), (12.0, -30.0)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
@@ -109,6 +109,23 @@ def test_output_is_aligned_written_beside_the_file_and_carries_provenance(
     assert "done: 1 layer" in widget._status.value
     assert widget._run.enabled
     assert not widget._cancel.enabled
+    _screenshot(viewer, qtbot, tmp_path / "superresolve.png")
+
+
+def _screenshot(viewer, qtbot, path):
+    """The whole window after a run, saved as ``path``: a real picture of the viewer, its layers and dock."""
+    viewer.reset_view()
+    qtbot.wait(200)  # the canvas and the dock repaint
+    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
+    window = viewer.window._qt_window
+    ratio = window.devicePixelRatio()
+    assert shot.dtype == np.uint8
+    assert shot.shape == (round(window.height() * ratio), round(window.width() * ratio), 4)
+    assert min(shot.shape[:2]) >= 400
+    assert len(np.unique(shot[..., :3].reshape(-1, 3), axis=0)) > 16  # widgets and data, not a blank grab
+    assert path.stat().st_size > 0
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert canvas[..., :3].std() > 5  # the layers are drawn, not an empty canvas
 
 
 def test_cancel_adds_no_layer(make_napari_viewer, qtbot, nearest_model, scene):
