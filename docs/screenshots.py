@@ -177,7 +177,7 @@ class Tour:
             sr._model.value = model
             seconds = _click(sr, sr._run)
             print(f"super-resolve: {self.viewer.layers[-1].name!r} in {seconds:.0f} s")
-        # The widget names a run's output after its weights file ("model"); the user renames it.
+        # The widget names the output after the run folder; a shorter label reads better in the picture.
         tuned = self.viewer.layers[-1]
         tuned.name = f"{lr.name}_x4 (fine-tuned)"
         self.viewer.layers.move(self.viewer.layers.index(hr), len(self.viewer.layers))

@@ -193,6 +193,7 @@ def test_run_yields_events_and_writes_its_folder(srvgg, tmp_path):
     weights = _saved_weights(result.model_path)
     loaded = load_model(result.model_path)
     _assert_same_weights(weights, loaded.module.state_dict())
+    assert loaded.name == run_dir.name  # outputs made with it are named after the run, not "model"
     assert set(weights) == set(SRVGGNetCompact(num_feat=8, num_conv=2).state_dict())
 
     info = json.loads((run_dir / "model.json").read_text())["info"]

@@ -287,8 +287,9 @@ def load_model(
             )
         state = read_state_dict(path)
         sha256 = file_sha256(path)
-        spec = _sidecar_spec(path, sha256) or _infer_spec(state, path)
-        name, source = path.stem, str(path)
+        sidecar = _sidecar(path, sha256)
+        spec = sidecar[0] if sidecar else _infer_spec(state, path)
+        name, source = (sidecar[1] if sidecar else "") or path.stem, str(path)
     module = _load_strict(spec, state, path)
     return LoadedModel(module.to(dev).eval(), spec, name, source, sha256)
 
@@ -300,7 +301,8 @@ def _infer_spec(state: Mapping[str, torch.Tensor], path: Path) -> ModelSpec:
         raise WeightsError(f"{path}: {exc}") from exc
 
 
-def _sidecar_spec(path: Path, sha256: str) -> "ModelSpec | None":
+def _sidecar(path: Path, sha256: str) -> "tuple[ModelSpec, str] | None":
+    """The architecture and the name (``info["name"]``, "" if none) recorded beside ``path``, if any."""
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         return None
@@ -317,7 +319,8 @@ def _sidecar_spec(path: Path, sha256: str) -> "ModelSpec | None":
     if recorded and recorded != sha256:
         log.warning("%s describes another version of %s (SHA-256 differs); ignoring it", sidecar, path.name)
         return None
-    return spec
+    info = data.get("info")
+    return spec, str(info.get("name") or "") if isinstance(info, dict) else ""
 
 
 def _meta_network(spec: ModelSpec) -> nn.Module:

@@ -1153,6 +1153,7 @@ class _Run:
     def _model_info(self, state: RunState) -> dict[str, Any]:
         p = self.progress
         return {
+            "name": self.run_dir.name,
             "fine_tuning": {
                 "state": state.value,
                 "epochs_done": p.epoch,
