@@ -10,7 +10,7 @@ _TRAIN = QColor("#4fa3ff")
 _VAL = QColor("#ffa348")
 _REFERENCE = QColor("#b0b0b0")
 _AXES = QColor("#808080")
-_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 52, 10, 22, 24
+_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 64, 10, 22, 24
 
 
 class LossPlot(QWidget):
@@ -101,9 +101,9 @@ class LossPlot(QWidget):
             label = QRectF(0, area.top() - 2, _MARGIN_LEFT - 4, area.height() + 4)
             painter.drawText(label, align | Qt.AlignmentFlag.AlignRight, f"{y:.3g}")
         below = QRectF(area.left(), area.bottom() + 2, area.width(), _MARGIN_BOTTOM - 2)
-        painter.drawText(below, Qt.AlignmentFlag.AlignLeft, f"{x0:g}")
+        painter.drawText(below, Qt.AlignmentFlag.AlignLeft, f"{x0:.3g}")
         painter.drawText(below, Qt.AlignmentFlag.AlignHCenter, "epoch")
-        painter.drawText(below, Qt.AlignmentFlag.AlignRight, f"{x1:g}")
+        painter.drawText(below, Qt.AlignmentFlag.AlignRight, f"{x1:.3g}")
 
         painter.setClipRect(area)
         if self._reference is not None:
