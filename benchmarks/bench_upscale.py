@@ -1,0 +1,242 @@
+"""Tiled x4plus inference: ours (``core.infer``) against Real-ESRGAN's ``RealESRGANer``.
+
+Both get the same weights file (the cached fp32 conversion of the embedded x4plus), the same uint8 RGB input
+(a synthetic microdisk field), the same tile size and the same tile padding (the model's recommended padding,
+32 LR pixels for x4plus; ``RealESRGANer``'s default of 10 leaves visible seams, see FACTS.md), and
+``RealESRGANer`` gets ``pre_pad=0`` so that both outputs cover the same field without border padding. Each
+implementation runs once as a warm-up, then the timed runs alternate between them in one process. Speed is
+output megapixels per second of the fastest run (other processes only add time; the median run is reported
+too). Peak memory is the largest, over the timed calls, of what a call needs beyond what was in use before it
+(see ``_common.measured``).
+
+Quality: the two float32 outputs must agree (PSNR >= 40 dB, else the script exits with 1), and each is
+compared with the untiled output of the same network (ours with ``tile=0``; ``RealESRGANer`` with ``tile=0``
+is checked to give the same reference). On CUDA both also run in half precision (``half=True``): autocast
+for ours, a ``.half()`` model for ``RealESRGANer``.
+
+Usage: ``python benchmarks/bench_upscale.py [--quick] [--device DEV] [--threads N]``
+"""
+
+import dataclasses
+import sys
+from typing import Any
+
+import _common
+import numpy as np
+import torch
+
+from napari_microdisk_sr.core.device import describe_device
+from napari_microdisk_sr.core.infer import upscale_array
+from napari_microdisk_sr.core.metrics import psnr
+from napari_microdisk_sr.core.models import REGISTRY, load_model
+from napari_microdisk_sr.core.sample import make_scene
+from napari_microdisk_sr.core.weights import embedded_weights
+
+NAME = "bench_upscale"
+MODEL = "realesrgan-x4plus"
+OURS, THEIRS = "ours", "realesrganer"
+AGREEMENT_DB = 40.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to run.
+
+    Attributes
+    ----------
+    size : int
+        Side of the timed LR input (the output is 4x larger).
+    tile : int
+        Tile side in LR pixels, for both implementations.
+    check_size : int
+        Side of the LR input compared with the untiled output (the timed input when equal; a 2048 px input
+        is too large to run untiled on one GPU).
+    repeats : int
+        Timed runs of each implementation, after the warm-up.
+    """
+
+    size: int
+    tile: int
+    check_size: int
+    repeats: int
+
+
+QUICK = Settings(size=96, tile=48, check_size=96, repeats=5)
+FULL = Settings(size=2048, tile=512, check_size=1024, repeats=3)
+
+
+def sample_image(size: int) -> np.ndarray:
+    """A ``(size, size, 3)`` uint8 microdisk field (the LR acquisition of a synthetic scene)."""
+    return make_scene(seed=0, size=(size, size), rgb=True).lr
+
+
+class Ours:
+    """``core.infer.upscale_array`` with a model loaded by ``core.models.load_model``."""
+
+    def __init__(self, device: torch.device, *, tile: int, pad: int, half: bool) -> None:
+        self.model = load_model(MODEL, device=device)
+        self.options = {"tile": tile, "tile_pad": pad, "device": device, "half": half}
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return upscale_array(image, self.model, **self.options)
+
+
+class Theirs:
+    """Real-ESRGAN 0.3.0's ``RealESRGANer`` with basicsr's ``RRDBNet`` (the reference implementation)."""
+
+    def __init__(self, device: torch.device, *, tile: int, pad: int, half: bool) -> None:
+        realesrganer, _ = _common.import_realesrganer()  # main() checked that it imports
+        archs, _ = _common.import_basicsr()
+        network = archs.rrdbnet_arch.RRDBNet(
+            num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4
+        )
+        weights = embedded_weights(MODEL)  # {"params_ema": state_dict}, as Real-ESRGAN's releases
+        self.upsampler = realesrganer(
+            scale=4,
+            model_path=str(weights),
+            model=network,
+            tile=tile,
+            tile_pad=pad,
+            pre_pad=0,
+            half=half,
+            device=device,
+        )
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        with _common.quiet():  # it prints a line per tile
+            bgr, _ = self.upsampler.enhance(image[..., ::-1])  # it takes and returns OpenCV's BGR order
+        return bgr[..., ::-1]
+
+
+IMPLEMENTATIONS = {OURS: Ours, THEIRS: Theirs}
+
+
+def _max_abs_error(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+def bench_precision(
+    device: torch.device,
+    settings: Settings,
+    *,
+    pad: int,
+    half: bool,
+    image: np.ndarray,
+    check: np.ndarray,
+    reference: np.ndarray,
+) -> tuple[list[dict[str, Any]], float]:
+    """Time both implementations alternately at one precision and score their outputs.
+
+    Returns
+    -------
+    rows : list of dict
+        One per implementation: best and median seconds, output megapixels per second, peak memory, PSNR and
+        largest error against the untiled ``reference`` of ``check``.
+    agreement_db : float
+        PSNR between the two implementations' outputs of ``image``.
+    """
+    runners = {
+        impl: cls(device, tile=settings.tile, pad=pad, half=half) for impl, cls in IMPLEMENTATIONS.items()
+    }
+    outputs = {impl: run(image) for impl, run in runners.items()}  # warm-up, not timed
+    times: dict[str, list[float]] = {impl: [] for impl in runners}
+    peaks: dict[str, list[int]] = {impl: [] for impl in runners}
+    for r in range(settings.repeats):
+        for impl in list(runners) if r % 2 == 0 else list(reversed(runners)):
+            seconds, outputs[impl], peak = _common.measured(lambda run=runners[impl]: run(image), device)
+            times[impl].append(seconds)
+            if peak is not None:
+                peaks[impl].append(peak)
+    checked = outputs if check is image else {impl: run(check) for impl, run in runners.items()}
+    megapixels = image.shape[0] * image.shape[1] * 16 / 1e6
+    rows = []
+    for impl in runners:
+        best, median = _common.best_and_median(times[impl])
+        rows.append(
+            {
+                "impl": impl,
+                "precision": "fp16" if half else "fp32",
+                "seconds": best,
+                "median_s": median,
+                "runs_s": times[impl],
+                "mpix_per_s": megapixels / best,
+                "peak_mib": max(peaks[impl]) / 2**20 if peaks[impl] else None,
+                "psnr_vs_untiled_db": psnr(reference, checked[impl]),
+                "max_err_vs_untiled": _max_abs_error(reference, checked[impl]),
+            }
+        )
+    return rows, psnr(outputs[OURS], outputs[THEIRS])
+
+
+def main() -> int:
+    args = _common.parse_args(__doc__.splitlines()[0])
+    device = _common.setup(args)
+    settings = QUICK if args.quick else FULL
+    _, why = _common.import_realesrganer()
+    if why:
+        print(f"the baseline cannot run: {why}")
+        print("ratio: nan")
+        return 1
+    pad = REGISTRY[MODEL].spec.tile_pad
+    image = sample_image(settings.size)
+    check = image if settings.check_size == settings.size else sample_image(settings.check_size)
+    reference = Ours(device, tile=0, pad=pad, half=False)(check)
+    reference_check_db = psnr(reference, Theirs(device, tile=0, pad=pad, half=False)(check))
+
+    rows: list[dict[str, Any]] = []
+    agreement: dict[str, float] = {}
+    for half in (False, True) if device.type == "cuda" else (False,):
+        precision_rows, agreement["fp16" if half else "fp32"] = bench_precision(
+            device, settings, pad=pad, half=half, image=image, check=check, reference=reference
+        )
+        rows += precision_rows
+    fp32 = {row["impl"]: row for row in rows if row["precision"] == "fp32"}
+    ratio = fp32[THEIRS]["seconds"] / fp32[OURS]["seconds"]
+    ok = agreement["fp32"] >= AGREEMENT_DB  # fp16: autocast (ours) and a .half() model (theirs) differ more
+    side = settings.size
+    print(
+        f"x4plus tiled inference: {side}x{side} -> {4 * side}x{4 * side} RGB uint8, tile {settings.tile}, "
+        f"pad {pad}, {describe_device(device)}; best of {settings.repeats} alternating runs"
+    )
+    _common.print_table(
+        rows,
+        (
+            "impl",
+            "precision",
+            "seconds",
+            "median_s",
+            "mpix_per_s",
+            "peak_mib",
+            "psnr_vs_untiled_db",
+            "max_err_vs_untiled",
+        ),
+    )
+    print(f"(vs untiled: {settings.check_size}x{settings.check_size} input)")
+    print(f"(peak memory: {_common.MEMORY.get(device.type, 'not measured')})")
+    print(f"untiled reference, ours vs RealESRGANer: {reference_check_db:.1f} dB")
+    print(
+        f"agreement ours vs RealESRGANer (fp32): {agreement['fp32']:.1f} dB (>= {AGREEMENT_DB:g} dB required)"
+    )
+    if "fp16" in agreement:
+        print(f"agreement ours vs RealESRGANer (fp16): {agreement['fp16']:.1f} dB")
+    path = _common.write_results(
+        NAME,
+        device,
+        folder=args.results,
+        payload={
+            "settings": dataclasses.asdict(settings) | {"quick": args.quick, "tile_pad": pad, "model": MODEL},
+            "memory": _common.MEMORY.get(device.type),
+            "rows": rows,
+            "agreement_db": agreement,
+            "agreement_ok": ok,
+            "untiled_reference_check_db": reference_check_db,
+            "ratio": ratio,
+        },
+    )
+    print(f"results: {path}")
+    print(f"ratio: {ratio:.3f}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The benchmarks run in the test environment (``--quick``); nothing here asserts a time.
+
+Each script must finish, agree with its baseline where it checks agreement, write its results file and end
+with ``ratio: <x>``. The results go to a temporary folder, never over the committed ones.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["bench_upscale", "bench_finetune", "bench_quality"])
+def test_benchmark_runs_quick_and_reports_a_ratio(name, tmp_path):
+    if importlib.util.find_spec("realesrgan") is None:
+        pytest.skip(
+            "the baselines (benchmarks/requirements.txt) are not installed; ./quickstart installs them"
+        )
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / f"{name}.py"),
+            "--quick",
+            "--device",
+            "cpu",
+            "--results",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("ratio: ")
+    ratio = float(last.removeprefix("ratio: "))
+    assert ratio > 0
+    (written,) = tmp_path.glob(f"{name}-*.json")
+    record = json.loads(written.read_text())
+    assert record["benchmark"] == name
+    assert record["settings"]["quick"] is True
