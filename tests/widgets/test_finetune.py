@@ -5,27 +5,19 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 from qtpy.QtCore import QTimer
 
 from napari_microdisk_sr._widgets import finetune
 from napari_microdisk_sr._widgets._session import CropSetRef, session_for
 from napari_microdisk_sr.core.crops import crop_disks, write_crop_set
 from napari_microdisk_sr.core.detect import disk_box
-from napari_microdisk_sr.core.models import ModelSpec, save_model
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, EventKind, TrainEvent
 
 PLUGIN = "napari-microdisk-sr"
 WIDGET = "Fine-tune"
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny SRVGGNetCompact x4 (8 features, 2 convolutions) as a weights file."""
-    spec = ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
-    return save_model(spec.build(), spec, tmp_path_factory.mktemp("models") / "tiny.pth")
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +29,6 @@ def scene():
 def crops(scene):
     boxes = [disk_box(disk, scene.hr.shape) for disk in scene.disks_hr]
     return tuple(scene.hr[y0:y1, x0:x1].copy() for y0, x0, y1, x1 in boxes)
-
-
-@pytest.fixture
-def notes():
-    """The notifications shown during the test."""
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 def _errors(notes):
@@ -102,7 +85,7 @@ def test_defaults_are_the_studys_and_the_crop_sets_follow_the_session(make_napar
 
 
 def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
-    make_napari_viewer, qtbot, notes, tiny_model, scene, crops, tmp_path
+    make_napari_viewer, qtbot, notes, screenshot, tiny_model, scene, crops, tmp_path
 ):
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
@@ -157,27 +140,11 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
     _assert_idle(widget)
 
     widget._advanced_box.expand(animate=False)
-    _screenshot(viewer, qtbot, tmp_path / "finetune.png")
+    screenshot(viewer, tmp_path / "finetune.png")
 
 
 def _history(run_dir):
     return (run_dir / HISTORY_FILE).read_text().splitlines()[1:]
-
-
-def _screenshot(viewer, qtbot, path):
-    """The whole window after a run, saved as ``path``: a real picture of the viewer, its layers and dock."""
-    viewer.reset_view()
-    qtbot.wait(200)  # the canvas and the dock repaint
-    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
-    window = viewer.window._qt_window
-    ratio = window.devicePixelRatio()
-    assert shot.dtype == np.uint8
-    assert shot.shape == (round(window.height() * ratio), round(window.width() * ratio), 4)
-    assert min(shot.shape[:2]) >= 400
-    assert len(np.unique(shot[..., :3].reshape(-1, 3), axis=0)) > 16  # widgets and data, not a blank grab
-    assert path.stat().st_size > 0
-    canvas = viewer.screenshot(canvas_only=True, flash=False)
-    assert canvas[..., :3].std() > 5  # the layers are drawn, not an empty canvas
 
 
 def test_shapes_over_a_scaled_image_crop_through_world_coordinates_into_the_images_folder(

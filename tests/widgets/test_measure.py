@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 import tifffile
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 from qtpy.QtCore import Qt
 
 from napari_microdisk_sr._widgets import measure
@@ -36,15 +36,6 @@ def scene():
     return make_scene(seed=7, size=(40, 48), n_disks=3, radius=(5.0, 6.0))
 
 
-@pytest.fixture
-def notes():
-    """The notifications shown during the test."""
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
-
-
 def _errors(notes):
     return [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
 
@@ -68,7 +59,7 @@ def _table(widget):
 
 
 def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_beside_the_hr_file(
-    make_napari_viewer, qtbot, notes, models, scene, tmp_path
+    make_napari_viewer, qtbot, notes, screenshot, models, scene, tmp_path
 ):
     run_model, other_model = models
     hr_path = tmp_path / "truth.tif"
@@ -120,23 +111,7 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
 
     _run(qtbot, widget)  # never overwrites: the second table gets the next free name
     assert (tmp_path / "truth_microdisk_sr" / "metrics-1.csv").is_file()
-    _screenshot(viewer, qtbot, tmp_path / "measure.png")
-
-
-def _screenshot(viewer, qtbot, path):
-    """The whole window after a run, saved as ``path``: a real picture of the viewer, its layers and dock."""
-    viewer.reset_view()
-    qtbot.wait(200)  # the canvas and the dock repaint
-    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
-    window = viewer.window._qt_window
-    ratio = window.devicePixelRatio()
-    assert shot.dtype == np.uint8
-    assert shot.shape == (round(window.height() * ratio), round(window.width() * ratio), 4)
-    assert min(shot.shape[:2]) >= 400
-    assert len(np.unique(shot[..., :3].reshape(-1, 3), axis=0)) > 16  # widgets and data, not a blank grab
-    assert path.stat().st_size > 0
-    canvas = viewer.screenshot(canvas_only=True, flash=False)
-    assert canvas[..., :3].std() > 5  # the layers are drawn, not an empty canvas
+    screenshot(viewer, tmp_path / "measure.png")
 
 
 def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tifffile
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_microdisk_sr._widgets._session import session_for
 from napari_microdisk_sr.core.crops import read_crop_set
@@ -19,15 +19,6 @@ TIMEOUT_MS = 20_000
 def scene():
     """Five disks in 128 x 128 pixels, two of them cut by the border."""
     return make_scene(seed=1, size=(128, 128))
-
-
-@pytest.fixture
-def notes():
-    """The notifications shown during the test."""
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 def _dock(viewer):
@@ -83,7 +74,7 @@ def test_detected_disks_are_editable_shapes_over_the_image_in_world_coordinates(
 
 
 def test_crops_follow_the_edited_shapes_and_are_written_beside_the_file(
-    make_napari_viewer, qtbot, tmp_path, scene
+    make_napari_viewer, qtbot, screenshot, tmp_path, scene
 ):
     source = tmp_path / "field.tif"
     tifffile.imwrite(source, scene.lr)
@@ -122,23 +113,7 @@ def test_crops_follow_the_edited_shapes_and_are_written_beside_the_file(
     for ours, theirs in zip(crop_set.images, written.images, strict=True):
         np.testing.assert_array_equal(ours, theirs)
     assert "2 crops in 'field crops', added to" in widget._status.value
-    _screenshot(viewer, qtbot, tmp_path / "select_crop.png")
-
-
-def _screenshot(viewer, qtbot, path):
-    """The whole window after a run, saved as ``path``: a real picture of the viewer, its layers and dock."""
-    viewer.reset_view()
-    qtbot.wait(200)  # the canvas and the dock repaint
-    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
-    window = viewer.window._qt_window
-    ratio = window.devicePixelRatio()
-    assert shot.dtype == np.uint8
-    assert shot.shape == (round(window.height() * ratio), round(window.width() * ratio), 4)
-    assert min(shot.shape[:2]) >= 400
-    assert len(np.unique(shot[..., :3].reshape(-1, 3), axis=0)) > 16  # widgets and data, not a blank grab
-    assert path.stat().st_size > 0
-    canvas = viewer.screenshot(canvas_only=True, flash=False)
-    assert canvas[..., :3].std() > 5  # the layers are drawn, not an empty canvas
+    screenshot(viewer, tmp_path / "select_crop.png")
 
 
 def _box(disk: Disk, *, margin: float) -> tuple[slice, slice]:

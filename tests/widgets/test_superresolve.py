@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_microdisk_sr._widgets._session import RunRef, session_for
 from napari_microdisk_sr.core import infer
@@ -29,15 +29,6 @@ def nearest_model(tmp_path_factory):
 @pytest.fixture
 def scene():
     return make_scene(seed=3, size=(48, 64), n_disks=4)
-
-
-@pytest.fixture
-def notes():
-    """The notifications shown during the test."""
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 def _open(make_napari_viewer, *layers):
@@ -66,7 +57,7 @@ def _sample(layer, world_points):
 
 
 def test_output_is_aligned_written_beside_the_file_and_carries_provenance(
-    make_napari_viewer, qtbot, tmp_path, nearest_model, scene
+    make_napari_viewer, qtbot, screenshot, tmp_path, nearest_model, scene
 ):
     source = tmp_path / "field.tif"
     tifffile.imwrite(source, scene.lr)
@@ -109,23 +100,7 @@ def test_output_is_aligned_written_beside_the_file_and_carries_provenance(
     assert "done: 1 layer" in widget._status.value
     assert widget._run.enabled
     assert not widget._cancel.enabled
-    _screenshot(viewer, qtbot, tmp_path / "superresolve.png")
-
-
-def _screenshot(viewer, qtbot, path):
-    """The whole window after a run, saved as ``path``: a real picture of the viewer, its layers and dock."""
-    viewer.reset_view()
-    qtbot.wait(200)  # the canvas and the dock repaint
-    shot = viewer.screenshot(path=str(path), canvas_only=False, flash=False)
-    window = viewer.window._qt_window
-    ratio = window.devicePixelRatio()
-    assert shot.dtype == np.uint8
-    assert shot.shape == (round(window.height() * ratio), round(window.width() * ratio), 4)
-    assert min(shot.shape[:2]) >= 400
-    assert len(np.unique(shot[..., :3].reshape(-1, 3), axis=0)) > 16  # widgets and data, not a blank grab
-    assert path.stat().st_size > 0
-    canvas = viewer.screenshot(canvas_only=True, flash=False)
-    assert canvas[..., :3].std() > 5  # the layers are drawn, not an empty canvas
+    screenshot(viewer, tmp_path / "superresolve.png")
 
 
 def test_cancel_adds_no_layer(make_napari_viewer, qtbot, nearest_model, scene):

@@ -1,33 +1,16 @@
 """The whole path in one viewer, each widget opened through the manifest: sample -> detect -> crop ->
 fine-tune -> super-resolve with the fine-tuned run -> measure it; the session links the four widgets."""
 
-import pytest
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_microdisk_sr._widgets._session import session_for
 from napari_microdisk_sr._widgets.finetune import _Choice
 from napari_microdisk_sr._widgets.measure import _Reference
-from napari_microdisk_sr.core.models import ModelSpec, save_model
 from napari_microdisk_sr.core.outputs import safe_name
 from napari_microdisk_sr.core.train import MODEL_FILE
 
 PLUGIN = "napari-microdisk-sr"
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture
-def tiny_model(tmp_path):
-    spec = ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
-    return save_model(spec.build(), spec, tmp_path / "tiny.pth")
-
-
-@pytest.fixture
-def notes():
-    """The notifications shown during the test."""
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 def _click(qtbot, widget, button):

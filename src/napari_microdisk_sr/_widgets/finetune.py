@@ -10,16 +10,14 @@ import dataclasses
 import enum
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FileEdit,
     FloatSpinBox,
-    Label,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -29,7 +27,6 @@ from napari.utils.notifications import show_error, show_info
 from superqt import QCollapsible
 
 from ..core.crops import CropSet, crop_disks, read_crop_set
-from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
 from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.outputs import run_dir_for
@@ -46,11 +43,12 @@ from ..core.train import (
     TrainEvent,
     fine_tune,
 )
+from ._controls import CropSetChoice, device_row, folder_edit, status_line, weights_edit
 from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path
 from ._loss_plot import LossPlot
-from ._session import CropSetRef, RunRef, session_for
+from ._session import RunRef, session_for
 from ._triton import preload_triton
 
 if TYPE_CHECKING:
@@ -103,15 +101,15 @@ class FineTuneWidget(Container):
         defaults = FineTuneConfig()
 
         self._source = ComboBox(label="Crops from", choices=[(s.value, s) for s in _Source])
-        self._crop_set = ComboBox(label="Crop set", choices=self._crop_set_choices)
+        self._crop_set = CropSetChoice(self._session)
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, Image))
         self._shapes = ComboBox(label="Shapes", choices=layer_choices(viewer, Shapes))
-        self._folder = FileEdit(label="Crops folder", mode="d", nullable=True)
+        self._folder = folder_edit("Crops folder")
         models = [(name, name) for name in REGISTRY]
         self._model = ComboBox(
             label="Model", choices=[*models, (_Choice.FILE.value, _Choice.FILE)], value=DEFAULT_MODEL
         )
-        self._weights = FileEdit(label="Weights file", mode="r", filter="*.pth *.safetensors", nullable=True)
+        self._weights = weights_edit()
         self._epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
         self._lr = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-7, max=1.0, step=1e-6)
         batches = [("auto (4 on a GPU, 2 on the CPU)", None), *((str(n), n) for n in (1, 2, 4, 8, 16, 32))]
@@ -119,12 +117,9 @@ class FineTuneWidget(Container):
         self._patch = SpinBox(label="Patch (HR px)", value=defaults.patch, min=16, max=1024, step=16)
         self._pairs = SpinBox(label="Pairs per epoch", value=defaults.pairs_per_epoch, min=1, max=1_000_000)
         self._degradation = ComboBox(label="Degradation", choices=DEGRADATIONS, value=defaults.degradation)
-        self._device = ComboBox(label="Device", choices=DEVICE_CHOICES, value=defaults.device)
-        self._device_info = Label(label="")
-        self._output = FileEdit(
-            label="Output folder",
-            mode="d",
-            nullable=True,
+        self._device, self._device_info = device_row(defaults.device)
+        self._output = folder_edit(
+            "Output folder",
             tooltip="Where the run folder goes. Empty: beside the crops folder, or in the\n"
             "<image>_microdisk_sr folder of the image the crops were cut from.",
         )
@@ -173,8 +168,7 @@ class FineTuneWidget(Container):
             labels=False,
         )
         self._progress = ProgressBar(value=0, min=0, max=1)
-        self._status = Label(value="Choose the crops and a model, then Start.")
-        self._status.native.setWordWrap(True)
+        self._status = status_line("Choose the crops and a model, then Start.")
         self._plot = LossPlot()
         self.extend(
             [
@@ -189,25 +183,14 @@ class FineTuneWidget(Container):
 
         self._source.changed.connect(self._update_fields)
         self._model.changed.connect(self._update_fields)
-        self._device.changed.connect(self._show_device)
         self._early_stop.changed.connect(self._update_fields)
         self._budget_on.changed.connect(self._update_fields)
         self._start_button.changed.connect(self._start)
         self._stop_button.changed.connect(self._stop)
         self._resume_button.changed.connect(self._resume)
-        self._session.crop_sets_changed.connect(self._on_crop_sets_changed)
         self._update_fields()
-        self._show_device()
 
     # -- choices ------------------------------------------------------------------------------------------
-
-    def _crop_set_choices(self, _widget: Any) -> list[tuple[str, CropSetRef]]:
-        return [(f"{ref.name} ({len(ref.images)} crops)", ref) for ref in self._session.crop_sets]
-
-    def _on_crop_sets_changed(self) -> None:
-        self._crop_set.reset_choices()
-        if self._session.crop_sets:
-            self._crop_set.value = self._session.crop_sets[-1]
 
     def _update_fields(self) -> None:
         source = self._source.value
@@ -218,21 +201,13 @@ class FineTuneWidget(Container):
         self._patience.enabled = self._early_stop.value
         self._budget.enabled = self._budget_on.value
 
-    def _show_device(self) -> None:
-        try:
-            self._device_info.value = describe_device(resolve_device(self._device.value))
-        except MicrodiskSRError as exc:
-            self._device_info.value = str(exc)
-
     # -- starting -----------------------------------------------------------------------------------------
 
     def _gather(self) -> _Crops:
         """The crops of the chosen source, read here on the main thread."""
         source = self._source.value
         if source is _Source.CROP_SET:
-            ref = self._crop_set.value
-            if ref is None:
-                raise InputError("no crop set in this session yet: make one with 'Select & crop microdisks'")
+            ref = self._crop_set.chosen()
             source_path = layer_path(layer_named(self._viewer, ref.source_layer))
             return _Crops(ref.images, ref.name, ref.folder, source_path)
         if source is _Source.FOLDER:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, Select
+from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushButton, Select
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
@@ -22,16 +22,16 @@ from qtpy.QtWidgets import QAbstractItemView, QAbstractScrollArea, QHeaderView, 
 
 from ..core import metrics
 from ..core.crops import crop_boxes
-from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
 from ..core.io import ensure_writable_dir
 from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.outputs import metrics_path_for
 from ..core.pairs import DEGRADATIONS
+from ._controls import CropSetChoice, device_row, folder_edit, status_line, weights_edit
 from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path
-from ._session import CropSetRef, session_for
+from ._session import session_for
 
 if TYPE_CHECKING:
     import napari
@@ -95,21 +95,18 @@ class MeasureWidget(Container):
 
         self._reference = ComboBox(label="Reference", choices=[(r.value, r) for r in _Reference])
         self._hr_layers = Select(label="High-res. layers", choices=layer_choices(viewer, Image))
-        self._crop_set = ComboBox(label="Crop set", choices=self._crop_set_choices)
+        self._crop_set = CropSetChoice(self._session)
         self._lr_layer = ComboBox(label="Low-res. layer", choices=layer_choices(viewer, Image))
         self._hr_layer = ComboBox(label="High-res. layer", choices=layer_choices(viewer, Image))
         self._degradation = ComboBox(label="Degradation", choices=DEGRADATIONS)
         self._bicubic = CheckBox(text="bicubic", value=True)
         self._pretrained = Select(label="Pretrained", choices=list(REGISTRY), value=[DEFAULT_MODEL])
         self._runs = Select(label="Fine-tuned runs", choices=self._run_choices)
-        self._files = FileEdit(label="Model files", mode="rm", filter="*.pth *.safetensors", nullable=True)
-        self._device = ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
-        self._device_info = Label(label="")
+        self._files = weights_edit("Model files", multiple=True)
+        self._device, self._device_info = device_row()
         self._error_maps = CheckBox(text="add error-map layers", value=False)
-        self._output = FileEdit(
-            label="Output folder",
-            mode="d",
-            nullable=True,
+        self._output = folder_edit(
+            "Output folder",
             tooltip="Where metrics.csv goes. Empty: the crops folder, or the <image>_microdisk_sr folder of\n"
             "the high-resolution image file.",
         )
@@ -126,8 +123,7 @@ class MeasureWidget(Container):
             widgets=[self._measure_button, self._stop_button], layout="horizontal", labels=False
         )
         self._progress = ProgressBar(value=0, min=0, max=1)
-        self._status = Label(value="Choose references and methods, then Measure.")
-        self._status.native.setWordWrap(True)
+        self._status = status_line("Choose references and methods, then Measure.")
         self._table = QTableWidget(0, 2 + len(_SCORES))
         for column, (header, tooltip) in enumerate(
             [("image", ""), ("method", ""), *((h, tip) for h, _key, _fmt, tip in _SCORES)]
@@ -148,27 +144,16 @@ class MeasureWidget(Container):
         self.extend([self._form, buttons, self._progress, self._status, hosted(self._table)])
 
         self._reference.changed.connect(self._update_fields)
-        self._device.changed.connect(self._show_device)
         self._measure_button.changed.connect(self._start)
         self._stop_button.changed.connect(self._stop)
         self._table.itemSelectionChanged.connect(self._centre_on_selection)
-        self._session.crop_sets_changed.connect(self._on_crop_sets_changed)
         self._session.runs_changed.connect(self._on_runs_changed)
         _show_rows(self._hr_layers, 4)
         _show_rows(self._pretrained, 2)
         _show_rows(self._runs, 3)
         self._update_fields()
-        self._show_device()
 
     # -- choices ------------------------------------------------------------------------------------------
-
-    def _crop_set_choices(self, _widget: Any) -> list[tuple[str, CropSetRef]]:
-        return [(f"{ref.name} ({len(ref.images)} crops)", ref) for ref in self._session.crop_sets]
-
-    def _on_crop_sets_changed(self) -> None:
-        self._crop_set.reset_choices()
-        if self._session.crop_sets:
-            self._crop_set.value = self._session.crop_sets[-1]
 
     def _run_choices(self, _widget: Any) -> list[tuple[str, str]]:
         return [(run.name, str(run.model_path)) for run in self._session.runs]
@@ -186,12 +171,6 @@ class MeasureWidget(Container):
         self._crop_set.visible = reference is _Reference.CROP_SET
         self._lr_layer.visible = self._hr_layer.visible = reference is _Reference.PAIR
         self._degradation.visible = reference is not _Reference.PAIR
-
-    def _show_device(self) -> None:
-        try:
-            self._device_info.value = describe_device(resolve_device(self._device.value))
-        except MicrodiskSRError as exc:
-            self._device_info.value = str(exc)
 
     # -- running ------------------------------------------------------------------------------------------
 
@@ -214,9 +193,7 @@ class MeasureWidget(Container):
     def _references(self) -> _References:
         reference = self._reference.value
         if reference is _Reference.CROP_SET:
-            ref = self._crop_set.value
-            if ref is None:
-                raise InputError("no crop set in this session yet: make one with 'Select & crop microdisks'")
+            ref = self._crop_set.chosen()
             names = [f"{ref.name}:{i + 1:03d}" for i in range(len(ref.images))]
             boxes = crop_boxes(ref.folder) if ref.folder is not None else []
             if len(boxes) != len(names):  # the crops' boxes are unknown: their rows centre nowhere

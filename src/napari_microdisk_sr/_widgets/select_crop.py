@@ -16,21 +16,19 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FileEdit,
     FloatSlider,
     FloatSpinBox,
-    Label,
     PushButton,
 )
 from napari.layers import Image, Shapes
 from napari.utils.notifications import show_warning
-from qtpy.QtWidgets import QSizePolicy
 
 from ..core.crops import Crop, crop_disks, write_crop_set
 from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, Disk, detect_disks
 from ..core.io import output_dir_for
 from ..core.outputs import safe_name
 from ..core.shapes import disk_outline, outline_box
+from ._controls import folder_edit, status_line
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_path
 from ._session import CropSetRef, session_for
@@ -81,19 +79,15 @@ class SelectCropWidget(Container):
             tooltip="Border added around each shape, as a fraction of its radius (half-size).",
         )
         self._skip_border = CheckBox(text="skip disks cut by the image border", value=True)
-        self._folder = FileEdit(
-            label="Save under",
-            mode="d",
-            nullable=True,
+        self._folder = folder_edit(
+            "Save under",
             tooltip="The crop set folder the crops are added to. Default: <image>_microdisk_sr/crops beside "
             "the image file; an image that came from no file keeps its crops in memory.",
         )
         self._crop = PushButton(text="Crop")
-        self._status = Label(
-            label="Status", value="Choose an image, Detect disks (or draw shapes), then Crop."
+        self._status = status_line(
+            "Choose an image, Detect disks (or draw shapes), then Crop.", label="Status"
         )
-        self._status.native.setWordWrap(True)
-        self._status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
         self._auto_radius.changed.connect(self._on_auto_radius)
         self._detect.changed.connect(self._start_detection)

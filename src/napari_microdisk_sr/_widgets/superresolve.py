@@ -17,8 +17,6 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FileEdit,
-    Label,
     ProgressBar,
     PushButton,
     Select,
@@ -26,16 +24,16 @@ from magicgui.widgets import (
 )
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtWidgets import QSizePolicy
 
 from ..core import infer
-from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
+from ..core.device import describe_device, resolve_device
 from ..core.errors import MicrodiskSRError
 from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_path, write_tiff
 from ..core.layers import upscaled_geometry
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
 from ..core.outputs import safe_name
 from ..core.progress import StopFlag
+from ._controls import device_row, resolved_device, status_line, weights_edit
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_path
 from ._session import session_for
@@ -101,9 +99,7 @@ class SuperResolveWidget(Container):
         if isinstance(active, Image):
             self._images.value = [active]
         self._model = ComboBox(label="Model", choices=self._model_choices, value=DEFAULT_MODEL)
-        self._weights = FileEdit(
-            label="Weights file", mode="r", filter="*.pth *.safetensors", nullable=True, visible=False
-        )
+        self._weights = weights_edit(visible=False)
         self._tile = SpinBox(
             label="Tile (px)",
             value=infer.UpscaleConfig().tile,
@@ -112,16 +108,12 @@ class SuperResolveWidget(Container):
             step=32,
             tooltip="Tile side in input pixels; 0 upscales each image at once (fastest, most memory).",
         )
-        self._device = ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
-        self._device_info = Label(label="Runs on")
-        self._device_info.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._device, self._device_info = device_row(info_label="Runs on")
         self._half = CheckBox(text="half precision (CUDA only)", value=False)
         self._run = PushButton(text="Super-resolve")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=1)
-        self._status = Label(label="Status", value="Select image layers and a model.")
-        self._status.native.setWordWrap(True)
-        self._status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._status = status_line("Select image layers and a model.", label="Status")
 
         self._model.changed.connect(self._on_model_changed)
         self._device.changed.connect(self._on_device_changed)
@@ -157,14 +149,8 @@ class SuperResolveWidget(Container):
         self._weights.visible = self._model.value is _Choice.FILE
 
     def _on_device_changed(self) -> None:
-        try:
-            device = resolve_device(self._device.value)
-        except MicrodiskSRError as exc:
-            self._device_info.value = str(exc)
-            self._half.enabled = False
-        else:
-            self._device_info.value = describe_device(device)
-            self._half.enabled = device.type == "cuda"
+        device, _description = resolved_device(self._device.value)
+        self._half.enabled = device is not None and device.type == "cuda"
         if not self._half.enabled:
             self._half.value = False
 

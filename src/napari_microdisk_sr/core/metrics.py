@@ -30,7 +30,7 @@ from . import infer, io, models
 from .device import resolve_device
 from .errors import InputError
 from .images import Normalization, image_layout, normalizations_for, validate_image
-from .pairs import DEGRADATIONS, degrade
+from .pairs import check_degradation, degrade
 from .progress import StopFlag, drive
 
 log = logging.getLogger(__name__)
@@ -361,8 +361,7 @@ def evaluate(
     """
     methods = _check_methods(methods)
     names = _check_names(names, len(hr_images))
-    if degradation not in DEGRADATIONS:
-        raise InputError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    check_degradation(degradation)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     infer.UpscaleConfig(tile=tile, device=str(device))  # validates tile and device

@@ -49,6 +49,18 @@ READ_NOISE_RANGE = (0.001, 0.01)  # Gaussian read-noise sigma, fraction of full 
 _TRAIN, _VALIDATION, _SPLIT = 0, 1, 2
 
 
+def check_degradation(kind: str) -> None:
+    """Raise :class:`InputError` unless ``kind`` is one of :data:`DEGRADATIONS`."""
+    if kind not in DEGRADATIONS:
+        raise InputError(f"unknown degradation {kind!r}; choose one of {', '.join(DEGRADATIONS)}")
+
+
+def check_small_crops(policy: str) -> None:
+    """Raise :class:`InputError` unless ``policy`` is one of :data:`SMALL_CROP_POLICIES`."""
+    if policy not in SMALL_CROP_POLICIES:
+        raise InputError(f"small_crops must be one of {', '.join(SMALL_CROP_POLICIES)}, got {policy!r}")
+
+
 @dataclass(frozen=True)
 class PairConfig:
     """How training pairs are made.
@@ -98,14 +110,8 @@ class PairConfig:
             raise InputError(f"pairs_per_epoch must be at least 1, got {self.pairs_per_epoch}")
         if self.seed < 0:
             raise InputError(f"seed must be non-negative, got {self.seed}")
-        if self.degradation not in DEGRADATIONS:
-            raise InputError(
-                f"unknown degradation {self.degradation!r}; choose one of {', '.join(DEGRADATIONS)}"
-            )
-        if self.small_crops not in SMALL_CROP_POLICIES:
-            raise InputError(
-                f"small_crops must be one of {', '.join(SMALL_CROP_POLICIES)}, got {self.small_crops!r}"
-            )
+        check_degradation(self.degradation)
+        check_small_crops(self.small_crops)
         if self.channels not in (1, 3):
             raise InputError(f"channels must be 1 or 3, got {self.channels}")
         if not isinstance(self.augment, (bool, np.bool_)):
@@ -175,8 +181,7 @@ def degrade(
     InputError
         For an unknown ``kind``, a missing ``rng``, a bad shape, or a size not divisible by ``scale``.
     """
-    if kind not in DEGRADATIONS:
-        raise InputError(f"unknown degradation {kind!r}; choose one of {', '.join(DEGRADATIONS)}")
+    check_degradation(kind)
     if kind == "realistic" and rng is None:
         raise InputError("the realistic degradation is random: pass rng=np.random.default_rng(seed)")
     hr = np.asarray(hr)

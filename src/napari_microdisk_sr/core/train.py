@@ -35,13 +35,14 @@ A run folder holds:
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import math
 import platform
 import random
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -62,7 +63,14 @@ from .device import DEVICE_CHOICES, describe_device, resolve_device
 from .errors import InputError, MicrodiskSRError, TrainingError
 from .io import atomic_write, ensure_writable_dir, write_csv, write_json
 from .models import DEFAULT_MODEL, LoadedModel, ModelSpec, load_model, save_model
-from .pairs import DEGRADATIONS, SMALL_CROP_POLICIES, PairConfig, PairSampler, split_by_disk, validation_pairs
+from .pairs import (
+    PairConfig,
+    PairSampler,
+    check_degradation,
+    check_small_crops,
+    split_by_disk,
+    validation_pairs,
+)
 from .progress import StopFlag
 
 log = logging.getLogger(__name__)
@@ -243,14 +251,8 @@ class FineTuneConfig:
                 f"batch_size {self.batch_size} is larger than the {self.pairs_per_epoch} pairs of an epoch; "
                 "lower the batch size or raise pairs_per_epoch"
             )
-        if self.degradation not in DEGRADATIONS:
-            raise InputError(
-                f"unknown degradation {self.degradation!r}; choose one of {', '.join(DEGRADATIONS)}"
-            )
-        if self.small_crops not in SMALL_CROP_POLICIES:
-            raise InputError(
-                f"small_crops must be one of {', '.join(SMALL_CROP_POLICIES)}, got {self.small_crops!r}"
-            )
+        check_degradation(self.degradation)
+        check_small_crops(self.small_crops)
         if not _is_number(self.val_fraction) or not 0 <= self.val_fraction < 1:
             raise InputError(
                 f"val_fraction must be in [0, 1) (0 disables validation), got {self.val_fraction!r}"
@@ -790,20 +792,16 @@ def fine_tune(
             "folder"
         )
     ensure_writable_dir(run_dir)
-    return _job(images, lr_images, crop_record, config, run_dir, resume=resume, stop=stop)
+    return _job(
+        functools.partial(_open_run, images, lr_images, crop_record, config, run_dir, resume=resume), stop
+    )
 
 
 def _job(
-    images: list[np.ndarray],
-    lr_images: "list[np.ndarray] | None",
-    crop_record: dict[str, Any],
-    config: FineTuneConfig,
-    run_dir: Path,
-    *,
-    resume: bool,
-    stop: "StopFlag | None",
+    open_run: Callable[[], "_Run"], stop: "StopFlag | None"
 ) -> Generator[TrainEvent, None, FineTuneResult]:
-    run = _open_run(images, lr_images, crop_record, config, run_dir, resume=resume)
+    """Open the run (in the worker that drives this generator), train it, and report it as events."""
+    run = open_run()
     yield run.event(EventKind.STARTED, message=run.describe())
     try:
         state, reason = yield from run.train(stop)

@@ -1,0 +1,81 @@
+"""Form rows that several dock widgets share: device choice, crop-set choice, file pickers, status line."""
+
+from typing import Any
+
+import torch
+from magicgui.widgets import ComboBox, FileEdit, Label
+from qtpy.QtWidgets import QSizePolicy
+
+from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
+from ..core.errors import InputError, MicrodiskSRError
+from ._session import CropSetRef, Session
+
+WEIGHTS_FILTER = "*.pth *.safetensors"
+
+
+def resolved_device(name: str) -> "tuple[torch.device | None, str]":
+    """The device ``name`` resolves to and its description, or None and why it cannot be used."""
+    try:
+        device = resolve_device(name)
+    except MicrodiskSRError as exc:
+        return None, str(exc)
+    return device, describe_device(device)
+
+
+def device_row(value: str = "auto", *, info_label: str = "") -> tuple[ComboBox, Label]:
+    """A "Device" choice and a label under it that always says what the choice resolves to."""
+    device = ComboBox(label="Device", choices=DEVICE_CHOICES, value=value)
+    info = Label(label=info_label)
+    info.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+    def show() -> None:
+        info.value = resolved_device(device.value)[1]
+
+    device.changed.connect(show)
+    show()
+    return device, info
+
+
+def status_line(value: str, *, label: str = "") -> Label:
+    """A word-wrapped status label that takes the full width, showing ``value`` at first."""
+    status = Label(label=label, value=value)
+    status.native.setWordWrap(True)
+    status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+    return status
+
+
+def folder_edit(label: str, *, tooltip: "str | None" = None) -> FileEdit:
+    """An optional folder picker (empty: None)."""
+    return FileEdit(label=label, mode="d", nullable=True, tooltip=tooltip)
+
+
+def weights_edit(
+    label: str = "Weights file", *, multiple: bool = False, visible: "bool | None" = None
+) -> FileEdit:
+    """An optional picker of one (or, with ``multiple``, several) .pth or .safetensors weights files."""
+    return FileEdit(
+        label=label, mode="rm" if multiple else "r", filter=WEIGHTS_FILTER, nullable=True, visible=visible
+    )
+
+
+class CropSetChoice(ComboBox):
+    """A "Crop set" choice of the session's crop sets that picks each new set as it is added."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        super().__init__(label="Crop set", choices=self._choices)
+        session.crop_sets_changed.connect(self._follow)
+
+    def chosen(self) -> CropSetRef:
+        """The chosen crop set; :class:`InputError` when the session has none yet."""
+        if self.value is None:
+            raise InputError("no crop set in this session yet: make one with 'Select & crop microdisks'")
+        return self.value
+
+    def _choices(self, _widget: Any) -> list[tuple[str, CropSetRef]]:
+        return [(f"{ref.name} ({len(ref.images)} crops)", ref) for ref in self._session.crop_sets]
+
+    def _follow(self) -> None:
+        self.reset_choices()
+        if self._session.crop_sets:
+            self.value = self._session.crop_sets[-1]
