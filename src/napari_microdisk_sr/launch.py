@@ -15,18 +15,24 @@ PLUGIN = "napari-microdisk-sr"
 WIDGETS = ("Select & crop microdisks", "Fine-tune", "Super-resolve", "Compare & measure")
 
 
-def display_available() -> bool:
-    """True when a Qt application can open a window here (checked in a subprocess: Qt aborts without one)."""
+def why_no_window() -> "str | None":
+    """None when a Qt application can open a window here, else why not.
+
+    Checked in a subprocess, because Qt aborts the whole process when it finds no display.
+    """
     if sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
-        return False
+        return "no display was found"
     probe = "from qtpy.QtWidgets import QApplication; QApplication([])"
     try:
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"Qt could not be started ({exc})"
+    if result.returncode != 0:
+        lines = result.stderr.decode(errors="replace").strip().splitlines()
+        return f"Qt could not open a window ({lines[-1] if lines else f'exit status {result.returncode}'})"
+    return None
 
 
 def open_viewer():
@@ -45,14 +51,14 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     headless = "--headless" in args
     if headless:
         args.remove("--headless")
-    if not headless and display_available():
+    reason = "--headless was given" if headless else why_no_window()
+    if reason is None:
         import napari
 
         open_viewer()
         print("napari is open with the sample microdisk scene and the four Microdisk SR widgets.", flush=True)
         napari.run()
         return 0
-    reason = "--headless was given" if headless else "no display was found"
     print(f"{reason}: running the headless demo (microdisk-sr demo) instead of napari.", flush=True)
     from .cli import main as cli_main
 

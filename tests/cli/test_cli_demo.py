@@ -49,7 +49,13 @@ def test_no_display_means_headless(monkeypatch):
     monkeypatch.setattr(launch.sys, "platform", "linux")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert not launch.display_available()
+    assert launch.why_no_window() == "no display was found"
+
+
+def test_a_missing_qt_binding_is_named(monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setenv("QT_API", "no-such-binding")
+    assert launch.why_no_window().startswith("Qt could not open a window (")
 
 
 @pytest.mark.usefixtures("qapp")
