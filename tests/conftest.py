@@ -1,6 +1,7 @@
-"""Shared test set-up: an isolated weights cache, torch threads, and the basicsr reference (test-only)."""
+"""Shared test set-up: an isolated weights cache and the basicsr reference (test-only)."""
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -10,6 +11,11 @@ import pytest
 # One converted copy of the embedded weights per test session, never the user's own cache.
 _SESSION_CACHE = Path(tempfile.mkdtemp(prefix="microdisk-sr-test-cache-"))
 os.environ["MICRODISK_SR_CACHE"] = str(_SESSION_CACHE)
+
+
+def pytest_unconfigure(config):
+    """Remove the session's cache (tens of MB of converted weights) when the test run ends."""
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,28 +3,45 @@ import threading
 import pytest
 import torch
 
-from napari_microdisk_sr.core.device import describe_device, resolve_device
+from napari_microdisk_sr.core import device as device_module
+from napari_microdisk_sr.core.device import describe_device, is_device_name, resolve_device
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.progress import StopFlag, drive
 
 
-def test_auto_device_prefers_cuda_then_cpu():
-    expected = "cuda" if torch.cuda.is_available() else None
-    device = resolve_device("auto")
-    if expected:
-        assert device.type == expected
-    else:
-        assert device.type in {"mps", "cpu"}
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"), [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(device_module, "_mps_available", lambda: mps)
+    assert resolve_device("auto").type == expected
+
+
+def test_explicit_devices_and_description():
     assert resolve_device("CPU") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     assert describe_device("cpu").startswith("CPU (")
 
 
-def test_unknown_or_unavailable_device_is_a_clear_error():
-    with pytest.raises(InputError, match="unknown device"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="no CUDA GPU"):
-            resolve_device("cuda")
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [("auto", True), (" CUDA:1 ", True), ("mps", True), ("cuda:x", False), ("cudax", False), ("tpu", False)],
+)
+def test_device_names_are_checked_by_spelling(name, valid):
+    assert is_device_name(name) is valid
+
+
+def test_unknown_or_unavailable_device_is_a_clear_error(monkeypatch):
+    for name in ("tpu", "cuda:x"):
+        with pytest.raises(InputError, match="unknown device"):
+            resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device_module, "_mps_available", lambda: False)
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        resolve_device("cuda:0")
+    with pytest.raises(InputError, match="Apple MPS is not available"):
+        resolve_device("mps")
 
 
 def test_drive_returns_the_generator_result_and_forwards_events():

@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +91,8 @@ def test_read_image_errors_are_one_line(tmp_path):
 
 
 def test_csv_round_trip(tmp_path):
-    rows = [{"image": "a", "psnr": 30.5}, {"image": "mean", "psnr": 31.25}]
+    rows = [{"image": "a", "psnr": 30.5}, {"image": "mean", "psnr": 1 / 3}]
     path = io.write_csv(tmp_path / "m.csv", rows)
-    assert io.read_csv(path) == [{"image": "a", "psnr": "30.5"}, {"image": "mean", "psnr": "31.25"}]
-    assert os.path.getsize(path) > 0
+    back = io.read_csv(path)
+    assert back == [{"image": "a", "psnr": "30.5"}, {"image": "mean", "psnr": repr(1 / 3)}]
+    assert float(back[1]["psnr"]) == 1 / 3  # full precision, not rounded

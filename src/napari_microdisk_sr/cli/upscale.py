@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
     device = resolve_device(config.device)
-    model = load_model(args.model, device=device)
+    device_text = describe_device(device)
+    model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
     scale = model.spec.scale
     targets = [(args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}.tif" for path in args.inputs]
     for target in targets:
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     for folder in dict.fromkeys(target.parent for target in targets):
         io.ensure_writable_dir(folder)
 
-    print(f"upscaling x{scale} with {model.name} on {describe_device(device)}")
+    print(f"upscaling x{scale} with {model.name} on {device_text}")
     for path, target in zip(args.inputs, targets, strict=True):
         source = io.read_image(path)
         started = time.perf_counter()
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 "scale": scale,
                 "tile": config.tile,
                 "tile_pad": model.spec.tile_pad if config.tile_pad is None else config.tile_pad,
-                "device": describe_device(device),
+                "device": device_text,
                 "half": config.half and device.type == "cuda",
                 "input_path": str(path),
             },

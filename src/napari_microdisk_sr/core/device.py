@@ -16,6 +16,16 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
+def is_device_name(name: str) -> bool:
+    """Whether :func:`resolve_device` understands ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``).
+
+    Only the spelling is checked, not whether the device is available, so settings can be validated on a
+    machine other than the one that runs them.
+    """
+    key = name.strip().lower()
+    return key in DEVICE_CHOICES or (key.startswith("cuda:") and key[5:].isdigit())
+
+
 def resolve_device(name: "str | torch.device" = "auto") -> torch.device:
     """Return the torch device for ``name``: ``auto`` picks CUDA, then Apple MPS, then the CPU.
 
@@ -26,6 +36,8 @@ def resolve_device(name: "str | torch.device" = "auto") -> torch.device:
     if isinstance(name, torch.device):
         return name
     key = str(name).strip().lower()
+    if not is_device_name(key):
+        raise InputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} or cuda:N")
     if key == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -40,13 +52,11 @@ def resolve_device(name: "str | torch.device" = "auto") -> torch.device:
                 f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu or auto"
             )
         return torch.device(key)
-    if key == "mps":
-        if not _mps_available():
-            raise InputError(
-                "device 'mps' was asked for but Apple MPS is not available; use --device cpu or auto"
-            )
-        return torch.device("mps")
-    raise InputError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    if not _mps_available():  # key == "mps"
+        raise InputError(
+            "device 'mps' was asked for but Apple MPS is not available; use --device cpu or auto"
+        )
+    return torch.device("mps")
 
 
 def describe_device(device: "str | torch.device") -> str:

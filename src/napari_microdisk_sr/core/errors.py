@@ -24,3 +24,9 @@ class OutputError(MicrodiskSRError):
 
 class TrainingError(MicrodiskSRError):
     """Training cannot start or continue (non-finite loss, incompatible resume, ...)."""
+
+
+def short_list(items: "list[str]", n: int = 3) -> str:
+    """The first ``n`` items joined by commas, then how many more there are, for a one-line message."""
+    shown = ", ".join(items[:n])
+    return shown if len(items) <= n else f"{shown} and {len(items) - n} more"

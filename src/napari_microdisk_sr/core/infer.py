@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import DEVICE_CHOICES, describe_device, resolve_device
+from .device import DEVICE_CHOICES, describe_device, is_device_name, resolve_device
 from .errors import InputError, MicrodiskSRError
 from .images import (
     ImageLayout,
@@ -97,7 +97,7 @@ class UpscaleConfig:
             raise InputError(f"tile must be a whole number >= 0 (0 = no tiling), not {self.tile!r}")
         if self.tile_pad is not None and (not _is_int(self.tile_pad) or self.tile_pad < 0):
             raise InputError(f"tile_pad must be a whole number >= 0, not {self.tile_pad!r}")
-        if not isinstance(self.device, str) or not _is_device_name(self.device):
+        if not isinstance(self.device, str) or not is_device_name(self.device):
             raise InputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
         if not isinstance(self.half, bool):
             raise InputError(f"half must be True or False, not {self.half!r}")
@@ -105,11 +105,6 @@ class UpscaleConfig:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_device_name(name: str) -> bool:
-    key = name.strip().lower()
-    return key in DEVICE_CHOICES or (key.startswith("cuda:") and key[5:].isdigit())
 
 
 def upscale(

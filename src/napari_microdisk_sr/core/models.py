@@ -21,7 +21,7 @@ from torch import nn
 
 from .archs import ARCHITECTURES
 from .device import resolve_device
-from .errors import InputError, MicrodiskSRError, OutputError, WeightsError
+from .errors import InputError, MicrodiskSRError, OutputError, WeightsError, short_list
 from .io import atomic_write, write_json
 from .weights import (
     EMBEDDED,
@@ -340,16 +340,11 @@ def _fit_problems(network: nn.Module, state: Mapping[str, torch.Tensor]) -> "str
         if k in state and tuple(state[k].shape) != expected[k]
     ]
     parts = [
-        f"{len(items)} {label} ({_short(items)})"
+        f"{len(items)} {label} ({short_list(items)})"
         for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched))
         if items
     ]
     return "; ".join(parts) or None
-
-
-def _short(items: "list[str]", n: int = 3) -> str:
-    shown = ", ".join(items[:n])
-    return shown if len(items) <= n else f"{shown}, ... {len(items) - n} more"
 
 
 def _load_strict(spec: ModelSpec, state: Mapping[str, torch.Tensor], path: Path) -> nn.Module:
@@ -467,7 +462,7 @@ def spec_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> ModelSpec:
     if "body.0.weight" in state_dict and "conv_first.weight" not in state_dict:
         return _srvgg_spec(state_dict)
     raise WeightsError(
-        f"the weights are neither an RRDBNet nor an SRVGGNetCompact (keys: {_short(list(state_dict), 4)})"
+        f"the weights are neither an RRDBNet nor an SRVGGNetCompact (keys: {short_list(list(state_dict), 4)})"
     )
 
 

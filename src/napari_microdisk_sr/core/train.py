@@ -59,7 +59,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import __version__
 from .archs import RRDBNet, SRVGGNetCompact
 from .crops import CropSet
-from .device import DEVICE_CHOICES, describe_device, resolve_device
+from .device import DEVICE_CHOICES, describe_device, is_device_name, resolve_device
 from .errors import InputError, MicrodiskSRError, TrainingError
 from .io import atomic_write, ensure_writable_dir, write_csv, write_json
 from .models import DEFAULT_MODEL, LoadedModel, ModelSpec, load_model, save_model
@@ -126,11 +126,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _is_device_name(name: str) -> bool:
-    key = name.strip().lower()
-    return key in DEVICE_CHOICES or (key.startswith("cuda:") and key[5:].isdigit())
 
 
 def cpu_has_native_bf16() -> bool:
@@ -283,7 +278,7 @@ class FineTuneConfig:
             raise InputError(f"amp must be True, False or None (automatic), got {self.amp!r}")
         if not _is_number(self.ema_decay) or not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must be in [0, 1) (typically 0.999), got {self.ema_decay!r}")
-        if not isinstance(self.device, str) or not _is_device_name(self.device):
+        if not isinstance(self.device, str) or not is_device_name(self.device):
             raise InputError(
                 f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)} or cuda:N"
             )

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .archs import ARCHITECTURES
-from .errors import WeightsError
+from .errors import WeightsError, short_list
 from .io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ def _unwrap_state_dict(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
         )
     others = [str(k) for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if others:
-        raise WeightsError(f"{path} is not a plain state dict: {_short_list(others)} are not named tensors")
+        raise WeightsError(f"{path} is not a plain state dict: {short_list(others)} are not named tensors")
     return obj
 
 
@@ -271,11 +271,6 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
             key = key.removeprefix(prefix)
         cleaned[key] = value
     return cleaned
-
-
-def _short_list(items: "list[str]", n: int = 3) -> str:
-    shown = ", ".join(items[:n])
-    return shown if len(items) <= n else f"{shown} and {len(items) - n} more"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -350,11 +345,11 @@ class _BinReader:
         return chunk
 
     def floats(self, count: int, what: str) -> np.ndarray:
-        """``count`` untagged float32 values."""
+        """``count`` untagged float32 values, in a new (writable) array."""
         return np.frombuffer(self._take(4 * count, what), dtype="<f4").astype(np.float32)
 
     def tagged_floats(self, count: int, what: str) -> np.ndarray:
-        """A tag (fp16 or fp32) then ``count`` values, padded to 4 bytes; returned as float32."""
+        """A tag (fp16 or fp32) then ``count`` values, padded to 4 bytes; returned as a new float32 array."""
         tag = int(np.frombuffer(self._take(4, what), dtype="<u4")[0])
         if tag == _NCNN_FP16_TAG:
             values = np.frombuffer(self._take(2 * count, what), dtype="<f2").astype(np.float32)
@@ -458,7 +453,7 @@ def _read_convolution(
         )
     weight = reader.tagged_floats(weight_size, f"the weights of {layer.name}").reshape(shapes[0])
     bias = reader.floats(num_output, f"the biases of {layer.name}")
-    return torch.from_numpy(weight.copy()), torch.from_numpy(bias.copy())
+    return torch.from_numpy(weight), torch.from_numpy(bias)
 
 
 def _read_prelu(
@@ -469,7 +464,7 @@ def _read_prelu(
         raise WeightsError(
             f"{param_path}: PReLU {layer.name} with {num_slope} slopes does not match {module} {shapes}"
         )
-    return torch.from_numpy(reader.floats(num_slope, f"the slopes of {layer.name}").copy())
+    return torch.from_numpy(reader.floats(num_slope, f"the slopes of {layer.name}"))
 
 
 # --------------------------------------------------------------------------------------------------------
