@@ -2,10 +2,15 @@
 
 import csv
 
+import numpy as np
 import pytest
+import tifffile
 
 from napari_microdisk_sr import launch
 from napari_microdisk_sr.cli import main
+from napari_microdisk_sr.core.infer import upscale_array
+from napari_microdisk_sr.core.models import load_model
+from napari_microdisk_sr.core.sample import make_scene
 
 TINY = ["--size", "96", "--epochs", "2", "--pairs-per-epoch", "8", "--device", "cpu"]
 
@@ -22,6 +27,11 @@ def test_headless_launch_runs_the_whole_demo(tmp_path, capsys):
         "heldout_101_x4.tif",
         "heldout_102_x4.tif",
     ]
+    sr = tifffile.imread(out / "superresolved" / "heldout_101_x4.tif")
+    assert (sr.shape, sr.dtype) == ((384, 384), np.uint8)  # x4 of the 96 px gray uint8 scene
+    tuned = load_model(out / "run" / "model.pth")
+    expected = upscale_array(make_scene(seed=101, size=(96, 96)).lr, tuned, device="cpu")
+    np.testing.assert_array_equal(sr, expected)  # the fine-tuned model's output, not another method's
     with open(out / "metrics.csv", newline="") as fh:
         means = {row["method"]: float(row["psnr"]) for row in csv.DictReader(fh) if row["image"] == "mean"}
     assert set(means) == {

@@ -121,6 +121,7 @@ def test_evaluate_scores_bicubic_and_a_model_on_given_lr_images(tiny_model):
         names=["gray", "rgb"],
         device="cpu",
         error_maps=True,
+        keep_outputs=True,
     )
     result = drive(job, events.append)
     assert all(isinstance(e, EvalEvent) for e in events)
@@ -144,6 +145,8 @@ def test_evaluate_scores_bicubic_and_a_model_on_given_lr_images(tiny_model):
             np.testing.assert_allclose(
                 result.error_maps[name, method], abs_error(scene.hr, output), atol=1e-6
             )
+            assert result.outputs[name, method].dtype == output.dtype
+            np.testing.assert_allclose(result.outputs[name, method], output, atol=1)
         model_row = rows[name, tiny_model]
         gain = model_row["psnr"] - rows[name, "bicubic"]["psnr"]
         assert model_row["gain_vs_bicubic_db"] == pytest.approx(gain)
@@ -163,6 +166,7 @@ def test_evaluate_makes_lr_images_by_the_degradation(degradation):
     hr = make_scene(seed=3, size=(17, 18)).hr[:70, :66]  # cropped to 68 x 64 for x4
     result = evaluate_all([hr], ["bicubic"], degradation=degradation, error_maps=True, seed=5)
     assert result.error_maps["image1", "bicubic"].shape == (68, 64)
+    assert result.outputs == {}  # kept only when asked for
     assert result.degradation == degradation
     cropped = hr[:68, :64]
     rng = np.random.default_rng(np.random.SeedSequence(5, spawn_key=(0,)))

@@ -3,7 +3,7 @@
 import pytest
 
 from napari_microdisk_sr.core.errors import OutputError
-from napari_microdisk_sr.core.outputs import metrics_path_for, run_dir_for, safe_name
+from napari_microdisk_sr.core.outputs import free_table_path, metrics_path_for, run_dir_for, safe_name
 
 
 @pytest.mark.parametrize(
@@ -61,3 +61,9 @@ def test_metrics_table_skips_names_whose_csv_or_json_exists(tmp_path):
     (tmp_path / "metrics.csv").touch()
     (tmp_path / "metrics-1.json").touch()
     assert metrics_path_for(output_dir=tmp_path) == tmp_path / "metrics-2.csv"
+
+
+def test_a_chosen_table_name_skips_names_whose_csv_or_json_exists(tmp_path):
+    assert free_table_path(tmp_path / "scores.csv") == tmp_path / "scores.csv"
+    (tmp_path / "scores.json").touch()
+    assert free_table_path(tmp_path / "scores.csv") == tmp_path / "scores-1.csv"

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..core import infer, metrics, train
+from ..core import metrics, train
 from ..core.crops import crop_disks, read_crop_set, write_crop_set
 from ..core.detect import Disk, detect_disks
-from ..core.device import describe_device, resolve_device
+from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, TrainingError
 from ..core.io import ensure_writable_dir, unique_path, write_tiff
-from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
+from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.progress import StopFlag, drive
 from ..core.sample import make_scene
 from .finetune import TrainProgress, stop_on_interrupt
@@ -41,7 +41,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     parser.add_argument("--out", type=Path, default=Path("microdisk_sr_demo"), help="output folder (new)")
     parser.add_argument("--model", help="model to fine-tune (default: x4plus with CUDA, compact on a CPU)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument(
         "--minutes", type=float, help="fine-tuning time budget (default: none on CUDA, 4 on a CPU)"
     )
@@ -117,39 +117,34 @@ def run(args: argparse.Namespace) -> int:
     how = f"{result.state.value}, {result.epochs_done} epochs"
     print(f"3. fine-tuned in {tuned_s:.0f} s ({how}): {result.model_path}")
 
-    tuned = load_model(result.model_path, device=device)
-    sr_dir = ensure_writable_dir(out / "superresolved")
-    for scene in held_out:
-        with tqdm(desc=f"upscale heldout_{scene.seed:03d}", unit="tile", leave=False) as bar:
-            sr = drive(infer.upscale(scene.lr, tuned, device=device), lambda e, b=bar: _tick(b, e))
-        write_tiff(sr_dir / f"heldout_{scene.seed:03d}_x4.tif", sr)
-    print(f"4. held-out scenes upscaled with the fine-tuned model into {sr_dir}")
-
-    methods = ["bicubic", DEFAULT_MODEL, *([model] if model != DEFAULT_MODEL else []), str(result.model_path)]
+    fine_tuned = str(result.model_path)
+    methods = ["bicubic", DEFAULT_MODEL, *([model] if model != DEFAULT_MODEL else []), fine_tuned]
+    names = [f"heldout_{s.seed:03d}" for s in held_out]
     with tqdm(total=len(held_out) * len(methods), desc="evaluate", unit="result", leave=False) as bar:
         scores = metrics.evaluate_all(
             [s.hr for s in held_out],
             methods,
             lr_images=[s.lr for s in held_out],
-            names=[f"heldout_{s.seed:03d}" for s in held_out],
+            names=names,
             device=device,
+            keep_outputs=True,
             on_event=lambda e: bar.update(e.done - bar.n),
         )
+    sr_dir = ensure_writable_dir(out / "superresolved")
+    for name in names:  # the fine-tuned model's outputs, as evaluated
+        write_tiff(sr_dir / f"{name}_x4.tif", scores.outputs[name, fine_tuned])
+    print(f"4. held-out scenes upscaled with the fine-tuned model into {sr_dir}")
+
     scores.to_csv(out / "metrics.csv")
     scores.to_json(out / "metrics.json")
     print("5. held-out scenes, LR = the acquisition (blur, area x4, Poisson-Gaussian noise):")
-    print(_mean_table(scores, fine_tuned=str(result.model_path)))
+    print(_mean_table(scores, fine_tuned=fine_tuned))
     print(f"metrics in {out / 'metrics.csv'}; demo took {time.perf_counter() - started:.0f} s")
     return 0
 
 
 def _matched(disk: Disk, truth: list[Disk]) -> bool:
     return any(np.hypot(disk.cy - t.cy, disk.cx - t.cx) <= max(2.0, 0.3 * t.r) for t in truth)
-
-
-def _tick(bar: tqdm, event: infer.TileEvent) -> None:
-    bar.total = event.total
-    bar.update(event.done - bar.n)
 
 
 def _mean_table(scores: metrics.EvalResult, *, fine_tuned: str) -> str:

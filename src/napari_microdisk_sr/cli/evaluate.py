@@ -6,7 +6,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..core import infer, io, metrics, outputs
-from ..core.errors import InputError, OutputError
+from ..core.errors import InputError
 from ..core.outputs import safe_name
 from ..core.pairs import DEGRADATIONS
 from ..core.progress import drive
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.out.suffix.lower() != ".csv":
         raise InputError(f"--out {args.out} must be a .csv file (the JSON is written beside it)")
     else:
-        csv_path = _free_csv(args.out)
+        csv_path = outputs.free_table_path(args.out)
     json_path = csv_path.with_suffix(".json")
     io.refuse_input_as_output(csv_path, [*args.hr, *(args.lr or [])])
     io.ensure_writable_dir(csv_path.parent)
@@ -126,15 +126,6 @@ def run(args: argparse.Namespace) -> int:
             )
         print(f"wrote {len(result.error_maps)} error map(s) into {args.error_maps}")
     return 0
-
-
-def _free_csv(out: Path) -> Path:
-    """``out`` or its first ``-1``, ``-2``, ... variant where neither it nor its ``.json`` sibling exists."""
-    for n in range(100_000):
-        csv_path = out if n == 0 else out.with_name(f"{out.stem}-{n}{out.suffix}")
-        if not csv_path.exists() and not csv_path.with_suffix(".json").exists():
-            return csv_path
-    raise OutputError(f"too many existing outputs named like {out}; clean the folder")
 
 
 def _unique_names(stems: list[str]) -> list[str]:

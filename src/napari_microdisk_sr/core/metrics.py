@@ -216,6 +216,9 @@ class EvalResult:
     error_maps : dict
         ``{(image, method): (H, W) float32 ndarray}`` of absolute errors in units of the data range (see
         :func:`abs_error`), when asked for; else empty.
+    outputs : dict
+        ``{(image, method): ndarray}`` of the upscaled images (in the LR image's dtype), when asked for; else
+        empty.
     """
 
     rows: list[dict[str, Any]]
@@ -225,6 +228,7 @@ class EvalResult:
     seed: int
     models: dict[str, dict[str, str]] = field(default_factory=dict)
     error_maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    outputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
     def to_csv(self, path: "str | os.PathLike[str]") -> Path:
         """Write the rows as CSV (columns :data:`COLUMNS`; ``inf`` for infinite PSNR, empty for None).
@@ -319,6 +323,7 @@ def evaluate(
     device: "str | torch.device" = "auto",
     tile: int = infer.DEFAULT_TILE,
     error_maps: bool = False,
+    keep_outputs: bool = False,
     stop: "StopFlag | None" = None,
     seed: int = 0,
 ) -> Generator[EvalEvent, None, "EvalResult | None"]:
@@ -350,6 +355,8 @@ def evaluate(
         Tile side in LR pixels for the models (0: whole images).
     error_maps : bool
         Keep per-image absolute-error maps in the result.
+    keep_outputs : bool
+        Keep the upscaled images in the result (to save them without upscaling again).
     stop : StopFlag, optional
         Checked between steps and tiles; once set, the job returns None.
     seed : int
@@ -373,6 +380,7 @@ def evaluate(
         device=target,
         tile=tile,
         error_maps=error_maps,
+        keep_outputs=keep_outputs,
         stop=stop,
         degradation=None if lr_images is not None else degradation,
         seed=int(seed),
@@ -477,6 +485,7 @@ def _evaluate_job(
     device: torch.device,
     tile: int,
     error_maps: bool,
+    keep_outputs: bool,
     stop: "StopFlag | None",
     degradation: "str | None",
     seed: int,
@@ -489,6 +498,7 @@ def _evaluate_job(
     total = len(cases) * len(methods)
     scores: dict[tuple[str, str], tuple[float, float]] = {}
     maps: dict[tuple[str, str], np.ndarray] = {}
+    kept: dict[tuple[str, str], np.ndarray] = {}
     done = 0
     for case in cases:
         lr = case.lr if degradation is None else _synthetic_lr(case, degradation, seed)
@@ -507,6 +517,8 @@ def _evaluate_job(
             scores[case.name, method] = (psnr(ref, out, data_range=1.0), ssim(ref, out, data_range=1.0))
             if error_maps:
                 maps[case.name, method] = abs_error(ref, out, data_range=1.0)
+            if keep_outputs:
+                kept[case.name, method] = output
             done += 1
             log.info("%s, %s: PSNR %.2f dB, SSIM %.4f", case.name, method, *scores[case.name, method])
             yield EvalEvent(done, total, case.name, method)
@@ -519,6 +531,7 @@ def _evaluate_job(
         seed=seed,
         models={m: {"name": lm.name, "source": lm.source, "sha256": lm.sha256} for m, lm in loaded.items()},
         error_maps=maps,
+        outputs=kept,
     )
 
 

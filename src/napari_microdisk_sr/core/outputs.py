@@ -111,9 +111,20 @@ def metrics_path_for(
         source_path=source_path,
         beside_crops=False,
     )
-    stem = Path(METRICS_FILE).stem
+    return free_table_path(base / METRICS_FILE)
+
+
+def free_table_path(csv_path: "str | os.PathLike[str]") -> Path:
+    """``csv_path``, else its first ``-1``, ``-2``, ... variant, where neither it nor its ``.json`` exists.
+
+    Raises
+    ------
+    OutputError
+        If every name is taken.
+    """
+    csv_path = Path(csv_path)
     for n in range(_MAX_NUMBERED):
-        csv_path = base / (METRICS_FILE if n == 0 else f"{stem}-{n}.csv")
-        if not csv_path.exists() and not csv_path.with_suffix(".json").exists():
-            return csv_path
-    raise OutputError(f"too many metrics tables in {base}; clean the folder")
+        path = csv_path if n == 0 else csv_path.with_name(f"{csv_path.stem}-{n}{csv_path.suffix}")
+        if not path.exists() and not path.with_suffix(".json").exists():
+            return path
+    raise OutputError(f"too many tables named like {csv_path}; clean the folder")
