@@ -9,6 +9,7 @@ from napari.utils.notifications import NotificationSeverity
 from qtpy.QtCore import QTimer
 
 from napari_microdisk_sr._widgets import finetune
+from napari_microdisk_sr._widgets._controls import ModelChoice
 from napari_microdisk_sr._widgets._session import CropSetRef, session_for
 from napari_microdisk_sr.core.crops import crop_disks, write_crop_set
 from napari_microdisk_sr.core.detect import disk_box
@@ -41,7 +42,7 @@ def _open(viewer):
 
 
 def _tiny_settings(widget, model, output, *, epochs=2):
-    widget._model.value = finetune._Choice.FILE
+    widget._model.value = ModelChoice.FILE
     assert not widget._weights.native.isHidden()
     widget._weights.value = model
     widget._epochs.value = epochs
@@ -73,6 +74,7 @@ def test_defaults_are_the_studys_and_the_crop_sets_follow_the_session(make_napar
     assert widget._degradation.value == "bicubic"
     assert widget._device_info.value.startswith(("CPU", "CUDA", "Apple"))
     assert not widget._advanced_box.isExpanded()
+    assert widget._weights.native.isHidden()  # shown only for the "file..." model
 
     widget._start_button.native.click()
     assert any("no crop set" in message for message in _errors(notes))
@@ -174,6 +176,20 @@ def test_shapes_over_a_scaled_image_crop_through_world_coordinates_into_the_imag
     info = json.loads((run_dir / "model.json").read_text())["info"]
     assert info["provenance"]["crops"]["arrays"] == [[40, 60], [40, 32]]
     assert [run.run_dir for run in session_for(viewer).runs] == [run_dir]
+
+
+def test_shapes_that_miss_the_image_are_refused(make_napari_viewer, notes, tiny_model, scene):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(scene.hr, name="field")
+    far = np.array([[-500.0, -500.0], [-400.0, -400.0]])
+    viewer.add_shapes([far], shape_type="rectangle", name="elsewhere")
+    widget = _open(viewer)
+    widget._source.value = finetune._Source.SHAPES
+    widget._image.value = image
+    _tiny_settings(widget, tiny_model, None, epochs=1)
+    widget._start_button.native.click()
+    assert not widget._jobs.running
+    assert any("no shape of 'elsewhere' lies over 'field'" in message for message in _errors(notes))
 
 
 def test_a_crops_folder_trains_and_its_run_goes_beside_it(

@@ -3,8 +3,8 @@ fine-tune -> super-resolve with the fine-tuned run -> measure it; the session li
 
 from napari.utils.notifications import NotificationSeverity
 
+from napari_microdisk_sr._widgets._controls import ModelChoice
 from napari_microdisk_sr._widgets._session import session_for
-from napari_microdisk_sr._widgets.finetune import _Choice
 from napari_microdisk_sr._widgets.measure import _Reference
 from napari_microdisk_sr.core.outputs import safe_name
 from napari_microdisk_sr.core.train import MODEL_FILE
@@ -37,7 +37,7 @@ def test_sample_to_measured_fine_tuned_model(make_napari_viewer, qtbot, notes, t
 
     assert tune._crop_set.choices == (crop_set,)
     assert tune._crop_set.value is crop_set
-    tune._model.value = _Choice.FILE
+    tune._model.value = ModelChoice.FILE
     tune._weights.value = tiny_model
     tune._epochs.value, tune._patch.value, tune._pairs.value, tune._batch.value = 1, 32, 8, 4
     tune._device.value = "cpu"

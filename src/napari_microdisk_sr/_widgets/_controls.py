@@ -1,13 +1,16 @@
-"""Form rows that several dock widgets share: device choice, crop-set choice, file pickers, status line."""
+"""Form rows that several dock widgets share: model, device and crop-set choices, pickers, status line."""
 
+import enum
+from pathlib import Path
 from typing import Any
 
 import torch
-from magicgui.widgets import ComboBox, FileEdit, Label
+from magicgui.widgets import ComboBox, FileEdit, Label, Select
 from qtpy.QtWidgets import QSizePolicy
 
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
+from ..core.models import DEFAULT_MODEL
 from ._session import CropSetRef, Session
 
 WEIGHTS_FILTER = "*.pth *.safetensors"
@@ -56,6 +59,39 @@ def weights_edit(
     return FileEdit(
         label=label, mode="rm" if multiple else "r", filter=WEIGHTS_FILTER, nullable=True, visible=visible
     )
+
+
+class ModelChoice(enum.Enum):
+    """The model choice that reads the weights file named in the file field."""
+
+    FILE = "file..."
+
+
+FILE_CHOICE = (ModelChoice.FILE.value, ModelChoice.FILE)
+"""The "file..." item of a model choice."""
+
+
+def model_row(choices: Any) -> tuple[ComboBox, FileEdit]:
+    """A "Model" choice of ``choices`` (with :data:`FILE_CHOICE`) and a weights picker shown only for it."""
+    model = ComboBox(label="Model", choices=choices, value=DEFAULT_MODEL)
+    weights = weights_edit(visible=False)
+
+    def show(value: Any) -> None:
+        weights.visible = value is ModelChoice.FILE
+
+    model.changed.connect(show)
+    return model, weights
+
+
+def chosen_model(model: ComboBox, weights: FileEdit) -> "str | Path | None":
+    """The model of a :func:`model_row`: a registry name, a run's model or the file (None: no file named)."""
+    return weights.value if model.value is ModelChoice.FILE else model.value
+
+
+def show_rows(select: Select, rows: int) -> None:
+    """Make a list about ``rows`` rows high (it scrolls beyond), instead of Qt's tall default."""
+    native = select.native
+    native.setMaximumHeight(rows * (native.fontMetrics().height() + 4) + 2 * native.frameWidth())
 
 
 class CropSetChoice(ComboBox):

@@ -8,7 +8,6 @@ run that leaves a model is added to the session, so that Super-resolve and Compa
 
 import dataclasses
 import enum
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,10 +27,9 @@ from superqt import QCollapsible
 
 from ..core.crops import CropSet, crop_disks, read_crop_set
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.models import DEFAULT_MODEL, REGISTRY
+from ..core.models import REGISTRY
 from ..core.outputs import run_dir_for
 from ..core.pairs import DEGRADATIONS
-from ..core.shapes import outline_box
 from ..core.train import (
     CHECKPOINT_FILE,
     DEFAULT_PATIENCE,
@@ -43,10 +41,18 @@ from ..core.train import (
     TrainEvent,
     fine_tune,
 )
-from ._controls import CropSetChoice, device_row, folder_edit, status_line, weights_edit
+from ._controls import (
+    FILE_CHOICE,
+    CropSetChoice,
+    chosen_model,
+    device_row,
+    folder_edit,
+    model_row,
+    status_line,
+)
 from ._hosted import hosted
 from ._jobs import JobRunner
-from ._layers import layer_choices, layer_named, layer_path
+from ._layers import layer_choices, layer_named, layer_path, shape_boxes
 from ._loss_plot import LossPlot
 from ._session import RunRef, session_for
 from ._triton import preload_triton
@@ -61,12 +67,6 @@ class _Source(enum.Enum):
     CROP_SET = "crop set of this session"
     SHAPES = "shapes drawn over an image"
     FOLDER = "crops folder"
-
-
-class _Choice(enum.Enum):
-    """The model choice that reads the weights file named in the file field."""
-
-    FILE = "file..."
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -105,11 +105,7 @@ class FineTuneWidget(Container):
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, Image))
         self._shapes = ComboBox(label="Shapes", choices=layer_choices(viewer, Shapes))
         self._folder = folder_edit("Crops folder")
-        models = [(name, name) for name in REGISTRY]
-        self._model = ComboBox(
-            label="Model", choices=[*models, (_Choice.FILE.value, _Choice.FILE)], value=DEFAULT_MODEL
-        )
-        self._weights = weights_edit()
+        self._model, self._weights = model_row([*((name, name) for name in REGISTRY), FILE_CHOICE])
         self._epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
         self._lr = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-7, max=1.0, step=1e-6)
         batches = [("auto (4 on a GPU, 2 on the CPU)", None), *((str(n), n) for n in (1, 2, 4, 8, 16, 32))]
@@ -182,7 +178,6 @@ class FineTuneWidget(Container):
         )
 
         self._source.changed.connect(self._update_fields)
-        self._model.changed.connect(self._update_fields)
         self._early_stop.changed.connect(self._update_fields)
         self._budget_on.changed.connect(self._update_fields)
         self._start_button.changed.connect(self._start)
@@ -197,7 +192,6 @@ class FineTuneWidget(Container):
         self._crop_set.visible = source is _Source.CROP_SET
         self._image.visible = self._shapes.visible = source is _Source.SHAPES
         self._folder.visible = source is _Source.FOLDER
-        self._weights.visible = self._model.value is _Choice.FILE
         self._patience.enabled = self._early_stop.value
         self._budget.enabled = self._budget_on.value
 
@@ -223,12 +217,16 @@ class FineTuneWidget(Container):
         if image.multiscale or image.ndim != 2:
             raise InputError(f"crop from a single 2D image layer; {image.name!r} is a stack or a pyramid")
         data = np.asarray(image.data)
-        boxes = _shape_boxes(shapes, image, data.shape[:2])
+        boxes = shape_boxes(shapes, image, data.shape[:2])
+        if not boxes:
+            raise InputError(
+                f"no shape of {shapes.name!r} lies over {image.name!r}: draw boxes around the disks"
+            )
         crops = crop_disks(data, boxes, source=image.name)
         return _Crops(tuple(crop.image for crop in crops), image.name, source_path=layer_path(image))
 
     def _config(self) -> FineTuneConfig:
-        model = self._weights.value if self._model.value is _Choice.FILE else self._model.value
+        model = chosen_model(self._model, self._weights)
         if model is None:
             raise InputError("choose a weights file (.pth or .safetensors) for the 'file...' model")
         return FineTuneConfig(
@@ -339,19 +337,6 @@ class FineTuneWidget(Container):
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
         self._status.value = f"failed: {message}"
-
-
-def _shape_boxes(shapes: Shapes, image: Image, shape: Sequence[int]) -> list[tuple[int, int, int, int]]:
-    """The pixel boxes ``(y0, x0, y1, x1)`` of the shapes in the image, mapped through world coordinates."""
-    boxes = []
-    for vertices in shapes.data:
-        pixels = np.array([image.world_to_data(shapes.data_to_world(v))[-2:] for v in vertices])
-        box = outline_box(pixels, shape)
-        if box is not None:
-            boxes.append(box)
-    if not boxes:
-        raise InputError(f"no shape of {shapes.name!r} lies over {image.name!r}: draw boxes around the disks")
-    return boxes
 
 
 def _describe(event: TrainEvent) -> str:

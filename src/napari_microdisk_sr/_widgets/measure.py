@@ -27,7 +27,7 @@ from ..core.io import ensure_writable_dir
 from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.outputs import metrics_path_for
 from ..core.pairs import DEGRADATIONS
-from ._controls import CropSetChoice, device_row, folder_edit, status_line, weights_edit
+from ._controls import CropSetChoice, device_row, folder_edit, show_rows, status_line, weights_edit
 from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path
@@ -148,9 +148,9 @@ class MeasureWidget(Container):
         self._stop_button.changed.connect(self._stop)
         self._table.itemSelectionChanged.connect(self._centre_on_selection)
         self._session.runs_changed.connect(self._on_runs_changed)
-        _show_rows(self._hr_layers, 4)
-        _show_rows(self._pretrained, 2)
-        _show_rows(self._runs, 3)
+        show_rows(self._hr_layers, 4)
+        show_rows(self._pretrained, 2)
+        show_rows(self._runs, 3)
         self._update_fields()
 
     # -- choices ------------------------------------------------------------------------------------------
@@ -374,9 +374,3 @@ class _NumberItem(QTableWidgetItem):
         if isinstance(other, _NumberItem):
             return self.value < other.value
         return super().__lt__(other)
-
-
-def _show_rows(select: Select, rows: int) -> None:
-    """Make a list about ``rows`` rows high (it scrolls beyond), instead of Qt's tall default."""
-    native = select.native
-    native.setMaximumHeight(rows * (native.fontMetrics().height() + 4) + 2 * native.frameWidth())

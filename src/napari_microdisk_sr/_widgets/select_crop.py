@@ -27,10 +27,10 @@ from ..core.crops import Crop, crop_disks, write_crop_set
 from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, Disk, detect_disks
 from ..core.io import output_dir_for
 from ..core.outputs import safe_name
-from ..core.shapes import disk_outline, outline_box
+from ..core.shapes import disk_outline
 from ._controls import folder_edit, status_line
 from ._jobs import JobRunner
-from ._layers import layer_choices, layer_path
+from ._layers import layer_choices, layer_path, shape_boxes
 from ._session import CropSetRef, session_for
 
 if TYPE_CHECKING:
@@ -203,13 +203,8 @@ class SelectCropWidget(Container):
             show_warning("no shapes to crop: Detect disks, or draw circles or rectangles in a Shapes layer")
             return
         plane = self._current_plane(layer)
-        margin, skip_border = self._margin.value, self._skip_border.value
-        boxes = []
-        for vertices in shapes.data:
-            pixels = [layer.world_to_data(shapes.data_to_world(vertex))[-2:] for vertex in vertices]
-            box = outline_box(np.array(pixels), plane.shape, margin=margin, skip_border=skip_border)
-            if box is not None:
-                boxes.append(box)
+        skip_border = self._skip_border.value
+        boxes = shape_boxes(shapes, layer, plane.shape, margin=self._margin.value, skip_border=skip_border)
         skipped = len(shapes.data) - len(boxes)
         if not boxes:
             hint = "; untick 'skip disks cut by the image border' to keep those on it" if skip_border else ""

@@ -6,7 +6,6 @@ opened from a file, writes the result beside it. Every result becomes a new laye
 world coordinates, whatever happened to the input layer meanwhile.
 """
 
-import enum
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
-    ComboBox,
     Container,
     ProgressBar,
     PushButton,
@@ -30,10 +28,18 @@ from ..core.device import describe_device, resolve_device
 from ..core.errors import MicrodiskSRError
 from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_path, write_tiff
 from ..core.layers import upscaled_geometry
-from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
+from ..core.models import REGISTRY, load_model
 from ..core.outputs import safe_name
 from ..core.progress import StopFlag
-from ._controls import device_row, resolved_device, status_line, weights_edit
+from ._controls import (
+    FILE_CHOICE,
+    chosen_model,
+    device_row,
+    model_row,
+    resolved_device,
+    show_rows,
+    status_line,
+)
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_path
 from ._session import session_for
@@ -42,13 +48,6 @@ if TYPE_CHECKING:
     import napari
 
 _MAX_TILE = 4096
-_SELECT_HEIGHT = 96  # pixels: about five layer names
-
-
-class _Choice(enum.Enum):
-    """The model choice that reads the weights file named in the file field."""
-
-    FILE = "file..."
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,12 +93,11 @@ class SuperResolveWidget(Container):
         self._count = 0
 
         self._images = Select(label="Images", choices=layer_choices(viewer, Image))
-        self._images.native.setMaximumHeight(_SELECT_HEIGHT)
+        show_rows(self._images, 5)
         active = viewer.layers.selection.active
         if isinstance(active, Image):
             self._images.value = [active]
-        self._model = ComboBox(label="Model", choices=self._model_choices, value=DEFAULT_MODEL)
-        self._weights = weights_edit(visible=False)
+        self._model, self._weights = model_row(self._model_choices)
         self._tile = SpinBox(
             label="Tile (px)",
             value=infer.UpscaleConfig().tile,
@@ -115,7 +113,6 @@ class SuperResolveWidget(Container):
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=1)
         self._status = status_line("Select image layers and a model.", label="Status")
 
-        self._model.changed.connect(self._on_model_changed)
         self._device.changed.connect(self._on_device_changed)
         self._run.changed.connect(self._start)
         self._cancel.changed.connect(self._stop)
@@ -143,10 +140,7 @@ class SuperResolveWidget(Container):
         # Fine-tuned runs come last: a Qt combo box keeps its items' order and appends new ones.
         registry = [(name, name) for name in REGISTRY]
         runs = [(f"run: {run.name}", run.model_path) for run in self._session.runs]
-        return [*registry, (_Choice.FILE.value, _Choice.FILE), *runs]
-
-    def _on_model_changed(self) -> None:
-        self._weights.visible = self._model.value is _Choice.FILE
+        return [*registry, FILE_CHOICE, *runs]
 
     def _on_device_changed(self) -> None:
         device, _description = resolved_device(self._device.value)
@@ -164,7 +158,7 @@ class SuperResolveWidget(Container):
         if any(layer.multiscale for layer in layers):
             show_error("multiscale (pyramid) image layers cannot be super-resolved; open the full-size image")
             return
-        model = self._weights.value if self._model.value is _Choice.FILE else self._model.value
+        model = chosen_model(self._model, self._weights)
         if model is None:
             show_warning("choose a weights file (.pth or .safetensors) for the 'file...' model")
             return
