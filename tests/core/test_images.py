@@ -205,3 +205,36 @@ def test_alpha_is_resized_bicubically_and_clipped_to_its_range():
     assert 0 < up[12, 7] < 255  # interpolated, not nearest
     flat = resize_alpha(np.full((3, 3), 0.5, np.float32), 4, Normalization(np.dtype(np.float32), 0.0, 1.0))
     np.testing.assert_allclose(flat, 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "low", "high"),
+    [
+        (np.uint8, 0.0, 255.0),
+        (np.int8, -128.0, 127.0),
+        (np.int16, -32768.0, 32767.0),
+        (np.uint16, 0.0, 65535.0),
+        (np.int32, -(2.0**31), 2.0**31 - 1),
+        (np.float16, -1.5, 3.0),
+        (np.float32, -1.5, 3.0),
+        (np.float64, -1.5, 3.0),
+    ],
+)
+def test_tensor_mapping_equals_the_numpy_mapping_bit_for_bit(dtype, low, high):
+    """Where the mapping runs on the model's device it gives exactly what numpy gives, and leaves the
+    (read-only, here) input alone."""
+    rng = np.random.default_rng(3)
+    norm = Normalization(np.dtype(dtype), low, high)
+    values = (low + rng.random((7, 9, 3)) * (high - low)).astype(dtype)
+    values.flags.writeable = False
+    kept = values.copy()
+    x = to_model_input(values, norm)
+    np.testing.assert_array_equal(values, kept)
+    np.testing.assert_array_equal(x[0].permute(1, 2, 0).numpy(), norm.to_unit(values))
+    y = torch.from_numpy(rng.random((1, 3, 7, 9), dtype=np.float32) * 1.4 - 0.2)
+    for gray in (False, True):
+        expected = y[0].clamp(0, 1)
+        expected = expected.mean(dim=0) if gray else expected.permute(1, 2, 0)
+        out = from_model_output(y, norm, gray=gray)
+        assert out.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(out, norm.from_unit(expected.numpy()))

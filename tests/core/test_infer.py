@@ -1,5 +1,7 @@
 """Tiled inference: exactness, layouts and dtypes, progress, stop, out-of-memory, devices and settings."""
 
+import copy
+import gc
 import logging
 import tracemalloc
 
@@ -12,7 +14,15 @@ from torch import nn
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
 from napari_microdisk_sr.core.errors import InputError, MicrodiskSRError
 from napari_microdisk_sr.core.images import Normalization, resize_alpha
-from napari_microdisk_sr.core.infer import MIN_TILE, TileEvent, UpscaleConfig, upscale, upscale_array
+from napari_microdisk_sr.core.infer import (
+    _PREPARED,
+    MIN_TILE,
+    TileEvent,
+    UpscaleConfig,
+    _prepared,
+    upscale,
+    upscale_array,
+)
 from napari_microdisk_sr.core.models import LoadedModel, ModelSpec
 from napari_microdisk_sr.core.progress import StopFlag, drive
 
@@ -92,7 +102,41 @@ def test_tiled_equals_untiled_for_odd_sizes(tile):
     assert tiled.shape == whole.shape == (148, 212, 3)
     assert tiled.dtype == np.float32
     assert np.abs(tiled - whole).max() <= 1e-4 * (image.max() - image.min())
-    assert len(events) == (1 if tile == 100 else -(-37 // tile) * -(-53 // tile))
+    per_axis = [max(1, -(-(n - 2 * SRVGG_RADIUS) // tile)) for n in (37, 53)]  # see test_tile_layout
+    assert len(events) == per_axis[0] * per_axis[1]
+    assert (len(events) == 1) == (tile == 100)
+
+
+class Recording(nn.Module):
+    """Appends the spatial shape of every input to ``shapes`` (shared by the copies a job makes)."""
+
+    def __init__(self, net: nn.Module, shapes: list) -> None:
+        super().__init__()
+        self.net, self.record = net, shapes.append  # a bound builtin: deepcopy keeps it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.record(tuple(x.shape[-2:]))
+        return self.net(x)
+
+
+@pytest.mark.parametrize(
+    ("size", "tile", "pad"), [((96, 96), 48, 32), ((128, 100), 48, 32), ((300, 99), 64, 10), ((37, 53), 8, 4)]
+)
+def test_tile_layout_is_the_fewest_tiles_within_the_memory_bound(size, tile, pad):
+    """No input exceeds tile + 2 * pad; with k tiles an axis computes n + 2 * pad * (k - 1) pixels, so
+    k >= (n - 2 * pad) / tile, and that is the count used; all inputs along an axis are about as long."""
+    shapes: list[tuple[int, int]] = []
+    image = rng_image(size, np.uint8)
+    out, events = run(image, Recording(Nearest(), shapes), scale=4, tile=tile, tile_pad=pad)
+    assert np.array_equal(out, nearest_x4(image))
+    fewest = [max(1, -(-(n - 2 * pad) // tile)) for n in size]
+    assert len(events) == len(shapes) == fewest[0] * fewest[1]
+    assert max(max(shape) for shape in shapes) <= tile + 2 * pad
+    for axis in (0, 1):
+        lengths = {shape[axis] for shape in shapes}
+        assert max(lengths) - min(lengths) <= 1
+    if max(size) <= tile + 2 * pad:
+        assert shapes == [size]
 
 
 def test_padding_below_the_receptive_field_shows_seams():
@@ -123,9 +167,9 @@ def test_tiled_rrdbnet_x2_aligns_tiles_with_its_pixel_unshuffle():
     image = rng_image((151, 129, 3))
     whole, _ = run(image, model, tile=0)
     assert spec.receptive_radius == 38
-    # 49-pixel tiles would start on odd pixels (37, 43, ...) if they were not aligned, as would a pad of 37
+    # 49-pixel tiles and a pad of 37 would split 151 pixels at 75 if tiles were not aligned on even pixels
     tiled, events = run(image, model, tile=49, tile_pad=37)
-    assert len(events) == 4 * 3
+    assert len(events) == 2 * 2
     assert whole.shape == (302, 258, 3)
     assert np.abs(tiled - whole).max() <= 1e-4 * (image.max() - image.min())
 
@@ -174,14 +218,14 @@ def test_rgba_alpha_is_resized_bicubically_and_reattached():
 
 def test_stacks_are_processed_plane_by_plane():
     net = tiny_srvgg()
-    stack = rng_image((2, 3, 10, 9), np.uint8)
-    out, events = run(stack, net, scale=4, tile=5, tile_pad=SRVGG_RADIUS)
-    assert out.shape == (2, 3, 40, 36)
+    stack = rng_image((2, 3, 16, 14), np.uint8)
+    out, events = run(stack, net, scale=4, tile=4, tile_pad=SRVGG_RADIUS)
+    assert out.shape == (2, 3, 64, 56)
     assert out.dtype == np.uint8
     single, _ = run(stack[1, 2], net, scale=4, tile=0)
     assert np.abs(out[1, 2].astype(int) - single.astype(int)).max() <= 1
     assert [e.plane for e in events][::4] == [0, 1, 2, 3, 4, 5]
-    assert {(e.planes, e.total, e.tile) for e in events} == {(6, 24, 5)}
+    assert {(e.planes, e.total, e.tile) for e in events} == {(6, 24, 4)}
     assert [e.done for e in events] == list(range(1, 25))
 
 
@@ -210,9 +254,9 @@ def test_memory_is_bounded_by_the_tile():
 
 def test_stop_returns_none_and_ends_the_job():
     stop = StopFlag()
-    job = upscale(rng_image((20, 20)), tiny_srvgg(), scale=4, tile=8, device="cpu", stop=stop)
+    job = upscale(rng_image((20, 20)), tiny_srvgg(), scale=4, tile=8, tile_pad=2, device="cpu", stop=stop)
     first = next(job)
-    assert (first.done, first.total) == (1, 9)
+    assert (first.done, first.total) == (1, 4)
     stop.set()
     with pytest.raises(StopIteration) as info:
         next(job)
@@ -241,11 +285,11 @@ def test_out_of_memory_halves_the_tile_and_restarts_the_plane():
     net = tiny_srvgg()
     image = rng_image((40, 120, 3))
     reference, _ = run(image, net, scale=4, tile=0)
-    # 40-pixel tiles: the first (padded to 44) fits, the second (padded to 48 wide) does not
-    out, events = run(image, OutOfMemoryAbove(net, limit=46), scale=4, tile=40, tile_pad=SRVGG_RADIUS)
-    assert [(e.done, e.total, e.tile) for e in events[:2]] == [(1, 3, 40), (1, 8, MIN_TILE)]
-    assert {e.tile for e in events[1:]} == {MIN_TILE}
-    assert events[-1].done == events[-1].total == 8
+    # 40-pixel tiles: the inputs are 45, 45 and 46 wide, and the last one does not fit
+    out, events = run(image, OutOfMemoryAbove(net, limit=45), scale=4, tile=40, tile_pad=SRVGG_RADIUS)
+    assert [(e.done, e.total, e.tile) for e in events[:3]] == [(1, 3, 40), (2, 3, 40), (1, 4, MIN_TILE)]
+    assert {e.tile for e in events[2:]} == {MIN_TILE}
+    assert events[-1].done == events[-1].total == 4
     assert np.abs(out - reference).max() <= 1e-4 * (image.max() - image.min())
 
 
@@ -303,6 +347,35 @@ def test_the_callers_module_is_left_untouched():
         assert value.is_contiguous()
         assert torch.equal(value, before[key])
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_the_job_copy_is_reused_until_the_weights_change():
+    """Jobs share one copy per module and device, and never run on stale weights."""
+    net = tiny_srvgg()
+    image = rng_image((12, 12, 3))
+    cpu = torch.device("cpu")
+    first = _prepared(net, cpu)
+    assert first is not net
+    assert _prepared(net, cpu) is first
+    before, _ = run(image, net, scale=4, tile=0)
+    with torch.no_grad():
+        net.body[0].weight.mul_(2.0)  # what an optimiser step does: an in-place change
+    changed, _ = run(image, net, scale=4, tile=0)
+    assert _prepared(net, cpu) is not first
+    assert np.abs(changed - before).max() > 1e-3
+    assert np.array_equal(changed, run(image, copy.deepcopy(net), scale=4, tile=0)[0])
+    net.body[0].weight = nn.Parameter(torch.zeros_like(net.body[0].weight))  # a replaced tensor
+    replaced, _ = run(image, net, scale=4, tile=0)
+    assert np.array_equal(replaced, run(image, copy.deepcopy(net), scale=4, tile=0)[0])
+
+
+def test_the_job_copy_goes_with_its_module():
+    net = tiny_srvgg()
+    _prepared(net, torch.device("cpu"))
+    cached = len(_PREPARED)
+    del net
+    gc.collect()
+    assert len(_PREPARED) == cached - 1
 
 
 def test_half_precision_is_refused_on_cpu_with_a_notice(caplog):

@@ -1,9 +1,15 @@
 """Tiled super-resolution with overlap, progress per tile, bounded memory and a clean out-of-memory fallback.
 
-Each plane is cut into near-equal tiles of at most ``tile`` low-resolution pixels a side. Every tile is read
-with ``tile_pad`` extra pixels on each side (fewer at the image border, where the network zero-pads exactly as
-it does on the whole image), run through the network, and only the output of its core is kept. When
-``tile_pad`` covers the network's receptive field the tiled output equals the untiled one to float precision.
+Every tile is read with ``tile_pad`` extra pixels on each side (none beyond the image border, where the
+network zero-pads exactly as it does on the whole image), run through the network, and only the output of its
+core is kept. When ``tile_pad`` covers the network's receptive field the tiled output equals the untiled one
+to float precision.
+
+``tile`` bounds memory: no network input is larger than ``tile + 2 * tile_pad`` pixels a side, the input of
+a tile of ``tile`` pixels away from the border. Within that bound the plane is cut into as few tiles as
+possible, all with inputs of the same size: a tile at the border needs padding on one side only, so its core
+may be ``tile_pad`` pixels longer. An image no larger than one padded tile is not cut at all. Fewer tiles
+means less overlap computed twice and fewer seams.
 
 The output array, of the input's dtype, is allocated once and filled tile by tile; temporaries are the size
 of one tile. On out-of-memory the tile is halved (down to :data:`MIN_TILE`) and the plane restarts, so no
@@ -13,6 +19,8 @@ output ever mixes a failed tile with good ones.
 import copy
 import itertools
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +68,8 @@ class TileEvent:
     plane, planes : int
         Index of the plane being processed (0-based) and the number of planes.
     tile : int
-        Tile side in use, in low-resolution pixels; 0 means the whole plane at once.
+        Tile setting in use, in low-resolution pixels (see :class:`UpscaleConfig`); 0 means the whole plane
+        at once.
     """
 
     done: int
@@ -77,7 +86,9 @@ class UpscaleConfig:
     Attributes
     ----------
     tile : int
-        Tile side in low-resolution pixels; 0 processes each plane at once (fastest, most memory).
+        Tile side in low-resolution pixels, which bounds memory: no network input is larger than
+        ``tile + 2 * tile_pad`` a side (tiles at the border may have longer cores, see the module notes);
+        0 processes each plane at once (fastest, most memory).
     tile_pad : int or None
         Overlap on each side of a tile, in low-resolution pixels; None uses the model's recommendation
         (``LoadedModel.spec.tile_pad``), or :data:`DEFAULT_TILE_PAD` for a bare module.
@@ -225,25 +236,17 @@ def _unpack_model(
 
 
 class _Network:
-    """A job's private copy of the module on its device, with fp16 autocast and its fallback to fp32."""
+    """A job's view of its module on its device, with fp16 autocast and its fallback to fp32."""
 
     def __init__(self, module: nn.Module, device: torch.device, *, scale: int, half: bool) -> None:
         self.device = device
         self.scale = scale
         self.half = half
-        self.memory_format = (
-            torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-        )
-        try:
-            copied = copy.deepcopy(module).requires_grad_(False)
-            self.module = copied.to(device=device, dtype=torch.float32, memory_format=self.memory_format)
-        except torch.OutOfMemoryError as exc:
-            raise MicrodiskSRError(
-                f"not enough memory on {describe_device(device)} for the model; free memory or run on the CPU"
-            ) from exc
+        self.memory_format = _memory_format(device)
+        self.module = _prepared(module, device)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """``(1, 3, h, w)`` in [0, 1] on the CPU -> ``(1, 3, h * scale, w * scale)`` float32 on the device."""
+        """``(1, 3, h, w)`` in [0, 1] -> ``(1, 3, h * scale, w * scale)`` float32 on the device."""
         module = self.module
         x = batch.to(self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
@@ -262,6 +265,51 @@ class _Network:
                 f"it is not an RGB x{self.scale} model"
             )
         return y.float()
+
+
+def _memory_format(device: torch.device) -> torch.memory_format:
+    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+
+
+_PREPARED: "weakref.WeakKeyDictionary[nn.Module, dict[torch.device, tuple[tuple, nn.Module]]]" = (
+    weakref.WeakKeyDictionary()
+)
+_PREPARED_LOCK = threading.Lock()
+
+
+def _prepared(module: nn.Module, device: torch.device) -> nn.Module:
+    """A private float32 copy of ``module`` on ``device``, reused for as long as its weights are unchanged.
+
+    Jobs run on a copy so that the caller's module may go on training meanwhile. The copy is kept (as long as
+    the module lives) and reused as long as no parameter or buffer of the module has been replaced or changed
+    in place since (PyTorch counts in-place changes of each tensor); copying x4plus takes about 50 ms, the
+    whole time of a small image on a GPU.
+    """
+    fingerprint = _fingerprint(module)
+    with _PREPARED_LOCK:
+        cached = _PREPARED.get(module, {}).get(device)
+        if fingerprint is not None and cached is not None and cached[0] == fingerprint:
+            return cached[1]
+    try:
+        copied = copy.deepcopy(module).requires_grad_(False)
+        prepared = copied.to(device=device, dtype=torch.float32, memory_format=_memory_format(device))
+    except torch.OutOfMemoryError as exc:
+        raise MicrodiskSRError(
+            f"not enough memory on {describe_device(device)} for the model; free memory or run on the CPU"
+        ) from exc
+    if fingerprint is not None:
+        with _PREPARED_LOCK:
+            _PREPARED.setdefault(module, {})[device] = (fingerprint, prepared)
+    return prepared
+
+
+def _fingerprint(module: nn.Module) -> "tuple | None":
+    """Identity and in-place version of every parameter and buffer; None where versions are not tracked."""
+    tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+    try:
+        return tuple((name, t.data_ptr(), t._version) for name, t in tensors)
+    except RuntimeError:  # inference tensors (made under torch.inference_mode) have no version counter
+        return None
 
 
 def _upscale_job(
@@ -286,7 +334,9 @@ def _upscale_job(
     for plane, index in enumerate(layout.plane_indices()):
         while True:
             boxes = [
-                (ys, xs) for ys in _spans(height, tile, multiple) for xs in _spans(width, tile, multiple)
+                (ys, xs)
+                for ys in _spans(height, tile, pad, multiple)
+                for xs in _spans(width, tile, pad, multiple)
             ]
             total = done + len(boxes) * (planes - plane)
             out_of_memory = False
@@ -309,17 +359,23 @@ def _upscale_job(
     return out
 
 
-def _spans(size: int, tile: int, multiple: int) -> list[tuple[int, int]]:
-    """Split ``range(size)`` into near-equal ``(start, stop)`` spans of at most ``tile`` (0: one span).
+def _spans(size: int, tile: int, pad: int, multiple: int) -> list[tuple[int, int]]:
+    """Split ``range(size)`` into the fewest ``(start, stop)`` tile cores whose padded inputs fit the bound.
 
-    Inner edges fall on multiples of ``multiple``, so that every tile starts where a pixel-unshuffle of the
-    whole image would start a block.
+    Every input (the core grown by ``pad`` on each side, clipped to the plane) is at most ``tile + 2 * pad``
+    long, and all inputs are about equally long: the span between the outer pads is cut into near-equal
+    parts and the first and last parts reach out to the borders. ``tile == 0`` gives one span. Inner edges
+    fall on multiples of ``multiple`` (which ``pad`` is a multiple of), so that every tile starts where a
+    pixel-unshuffle of the whole image would start a block.
     """
     units = -(-size // multiple)
-    per_tile = units if tile == 0 else max(1, tile // multiple)
-    count = -(-units // per_tile)
-    edges = [min(i * units // count * multiple, size) for i in range(count + 1)]
-    return list(itertools.pairwise(edges))
+    if tile == 0:
+        return [(0, size)]
+    per_tile, pad_units = max(1, tile // multiple), pad // multiple
+    inner = units - 2 * pad_units
+    count = max(1, -(-inner // per_tile))
+    edges = [0, *(pad_units + i * inner // count for i in range(1, count)), units]
+    return [(a * multiple, min(b * multiple, size)) for a, b in itertools.pairwise(edges)]
 
 
 def _smaller_tile(tile: int, height: int, width: int, device: torch.device) -> int:
@@ -369,7 +425,7 @@ def _fill_tile(
     extend = ((0, -(py1 - py0) % multiple), (0, -(px1 - px0) % multiple))
     if extend != ((0, 0), (0, 0)):
         color = np.pad(color, extend + ((0, 0),) * (color.ndim - 2), mode="reflect")
-    sr = network(to_model_input(color, color_norm))
+    sr = network(to_model_input(color, color_norm, network.device))
     core = sr[:, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s]
     upscaled = from_model_output(core, color_norm, gray=plane.ndim == 2)
     box = (slice(y0 * s, y1 * s), slice(x0 * s, x1 * s))
