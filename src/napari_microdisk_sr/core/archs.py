@@ -73,8 +73,8 @@ class ResidualDenseBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``x`` of shape (N, num_feat, H, W) to the same shape."""
-        features = [x]
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+        features = [x, self.lrelu(self.conv1(x))]
+        for conv in (self.conv2, self.conv3, self.conv4):
             features.append(self.lrelu(conv(torch.cat(features, dim=1))))
         return x + _RESIDUAL_SCALE * self.conv5(torch.cat(features, dim=1))
 
