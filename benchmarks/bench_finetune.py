@@ -7,6 +7,8 @@ workers), the network (basicsr's when it is installed, else ours) in float32, Ad
 afresh each step: random patch, flips and turns, bicubic; Adam; L1), except for the batch size (the same for
 both), no validation split (the plain loop has none) and one epoch of 25,000 pairs (so that no epoch-end
 checkpoint falls among the timed steps; they are timed apart). Ours makes its pairs inside the timed steps.
+Its default precision is float32, except on CPUs with native bfloat16, where it trains under bfloat16
+autocast (the ``precision`` column says which).
 
 Both start from the same pretrained weights and train on the same crops (disks cut from synthetic scenes),
 in one process. After warm-up steps (not timed) they take turns, a few steps each, the order alternating.
@@ -14,8 +16,8 @@ Speed is the batch size over the seconds per step of the fastest turn (other pro
 median turn is reported too).
 The study's recipe is 25,000 samples (50 epochs x 500 pairs): its time is extrapolated from that speed,
 plus, for ours, 50 checkpoints (one per epoch; measured as the checkpoint written when the run is stopped).
-On CUDA ours also runs with the other setting of ``amp`` (mixed precision, off by default), to separate the
-training loop from the precision.
+Ours also runs at its other precision, to separate the training loop from the precision: in float32 where
+its default autocasts, and in mixed precision on CUDA (off by default there).
 
 Usage: ``python benchmarks/bench_finetune.py [--quick] [--device DEV] [--threads N]``
 """
@@ -41,7 +43,7 @@ from napari_microdisk_sr.core.models import REGISTRY
 from napari_microdisk_sr.core.pairs import degrade
 from napari_microdisk_sr.core.progress import StopFlag, drive
 from napari_microdisk_sr.core.sample import make_scene
-from napari_microdisk_sr.core.train import EventKind, FineTuneConfig, fine_tune
+from napari_microdisk_sr.core.train import EventKind, FineTuneConfig, autocast_dtype, fine_tune
 from napari_microdisk_sr.core.weights import embedded_weights, read_state_dict
 
 NAME = "bench_finetune"
@@ -110,9 +112,8 @@ class Ours:
         *,
         amp: bool = DEFAULT_AMP,
     ) -> None:
-        self.precision = "fp32"
-        if amp and device.type == "cuda":
-            self.precision = "bf16 autocast" if torch.cuda.is_bf16_supported() else "fp16 autocast"
+        dtype = autocast_dtype(device, amp)
+        self.precision = "fp32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
         # The whole recipe as one epoch, so that no epoch ends (with its checkpoint) inside the timed steps;
         # the checkpoints are timed apart (stop_seconds). Pairs are made per step either way.
         config = FineTuneConfig(
@@ -215,13 +216,24 @@ class Plain:
         return steps
 
 
+def other_amp(device: torch.device) -> "bool | None":
+    """The ``amp`` setting that gives ours the other precision on ``device``, if that one is worth timing.
+
+    float32 where the default autocasts (CPUs with native bfloat16); mixed precision on CUDA where the
+    default is float32; None on CPUs that would only emulate bfloat16.
+    """
+    if autocast_dtype(device, DEFAULT_AMP) is not None:
+        return False
+    return True if device.type == "cuda" else None
+
+
 def bench_case(
     case: Case, crops: Sequence[np.ndarray], device: torch.device, tmp: Path
 ) -> list[dict[str, Any]]:
-    """Time ours (and, on CUDA, ours with the other ``amp``) and the plain loop on one model; one row each."""
+    """Time ours, ours at its other precision (see the module notes) and the plain loop; one row each."""
     contenders: dict[str, Any] = {"ours": Ours(case, crops, device, tmp / f"{case.model}-ours")}
-    if device.type == "cuda":
-        other = not DEFAULT_AMP
+    other = other_amp(device)
+    if other is not None:
         contenders[f"ours amp={other}"] = Ours(
             case, crops, device, tmp / f"{case.model}-amp{other}", amp=other
         )

@@ -137,6 +137,21 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+def autocast_dtype(device: torch.device, amp: "bool | None") -> "torch.dtype | None":
+    """The autocast dtype that training uses on ``device`` for the ``amp`` setting; None: float32.
+
+    ``amp=None`` (automatic) means bfloat16 on CPUs with native bfloat16 and float32 elsewhere; ``amp=True``
+    means bfloat16 on CUDA where supported (else float16, with a loss scaler) and on the CPU.
+    """
+    if device.type == "cuda":
+        if not amp:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and (amp or (amp is None and cpu_has_native_bf16())):
+        return torch.bfloat16
+    return None
+
+
 @dataclass(frozen=True)
 class FineTuneConfig:
     """Settings of a fine-tuning run; the defaults are the study's recipe.
@@ -533,7 +548,7 @@ class _Trainer:
             self._param_groups(config), lr=config.lr, betas=config.betas, fused=True
         )
         self.scheduler = StepLR(self.optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
-        self.amp_dtype = self._amp_dtype(device, config.amp)
+        self.amp_dtype = autocast_dtype(device, config.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = (
             AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
@@ -552,16 +567,6 @@ class _Trainer:
             if params:
                 out.append({"params": params, "lr": lr, "name": group})
         return out
-
-    @staticmethod
-    def _amp_dtype(device: torch.device, amp: "bool | None") -> "torch.dtype | None":
-        if device.type == "cuda":
-            if not amp:
-                return None
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and (amp or (amp is None and cpu_has_native_bf16())):
-            return torch.bfloat16
-        return None
 
     @property
     def net(self) -> nn.Module:
