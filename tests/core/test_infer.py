@@ -20,6 +20,7 @@ from napari_microdisk_sr.core.infer import (
     TileEvent,
     UpscaleConfig,
     _prepared,
+    provenance,
     upscale,
     upscale_array,
 )
@@ -325,6 +326,25 @@ def test_loaded_model_gives_scale_and_padding():
     assert np.abs(tiled - whole).max() <= 1e-4 * (image.max() - image.min())
     with pytest.raises(InputError, match="upscales x4"):
         upscale(image, model, scale=2)
+
+
+def test_provenance_records_the_settings_in_effect():
+    spec = ModelSpec("RRDBNet", {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 8, "num_block": 1,
+                                 "num_grow_ch": 4})  # fmt: skip
+    model = LoadedModel(spec.build().eval(), spec, "tiny-x2", "/models/tiny.pth", "ab" * 32)
+    cpu = torch.device("cpu")
+    given = provenance(model, UpscaleConfig(tile=64, tile_pad=37, half=True), cpu)
+    assert given.pop("device").startswith("CPU")
+    assert given == {
+        "model": "tiny-x2",
+        "model_source": "/models/tiny.pth",
+        "model_sha256": "ab" * 32,
+        "scale": 2,
+        "tile": 64,
+        "tile_pad": 38,  # x2 inputs are pixel-unshuffled by 2: the pad is rounded up to even, as upscale does
+        "half": False,  # not on the CPU
+    }
+    assert provenance(model, UpscaleConfig(), cpu)["tile_pad"] == spec.tile_pad == 38
 
 
 def test_bare_module_needs_its_scale():

@@ -24,7 +24,7 @@ from napari.layers import Image
 from napari.utils.notifications import show_error, show_warning
 
 from ..core import infer
-from ..core.device import describe_device, resolve_device
+from ..core.device import resolve_device
 from ..core.errors import MicrodiskSRError
 from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_path, write_tiff
 from ..core.layers import upscaled_geometry
@@ -270,14 +270,7 @@ def _superresolve(
         )
         if result is None:
             return index
-        provenance = {
-            "model": model.name,
-            "model_source": model.source,
-            "model_sha256": model.sha256,
-            "scale": factor,
-            "tile": config.tile,
-            "device": describe_device(device),
-            "half": config.half and device.type == "cuda",
+        provenance = infer.provenance(model, config, device) | {
             "input_layer": source.name,
             "input_path": None if source.path is None else str(source.path),
             "output_path": None,

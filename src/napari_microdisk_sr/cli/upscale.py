@@ -98,17 +98,7 @@ def run(args: argparse.Namespace) -> int:
             io.unique_path(target),
             result,
             pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
-            description={
-                "model": model.name,
-                "model_source": model.source,
-                "model_sha256": model.sha256,
-                "scale": scale,
-                "tile": config.tile,
-                "tile_pad": model.spec.tile_pad if config.tile_pad is None else config.tile_pad,
-                "device": device_text,
-                "half": config.half and device.type == "cuda",
-                "input_path": str(path),
-            },
+            description=infer.provenance(model, config, device) | {"input_path": str(path)},
         )
         shape = "x".join(map(str, source.data.shape))
         print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.shape))}) in {seconds:.1f} s")

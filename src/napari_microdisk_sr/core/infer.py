@@ -183,10 +183,37 @@ def upscale(
         scale=factor,
         half=config.half and dev.type == "cuda",
         tile=config.tile,
-        pad=-(-pad // multiple) * multiple,
+        pad=_round_up(pad, multiple),
         multiple=multiple,
         stop=stop,
     )
+
+
+def provenance(model: LoadedModel, config: UpscaleConfig, device: torch.device) -> dict[str, Any]:
+    """What an image upscaled by :func:`upscale` was made with, for its metadata and its file.
+
+    Returns
+    -------
+    dict
+        ``model``, ``model_source``, ``model_sha256``, ``scale``, and the settings in effect: ``tile``,
+        ``tile_pad`` (the model's when not given, rounded up to its input size multiple), ``device`` (in
+        words) and ``half`` (True only on CUDA).
+    """
+    _, scale, pad, multiple = _unpack_model(model, scale=None, tile_pad=config.tile_pad)
+    return {
+        "model": model.name,
+        "model_source": model.source,
+        "model_sha256": model.sha256,
+        "scale": scale,
+        "tile": config.tile,
+        "tile_pad": _round_up(pad, multiple),
+        "device": describe_device(device),
+        "half": config.half and device.type == "cuda",
+    }
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
 
 
 def upscale_array(
