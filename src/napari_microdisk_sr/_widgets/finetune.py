@@ -326,6 +326,7 @@ class FineTuneWidget(Container):
 
     def _on_finished(self, result: FineTuneResult) -> None:
         self._set_running(False)
+        self._progress.native.setFormat(f"{_ENDINGS[result.state]} at step %v/%m")
         if result.model_path is not None:
             self._session.add_run(RunRef(result.run_dir.name, result.model_path, result.run_dir))
         if result.state is RunState.FAILED:
@@ -336,7 +337,18 @@ class FineTuneWidget(Container):
 
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
+        self._progress.native.setFormat(f"{_ENDINGS[RunState.FAILED]} at step %v/%m")
         self._status.value = f"failed: {message}"
+
+
+_ENDINGS = {
+    RunState.FINISHED: "finished",
+    RunState.STOPPED: "stopped",
+    RunState.EARLY_STOPPED: "stopped early",
+    RunState.TIME_BUDGET: "time budget reached",
+    RunState.FAILED: "failed",
+}
+"""What the progress bar says once a run has ended (instead of the time left)."""
 
 
 def _describe(event: TrainEvent) -> str:
