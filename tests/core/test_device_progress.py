@@ -63,3 +63,12 @@ def test_stop_flag_is_visible_across_threads():
     thread.join()
     assert flag.is_set()
     assert flag
+
+
+def test_half_precision_is_float16_on_cuda_and_bfloat16_only_on_cpus_that_compute_it(monkeypatch):
+    assert device_module.half_dtype(torch.device("cuda")) is torch.float16
+    assert device_module.half_dtype(torch.device("mps")) is None
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
+    assert device_module.half_dtype(torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    assert device_module.half_dtype(torch.device("cpu")) is None

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_microdisk_sr.core import device as device_module
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
+from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.errors import InputError, MicrodiskSRError
 from napari_microdisk_sr.core.images import Normalization, resize_alpha
 from napari_microdisk_sr.core.infer import (
@@ -342,7 +344,8 @@ def test_provenance_records_the_settings_in_effect():
         "scale": 2,
         "tile": 64,
         "tile_pad": 38,  # x2 inputs are pixel-unshuffled by 2: the pad is rounded up to even, as upscale does
-        "half": False,  # not on the CPU
+        "half": cpu_has_native_bf16(),  # bfloat16 on the CPU only where it is native
+        "precision": "bfloat16" if cpu_has_native_bf16() else "float32",
     }
     assert provenance(model, UpscaleConfig(), cpu)["tile_pad"] == spec.tile_pad == 38
 
@@ -398,14 +401,32 @@ def test_the_job_copy_goes_with_its_module():
     assert len(_PREPARED) == cached - 1
 
 
-def test_half_precision_is_refused_on_cpu_with_a_notice(caplog):
+def test_half_precision_is_refused_on_a_cpu_without_native_bfloat16(caplog, monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
     net = tiny_srvgg()
     image = rng_image((12, 12, 3))
     with caplog.at_level(logging.WARNING, logger="napari_microdisk_sr.core.infer"):
         half, _ = run(image, net, scale=4, tile=0, half=True)
-    assert "only used on CUDA" in caplog.text
+    assert "needs CUDA or a CPU with native bfloat16" in caplog.text
     full, _ = run(image, net, scale=4, tile=0)
     np.testing.assert_array_equal(half, full)
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="needs a CPU with native bfloat16")
+def test_half_precision_on_a_cpu_with_native_bfloat16_is_a_close_preview(caplog):
+    spec = ModelSpec("SRVGGNetCompact", SRVGG_PARAMS)
+    model = LoadedModel(Squashed(tiny_srvgg()), spec, "tiny", "test", "0" * 64)
+    image = rng_image((24, 24, 3))
+    full, _ = run(image, model, tile=0)
+    with caplog.at_level(logging.WARNING, logger="napari_microdisk_sr.core.infer"):
+        half, _ = run(image, model, tile=0, half=True)
+    assert not caplog.text
+    error = np.abs(half - full) / (image.max() - image.min())
+    assert 0 < error.max() < 0.02  # bfloat16 keeps 8 bits of mantissa
+    cpu = torch.device("cpu")
+    assert provenance(model, UpscaleConfig(half=True), cpu) | {"device": ""} == provenance(
+        model, UpscaleConfig(), cpu
+    ) | {"device": "", "half": True, "precision": "bfloat16"}
 
 
 @pytest.mark.parametrize(

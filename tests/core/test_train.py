@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from napari_microdisk_sr.core import train
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
+from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.errors import InputError, TrainingError
 from napari_microdisk_sr.core.io import read_csv
 from napari_microdisk_sr.core.models import ModelSpec, load_model, save_model
@@ -471,7 +472,7 @@ def test_run_folder_rules(srvgg, rrdb, tmp_path):
 def test_cpu_precision_is_bfloat16_where_the_cpu_computes_it(srvgg, tmp_path, amp):
     result, _ = _run(_config(srvgg, epochs=1, amp=amp), tmp_path / "run")
     info = json.loads((tmp_path / "run" / "model.json").read_text())["info"]
-    bf16 = amp or (amp is None and train.cpu_has_native_bf16())
+    bf16 = amp or (amp is None and cpu_has_native_bf16())
     assert result.state is RunState.FINISHED
     assert info["provenance"]["precision"] == ("torch.bfloat16" if bf16 else "float32")
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import DEVICE_CHOICES, describe_device, is_device_name, resolve_device
+from .device import DEVICE_CHOICES, describe_device, half_dtype, is_device_name, resolve_device
 from .errors import InputError, MicrodiskSRError
 from .images import (
     ImageLayout,
@@ -95,7 +95,9 @@ class UpscaleConfig:
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"}
         Where to run; ``auto`` picks CUDA, then Apple MPS, then the CPU.
     half : bool
-        fp16 autocast on CUDA (about half the memory); ignored with a logged notice elsewhere.
+        16-bit autocast, a fast preview: float16 on CUDA (about half the memory), bfloat16 on CPUs with
+        native bfloat16 (x4plus about 2.3x faster; its output about 52 dB from float32's, as far as tiling
+        moves it); ignored with a logged notice elsewhere (see :func:`.device.half_dtype`).
     """
 
     tile: int = DEFAULT_TILE
@@ -173,15 +175,18 @@ def upscale(
     layout = image_layout(image.shape, rgb=rgb)
     module, factor, pad, multiple = _unpack_model(model, scale=scale, tile_pad=config.tile_pad)
     dev = resolve_device(config.device)
-    if config.half and dev.type != "cuda":
-        log.warning("half precision is only used on CUDA; running in float32 on %s", describe_device(dev))
+    if config.half and half_dtype(dev) is None:
+        log.warning(
+            "half precision needs CUDA or a CPU with native bfloat16; running in float32 on %s",
+            describe_device(dev),
+        )
     return _upscale_job(
         image,
         layout,
         module,
         device=dev,
         scale=factor,
-        half=config.half and dev.type == "cuda",
+        half=half_dtype(dev) if config.half else None,
         tile=config.tile,
         pad=_round_up(pad, multiple),
         multiple=multiple,
@@ -197,9 +202,10 @@ def provenance(model: LoadedModel, config: UpscaleConfig, device: torch.device) 
     dict
         ``model``, ``model_source``, ``model_sha256``, ``scale``, and the settings in effect: ``tile``,
         ``tile_pad`` (the model's when not given, rounded up to its input size multiple), ``device`` (in
-        words) and ``half`` (True only on CUDA).
+        words), ``half`` (whether it was used) and ``precision`` (``float32``, ``float16`` or ``bfloat16``).
     """
     _, scale, pad, multiple = _unpack_model(model, scale=None, tile_pad=config.tile_pad)
+    half = half_dtype(device) if config.half else None
     return {
         "model": model.name,
         "model_source": model.source,
@@ -208,7 +214,8 @@ def provenance(model: LoadedModel, config: UpscaleConfig, device: torch.device) 
         "tile": config.tile,
         "tile_pad": _round_up(pad, multiple),
         "device": describe_device(device),
-        "half": config.half and device.type == "cuda",
+        "half": half is not None,
+        "precision": str(half or torch.float32).removeprefix("torch."),
     }
 
 
@@ -263,9 +270,11 @@ def _unpack_model(
 
 
 class _Network:
-    """A job's view of its module on its device, with fp16 autocast and its fallback to fp32."""
+    """A job's view of its module on its device, with 16-bit autocast (``half``) and its fallback to fp32."""
 
-    def __init__(self, module: nn.Module, device: torch.device, *, scale: int, half: bool) -> None:
+    def __init__(
+        self, module: nn.Module, device: torch.device, *, scale: int, half: "torch.dtype | None"
+    ) -> None:
         self.device = device
         self.scale = scale
         self.half = half
@@ -277,13 +286,13 @@ class _Network:
         module = self.module
         x = batch.to(self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
-            if self.half:
-                with torch.autocast("cuda", dtype=torch.float16):
+            if self.half is not None:
+                with torch.autocast(self.device.type, dtype=self.half):
                     y = module(x)
                 if not bool(torch.isfinite(y).all()):
                     log.warning("half precision gave NaN/Inf values; continuing in float32")
-                    self.half = False
-            if not self.half:
+                    self.half = None
+            if self.half is None:
                 y = module(x)
         expected = (1, 3, x.shape[2] * self.scale, x.shape[3] * self.scale)
         if tuple(y.shape) != expected:
@@ -346,7 +355,7 @@ def _upscale_job(
     *,
     device: torch.device,
     scale: int,
-    half: bool,
+    half: "torch.dtype | None",
     tile: int,
     pad: int,
     multiple: int,

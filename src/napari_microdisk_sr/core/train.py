@@ -59,7 +59,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import __version__
 from .archs import RRDBNet, SRVGGNetCompact
 from .crops import CropSet
-from .device import DEVICE_CHOICES, describe_device, is_device_name, resolve_device
+from .device import DEVICE_CHOICES, cpu_has_native_bf16, describe_device, is_device_name, resolve_device
 from .errors import InputError, MicrodiskSRError, TrainingError
 from .io import atomic_write, ensure_writable_dir, write_csv, write_json
 from .models import DEFAULT_MODEL, LoadedModel, ModelSpec, load_model, save_model
@@ -126,15 +126,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where autocast makes training faster.
-
-    Elsewhere PyTorch emulates bfloat16 and autocast would make it slower.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def autocast_dtype(device: torch.device, amp: "bool | None") -> "torch.dtype | None":
