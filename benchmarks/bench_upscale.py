@@ -18,21 +18,23 @@ bound as ours does; at 96 px ours would run untiled with a larger input than any
 
 Quality: the two float32 outputs must agree (PSNR >= 40 dB, else the script exits with 1), and each is
 compared with the untiled output of the same network (ours with ``tile=0``; ``RealESRGANer`` with ``tile=0``
-is checked to give the same reference). On CUDA both also run in half precision (``half=True``): autocast
-for ours, a ``.half()`` model for ``RealESRGANer``.
+is checked to give the same reference). On CUDA both also run in half precision (``half=True``): float16
+autocast for ours, a ``.half()`` model for ``RealESRGANer``. On CPUs with native bfloat16 ours also runs with
+``half=True`` (bfloat16 autocast, a preview setting); ``RealESRGANer`` has no CPU counterpart.
 
 Usage: ``python benchmarks/bench_upscale.py [--quick] [--device DEV] [--threads N]``
 """
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import _common
 import numpy as np
 import torch
 
-from napari_microdisk_sr.core.device import describe_device
+from napari_microdisk_sr.core.device import describe_device, half_dtype
 from napari_microdisk_sr.core.infer import upscale_array
 from napari_microdisk_sr.core.metrics import psnr
 from napari_microdisk_sr.core.models import REGISTRY, load_model
@@ -139,23 +141,22 @@ def bench_precision(
     *,
     pad: int,
     half: bool,
+    impls: Sequence[str],
     image: np.ndarray,
     check: np.ndarray,
     reference: np.ndarray,
-) -> tuple[list[dict[str, Any]], float]:
-    """Time both implementations alternately at one precision and score their outputs.
+) -> tuple[list[dict[str, Any]], "float | None"]:
+    """Time the implementations ``impls`` alternately at one precision and score their outputs.
 
     Returns
     -------
     rows : list of dict
         One per implementation: best and median seconds, output megapixels per second, peak memory, PSNR and
         largest error against the untiled ``reference`` of ``check``.
-    agreement_db : float
-        PSNR between the two implementations' outputs of ``image``.
+    agreement_db : float or None
+        PSNR between the two implementations' outputs of ``image`` (None when only one ran).
     """
-    runners = {
-        impl: cls(device, tile=settings.tile, pad=pad, half=half) for impl, cls in IMPLEMENTATIONS.items()
-    }
+    runners = {impl: IMPLEMENTATIONS[impl](device, tile=settings.tile, pad=pad, half=half) for impl in impls}
     outputs = {impl: run(image) for impl, run in runners.items()}  # warm-up, not timed
     input_pixels = {impl: sum(run.input_pixels) for impl, run in runners.items()}
     times: dict[str, list[float]] = {impl: [] for impl in runners}
@@ -174,7 +175,7 @@ def bench_precision(
         rows.append(
             {
                 "impl": impl,
-                "precision": "fp16" if half else "fp32",
+                "precision": precision_name(device, half),
                 "seconds": best,
                 "median_s": median,
                 "runs_s": times[impl],
@@ -185,7 +186,12 @@ def bench_precision(
                 "max_err_vs_untiled": _max_abs_error(reference, checked[impl]),
             }
         )
-    return rows, psnr(outputs[OURS], outputs[THEIRS])
+    return rows, psnr(outputs[OURS], outputs[THEIRS]) if len(outputs) == 2 else None
+
+
+def precision_name(device: torch.device, half: bool) -> str:
+    """``fp32``, or what ``half=True`` means on ``device``: ``fp16`` (CUDA) or ``bf16`` (CPU)."""
+    return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[half_dtype(device) if half else None]
 
 
 def main() -> int:
@@ -205,11 +211,14 @@ def main() -> int:
 
     rows: list[dict[str, Any]] = []
     agreement: dict[str, float] = {}
-    for half in (False, True) if device.type == "cuda" else (False,):
-        precision_rows, agreement["fp16" if half else "fp32"] = bench_precision(
-            device, settings, pad=pad, half=half, image=image, check=check, reference=reference
+    for half in (False, True) if half_dtype(device) is not None else (False,):
+        impls = (OURS, THEIRS) if not half or device.type == "cuda" else (OURS,)
+        precision_rows, agreed = bench_precision(
+            device, settings, pad=pad, half=half, impls=impls, image=image, check=check, reference=reference
         )
         rows += precision_rows
+        if agreed is not None:
+            agreement[precision_name(device, half)] = agreed
     fp32 = {row["impl"]: row for row in rows if row["precision"] == "fp32"}
     ratio = fp32[THEIRS]["seconds"] / fp32[OURS]["seconds"]
     fewer_pixels = fp32[THEIRS]["input_kpix"] / fp32[OURS]["input_kpix"]
@@ -241,6 +250,12 @@ def main() -> int:
     )
     if "fp16" in agreement:
         print(f"agreement ours vs RealESRGANer (fp16): {agreement['fp16']:.1f} dB")
+    for row in rows:
+        if row["impl"] == OURS and row["precision"] != "fp32":
+            print(
+                f"ours in {row['precision']}: {fp32[OURS]['seconds'] / row['seconds']:.2f}x its fp32 speed, "
+                f"{row['psnr_vs_untiled_db']:.1f} dB from the untiled fp32 output"
+            )
     print(
         f"speed-up {ratio:.3f} = {fewer_pixels:.3f} (fewer LR pixels through the network) "
         f"x {ratio / fewer_pixels:.3f} (speed per LR pixel)"
