@@ -244,9 +244,14 @@ _TORCH_DTYPES = {
     np.dtype(np.float16): torch.float16,
     np.dtype(np.float32): torch.float32,
 }
-"""Dtypes whose values are mapped on the model's device: float32 arithmetic is exact enough for them (as in
-:meth:`Normalization.to_unit`), and torch has them on every device. Others (uint16 included: torch has few
-operations for it) are mapped by numpy on the CPU."""
+"""Dtypes whose values are mapped on the model's device (CPU or CUDA): float32 arithmetic is exact enough for
+them (as in :meth:`Normalization.to_unit`). Others (uint16 included: torch has few operations for it) are
+mapped by numpy on the CPU, as are all values for Apple MPS, whose float division is not guaranteed to be
+correctly rounded."""
+
+
+def _maps_on(device: torch.device, dtype: np.dtype) -> bool:
+    return device.type in ("cpu", "cuda") and dtype in _TORCH_DTYPES
 
 
 def to_model_input(
@@ -254,9 +259,10 @@ def to_model_input(
 ) -> torch.Tensor:
     """Turn a gray or RGB region into a network input.
 
-    The raw values are sent to ``device`` and mapped there when their dtype allows (a quarter of the bytes
-    to copy for uint8, and no float work on the host); the result is the same as :meth:`Normalization.to_unit`
-    to the last bit, since both do the same float32 operations.
+    On the CPU and CUDA, values of the dtypes in :data:`_TORCH_DTYPES` are sent raw and mapped on the device
+    (a quarter of the bytes to copy for uint8, and no float work on the host); the result is the same as
+    :meth:`Normalization.to_unit` to the last bit, since both do the same correctly rounded float32
+    operations. Other values are mapped by numpy.
 
     Parameters
     ----------
@@ -274,11 +280,13 @@ def to_model_input(
         channels-last memory format (a view of the HWC layout).
     """
     device = torch.device("cpu") if device is None else device
-    if np.dtype(region.dtype) in _TORCH_DTYPES and norm.dtype == region.dtype:
+    if _maps_on(device, region.dtype) and norm.dtype == region.dtype:
         unit = torch.from_numpy(np.array(region)).to(device).float()  # our own copy: mapped in place below
         unit.sub_(norm.low)
         if norm.high > norm.low:
-            unit.div_(norm.high - norm.low)
+            # a divisor on the device: CUDA divides by a host scalar as a product with its reciprocal, which
+            # can be one bit off the quotient numpy computes
+            unit.div_(torch.tensor(norm.high - norm.low, dtype=torch.float32, device=device))
     else:
         unit = torch.from_numpy(norm.to_unit(region)).to(device)
     if unit.ndim == 2:
@@ -289,8 +297,8 @@ def to_model_input(
 def from_model_output(output: torch.Tensor, norm: Normalization, *, gray: bool) -> np.ndarray:
     """Turn a network output back into image values.
 
-    The mapping runs on the output's device where the dtype allows (see :func:`to_model_input`), so that
-    only the final values (a quarter of the bytes for uint8) come back; the result is the same as
+    The mapping runs on the output's device where :func:`to_model_input` maps there too, so that only the
+    final values (a quarter of the bytes for uint8) come back; the result is the same as
     :meth:`Normalization.from_unit` to the last bit.
 
     Parameters
@@ -310,15 +318,14 @@ def from_model_output(output: torch.Tensor, norm: Normalization, *, gray: bool) 
     """
     out = output[0].float().clamp(0.0, 1.0)
     out = out.mean(dim=0) if gray else out.permute(1, 2, 0)
-    dtype = _TORCH_DTYPES.get(norm.dtype)
-    if dtype is None:
+    if not _maps_on(out.device, norm.dtype):
         return norm.from_unit(out.cpu().numpy())
     out = out.mul(norm.high - norm.low).add_(norm.low)
     if norm.dtype.kind in "iu":
         out.round_().clamp_(*_exact_float_bounds(norm.dtype, np.dtype(np.float32)))
     else:
         out.clamp_(norm.low, norm.high)
-    return out.to(dtype).cpu().numpy()
+    return out.to(_TORCH_DTYPES[norm.dtype]).cpu().numpy()
 
 
 def resize_alpha(alpha: np.ndarray, scale: int, norm: Normalization) -> np.ndarray:
