@@ -6,7 +6,7 @@ import torch
 from napari_microdisk_sr.core import device as device_module
 from napari_microdisk_sr.core.device import describe_device, is_device_name, resolve_device
 from napari_microdisk_sr.core.errors import InputError
-from napari_microdisk_sr.core.progress import StopFlag, drive
+from napari_microdisk_sr.core.progress import StopFlag, drive, relay
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,29 @@ def test_half_precision_is_float16_on_cuda_and_bfloat16_only_on_cpus_that_comput
     assert device_module.half_dtype(torch.device("cpu")) is torch.bfloat16
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
     assert device_module.half_dtype(torch.device("cpu")) is None
+
+
+def test_relay_passes_events_on_and_returns_the_result():
+    closed = []
+
+    def job():
+        try:
+            yield 1
+            yield 2
+            return "done"
+        finally:
+            closed.append(True)
+
+    seen = []
+
+    def outer():
+        result = yield from relay(job(), seen.append)
+        yield result
+
+    assert list(outer()) == [1, 2, "done"]
+    assert seen == [1, 2]
+    assert closed == [True]
+    early = relay(job(), seen.append)
+    next(early)
+    early.close()  # closing the relay closes the job
+    assert closed == [True, True]

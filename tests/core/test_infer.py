@@ -302,10 +302,23 @@ def test_untiled_run_that_runs_out_of_memory_falls_back_to_tiles(caplog):
     reference, _ = run(stack, net, scale=4, tile=0)
     with caplog.at_level(logging.WARNING, logger="napari_microdisk_sr.core.infer"):
         out, events = run(stack, OutOfMemoryAbove(net, limit=40), scale=4, tile=0, tile_pad=SRVGG_RADIUS)
-    assert "out of memory with 64-pixel tiles" in caplog.text
+    assert "out of memory with 64-pixel network inputs" in caplog.text
+    assert "restarting the plane with 32-pixel tiles (inputs of 36 pixels)" in caplog.text
     assert {e.tile for e in events} == {MIN_TILE}  # the smaller tile is kept for the next plane
     assert len(events) == 8
     assert np.abs(out - reference).max() <= 1e-4 * (stack.max() - stack.min())
+
+
+def test_out_of_memory_skips_halved_tiles_that_would_not_shrink_the_inputs(caplog):
+    """120 px with a 32 px pad: a 60 px tile still means one 120 px input; 32 px tiles give two of 92."""
+    with caplog.at_level(logging.WARNING, logger="napari_microdisk_sr.core.infer"):
+        out, events = run(rng_image((120, 120)), OutOfMemoryAbove(Nearest(), limit=100), scale=4, tile=0,
+                          tile_pad=32)  # fmt: skip
+    assert caplog.text.count("restarting") == 1
+    assert "with 120-pixel network inputs" in caplog.text
+    assert "restarting the plane with 32-pixel tiles (inputs of 92 pixels)" in caplog.text
+    assert [e.tile for e in events] == [32] * 4
+    assert out.shape == (480, 480)
 
 
 def test_out_of_memory_at_the_smallest_tile_is_a_clear_error():
@@ -335,7 +348,7 @@ def test_provenance_records_the_settings_in_effect():
                                  "num_grow_ch": 4})  # fmt: skip
     model = LoadedModel(spec.build().eval(), spec, "tiny-x2", "/models/tiny.pth", "ab" * 32)
     cpu = torch.device("cpu")
-    given = provenance(model, UpscaleConfig(tile=64, tile_pad=37, half=True), cpu)
+    given = provenance(model, UpscaleConfig(tile=64, tile_pad=37, half=True), cpu, None)
     assert given.pop("device").startswith("CPU")
     assert given == {
         "model": "tiny-x2",
@@ -347,7 +360,12 @@ def test_provenance_records_the_settings_in_effect():
         "half": cpu_has_native_bf16(),  # bfloat16 on the CPU only where it is native
         "precision": "bfloat16" if cpu_has_native_bf16() else "float32",
     }
-    assert provenance(model, UpscaleConfig(), cpu)["tile_pad"] == spec.tile_pad == 38
+    assert provenance(model, UpscaleConfig(), cpu, None)["tile_pad"] == spec.tile_pad == 38
+    # what the job reports at its end wins: a smaller tile after running out of memory, float32 after a
+    # non-finite half-precision output
+    last = TileEvent(4, 4, 0, 1, 32, "float32")
+    ended = provenance(model, UpscaleConfig(tile=64, half=True), cpu, last)
+    assert (ended["tile"], ended["half"], ended["precision"]) == (32, False, "float32")
 
 
 def test_bare_module_needs_its_scale():
@@ -372,24 +390,34 @@ def test_the_callers_module_is_left_untouched():
     assert all(p.requires_grad for p in net.parameters())
 
 
-def test_the_job_copy_is_reused_until_the_weights_change():
-    """Jobs share one copy per module and device, and never run on stale weights."""
+def test_a_bare_module_is_copied_for_each_job_so_training_shows_at_once():
+    """A fused optimiser step changes weights without bumping version counters: only a fresh copy sees it."""
     net = tiny_srvgg()
     image = rng_image((12, 12, 3))
-    cpu = torch.device("cpu")
-    first = _prepared(net, cpu)
-    assert first is not net
-    assert _prepared(net, cpu) is first
     before, _ = run(image, net, scale=4, tile=0)
-    with torch.no_grad():
-        net.body[0].weight.mul_(2.0)  # what an optimiser step does: an in-place change
-    changed, _ = run(image, net, scale=4, tile=0)
-    assert _prepared(net, cpu) is not first
-    assert np.abs(changed - before).max() > 1e-3
-    assert np.array_equal(changed, run(image, copy.deepcopy(net), scale=4, tile=0)[0])
-    net.body[0].weight = nn.Parameter(torch.zeros_like(net.body[0].weight))  # a replaced tensor
-    replaced, _ = run(image, net, scale=4, tile=0)
-    assert np.array_equal(replaced, run(image, copy.deepcopy(net), scale=4, tile=0)[0])
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05, fused=True)
+    net(torch.rand(1, 3, 8, 8)).mean().backward()
+    optimizer.step()
+    after, _ = run(image, net, scale=4, tile=0)
+    assert np.abs(after - before).max() > 1e-3
+    assert np.array_equal(after, run(image, copy.deepcopy(net), scale=4, tile=0)[0])
+
+
+def test_a_loaded_models_copy_is_reused_until_its_weights_are_replaced():
+    spec = ModelSpec("SRVGGNetCompact", SRVGG_PARAMS)
+    model = LoadedModel(tiny_srvgg(), spec, "tiny", "test", "0" * 64)
+    image = rng_image((12, 12, 3))
+    cpu = torch.device("cpu")
+    before, _ = run(image, model, tile=0)
+    first = _prepared(model.module, cpu)
+    assert first is not model.module
+    assert _prepared(model.module, cpu) is first  # made by the run above, reused
+    assert all(p.grad is None and not p.requires_grad for p in first.parameters())
+    model.module.load_state_dict(tiny_srvgg(seed=1).state_dict())  # in-place copies: new versions
+    loaded, _ = run(image, model, tile=0)
+    assert _prepared(model.module, cpu) is not first
+    assert np.abs(loaded - before).max() > 1e-3
+    assert np.array_equal(loaded, run(image, tiny_srvgg(seed=1), scale=4, tile=0)[0])
 
 
 def test_the_job_copy_goes_with_its_module():
@@ -423,10 +451,34 @@ def test_half_precision_on_a_cpu_with_native_bfloat16_is_a_close_preview(caplog)
     assert not caplog.text
     error = np.abs(half - full) / (image.max() - image.min())
     assert 0 < error.max() < 0.02  # bfloat16 keeps 8 bits of mantissa
-    cpu = torch.device("cpu")
-    assert provenance(model, UpscaleConfig(half=True), cpu) | {"device": ""} == provenance(
-        model, UpscaleConfig(), cpu
-    ) | {"device": "", "half": True, "precision": "bfloat16"}
+    events: list[TileEvent] = []
+    upscale_array(image, model, tile=0, device="cpu", half=True, on_event=events.append)
+    assert [e.precision for e in events] == ["bfloat16"]
+    ended = provenance(model, UpscaleConfig(half=True), torch.device("cpu"), events[-1])
+    assert (ended["half"], ended["precision"]) == (True, "bfloat16")
+
+
+class NaNUnderAutocast(nn.Module):
+    """Gives NaN where autocast is on: what an overflow in 16-bit floats looks like."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        return y * float("nan") if torch.is_autocast_enabled(x.device.type) else y
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="needs a CPU with native bfloat16")
+def test_a_non_finite_half_precision_output_falls_back_to_float32_and_says_so(caplog):
+    net = tiny_srvgg()
+    image = rng_image((20, 20, 3))
+    with caplog.at_level(logging.WARNING, logger="napari_microdisk_sr.core.infer"):
+        out, events = run(image, NaNUnderAutocast(net), scale=4, tile=8, tile_pad=SRVGG_RADIUS, half=True)
+    assert "continuing in float32" in caplog.text
+    assert {e.precision for e in events} == {"float32"}
+    np.testing.assert_array_equal(out, run(image, net, scale=4, tile=8, tile_pad=SRVGG_RADIUS)[0])
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_pat
 from ..core.layers import upscaled_geometry
 from ..core.models import REGISTRY, load_model
 from ..core.outputs import safe_name
-from ..core.progress import StopFlag
+from ..core.progress import StopFlag, relay
 from ._controls import (
     FILE_CHOICE,
     chosen_model,
@@ -264,7 +264,7 @@ def _superresolve(
     factor = model.spec.scale
     for index, source in enumerate(sources):
         yield _Status(f"{index + 1}/{len(sources)}: upscaling {source.name!r} with {model.name}")
-        result = yield from infer.upscale(
+        job = infer.upscale(
             source.data,
             model,
             tile=config.tile,
@@ -273,9 +273,11 @@ def _superresolve(
             stop=stop,
             rgb=source.rgb,
         )
+        events: list[infer.TileEvent] = []
+        result = yield from relay(job, events.append)
         if result is None:
             return index
-        provenance = infer.provenance(model, config, device) | {
+        provenance = infer.provenance(model, config, device, events[-1] if events else None) | {
             "input_layer": source.name,
             "input_path": None if source.path is None else str(source.path),
             "output_path": None,

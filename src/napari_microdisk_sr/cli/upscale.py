@@ -12,7 +12,7 @@ from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError
 from ..core.images import validate_image
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
-from ..core.progress import drive
+from ..core.progress import drive, relay
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -96,14 +96,16 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             half=config.half,
         )
+        events: list[infer.TileEvent] = []
         with tqdm(desc=path.name, unit="tile", leave=False) as bar:
-            result = drive(job, _progress_on(bar))
+            result = drive(relay(job, events.append), _progress_on(bar))
         seconds = time.perf_counter() - started
         out = io.write_tiff(
             io.unique_path(target),
             result,
             pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
-            description=infer.provenance(model, config, device) | {"input_path": str(path)},
+            description=infer.provenance(model, config, device, events[-1] if events else None)
+            | {"input_path": str(path)},
         )
         shape = "x".join(map(str, source.data.shape))
         print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.shape))}) in {seconds:.1f} s")

@@ -81,7 +81,7 @@ def cpu_has_native_bf16() -> bool:
 def half_dtype(device: torch.device) -> "torch.dtype | None":
     """The 16-bit float that half precision autocasts to on ``device``, or None where it would not pay.
 
-    float16 on CUDA; bfloat16 on CPUs with native bfloat16 (x4plus inference about 2.3x faster there); None
+    float16 on CUDA; bfloat16 on CPUs with native bfloat16 (x4plus inference about 2x faster there); None
     on other CPUs (emulated, slower) and on Apple MPS.
     """
     if device.type == "cuda":

@@ -69,7 +69,9 @@ class TileEvent:
         Index of the plane being processed (0-based) and the number of planes.
     tile : int
         Tile setting in use, in low-resolution pixels (see :class:`UpscaleConfig`); 0 means the whole plane
-        at once.
+        at once. It is smaller than asked for after running out of memory.
+    precision : {"float32", "float16", "bfloat16"}
+        What the tile was computed in (half precision falls back to float32 after a non-finite output).
     """
 
     done: int
@@ -77,6 +79,7 @@ class TileEvent:
     plane: int
     planes: int
     tile: int
+    precision: str
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,8 @@ class UpscaleConfig:
         Where to run; ``auto`` picks CUDA, then Apple MPS, then the CPU.
     half : bool
         16-bit autocast, a fast preview: float16 on CUDA (about half the memory), bfloat16 on CPUs with
-        native bfloat16 (x4plus about 2.3x faster; its output about 52 dB from float32's, as far as tiling
-        moves it); ignored with a logged notice elsewhere (see :func:`.device.half_dtype`).
+        native bfloat16 (x4plus about 2x faster; its 8-bit output about 52 dB from float32's, about as far
+        as tiling moves it); ignored with a logged notice elsewhere (see :func:`.device.half_dtype`).
     """
 
     tile: int = DEFAULT_TILE
@@ -145,7 +148,9 @@ def upscale(
     model : LoadedModel or nn.Module
         A loaded model, or a bare module mapping ``(N, 3, h, w)`` in ``[0, 1]`` to
         ``(N, 3, h * scale, w * scale)`` (then ``scale`` is required). The module is not modified: the job
-        runs on its own copy, on ``device``, so training may go on meanwhile. Put a bare module in eval mode.
+        runs on its own copy, on ``device``, so training may go on meanwhile. A bare module is copied for
+        each job; a LoadedModel stands for its weights file, so its copy on a device is made once and reused
+        (it is remade when a parameter or buffer is replaced or loaded anew). Put a bare module in eval mode.
     tile, tile_pad, device, half
         See :class:`UpscaleConfig`.
     stop : StopFlag, optional
@@ -187,6 +192,7 @@ def upscale(
         device=dev,
         scale=factor,
         half=half_dtype(dev) if config.half else None,
+        reuse=isinstance(model, LoadedModel),
         tile=config.tile,
         pad=_round_up(pad, multiple),
         multiple=multiple,
@@ -194,29 +200,45 @@ def upscale(
     )
 
 
-def provenance(model: LoadedModel, config: UpscaleConfig, device: torch.device) -> dict[str, Any]:
+def provenance(
+    model: LoadedModel, config: UpscaleConfig, device: torch.device, last: "TileEvent | None"
+) -> dict[str, Any]:
     """What an image upscaled by :func:`upscale` was made with, for its metadata and its file.
+
+    Parameters
+    ----------
+    model, config, device
+        The job's model, settings and resolved device.
+    last : TileEvent or None
+        The job's last event, which tells the tile and precision in use at the end; None (no tile was
+        computed) records the settings asked for.
 
     Returns
     -------
     dict
-        ``model``, ``model_source``, ``model_sha256``, ``scale``, and the settings in effect: ``tile``,
-        ``tile_pad`` (the model's when not given, rounded up to its input size multiple), ``device`` (in
-        words), ``half`` (whether it was used) and ``precision`` (``float32``, ``float16`` or ``bfloat16``).
+        ``model``, ``model_source``, ``model_sha256``, ``scale``, and the settings in effect at the end:
+        ``tile`` (smaller than asked for after running out of memory), ``tile_pad`` (the model's when not
+        given, rounded up to its input size multiple), ``device`` (in words), ``half`` (whether 16-bit
+        floats were used) and ``precision`` (``float32``, ``float16`` or ``bfloat16``).
     """
     _, scale, pad, multiple = _unpack_model(model, scale=None, tile_pad=config.tile_pad)
-    half = half_dtype(device) if config.half else None
+    asked = half_dtype(device) if config.half else None
+    precision = _precision_name(asked) if last is None else last.precision
     return {
         "model": model.name,
         "model_source": model.source,
         "model_sha256": model.sha256,
         "scale": scale,
-        "tile": config.tile,
+        "tile": config.tile if last is None else last.tile,
         "tile_pad": _round_up(pad, multiple),
         "device": describe_device(device),
-        "half": half is not None,
-        "precision": str(half or torch.float32).removeprefix("torch."),
+        "half": precision != "float32",
+        "precision": precision,
     }
+
+
+def _precision_name(half: "torch.dtype | None") -> str:
+    return str(half or torch.float32).removeprefix("torch.")
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -273,13 +295,24 @@ class _Network:
     """A job's view of its module on its device, with 16-bit autocast (``half``) and its fallback to fp32."""
 
     def __init__(
-        self, module: nn.Module, device: torch.device, *, scale: int, half: "torch.dtype | None"
+        self,
+        module: nn.Module,
+        device: torch.device,
+        *,
+        scale: int,
+        half: "torch.dtype | None",
+        reuse: bool,
     ) -> None:
         self.device = device
         self.scale = scale
         self.half = half
         self.memory_format = _memory_format(device)
-        self.module = _prepared(module, device)
+        self.module = _prepared(module, device) if reuse else _copied(module, device)
+
+    @property
+    def precision(self) -> str:
+        """The precision of the next tile: ``float32``, ``float16`` or ``bfloat16``."""
+        return _precision_name(self.half)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """``(1, 3, h, w)`` in [0, 1] -> ``(1, 3, h * scale, w * scale)`` float32 on the device."""
@@ -314,29 +347,36 @@ _PREPARED_LOCK = threading.Lock()
 
 
 def _prepared(module: nn.Module, device: torch.device) -> nn.Module:
-    """A private float32 copy of ``module`` on ``device``, reused for as long as its weights are unchanged.
+    """The copy of a LoadedModel's module on ``device``, made once and reused (copying x4plus takes ~50 ms).
 
-    Jobs run on a copy so that the caller's module may go on training meanwhile. The copy is kept (as long as
-    the module lives) and reused as long as no parameter or buffer of the module has been replaced or changed
-    in place since (PyTorch counts in-place changes of each tensor); copying x4plus takes about 50 ms, the
-    whole time of a small image on a GPU.
+    A LoadedModel stands for the weights of its file, so its module is not expected to train. The copy is
+    remade when a parameter or buffer has been replaced or changed by a tracked in-place operation (its
+    data pointer or version counter differ; ``load_state_dict`` counts, a fused optimiser step does not);
+    it lives as long as the module.
     """
     fingerprint = _fingerprint(module)
     with _PREPARED_LOCK:
         cached = _PREPARED.get(module, {}).get(device)
         if fingerprint is not None and cached is not None and cached[0] == fingerprint:
             return cached[1]
-    try:
-        copied = copy.deepcopy(module).requires_grad_(False)
-        prepared = copied.to(device=device, dtype=torch.float32, memory_format=_memory_format(device))
-    except torch.OutOfMemoryError as exc:
-        raise MicrodiskSRError(
-            f"not enough memory on {describe_device(device)} for the model; free memory or run on the CPU"
-        ) from exc
+    prepared = _copied(module, device)
     if fingerprint is not None:
         with _PREPARED_LOCK:
             _PREPARED.setdefault(module, {})[device] = (fingerprint, prepared)
     return prepared
+
+
+def _copied(module: nn.Module, device: torch.device) -> nn.Module:
+    """A private float32 copy of ``module`` on ``device``, in its fast memory format, without gradients."""
+    try:
+        copied = copy.deepcopy(module).requires_grad_(False)
+        for parameter in copied.parameters():
+            parameter.grad = None
+        return copied.to(device=device, dtype=torch.float32, memory_format=_memory_format(device))
+    except torch.OutOfMemoryError as exc:
+        raise MicrodiskSRError(
+            f"not enough memory on {describe_device(device)} for the model; free memory or run on the CPU"
+        ) from exc
 
 
 def _fingerprint(module: nn.Module) -> "tuple | None":
@@ -356,13 +396,14 @@ def _upscale_job(
     device: torch.device,
     scale: int,
     half: "torch.dtype | None",
+    reuse: bool,
     tile: int,
     pad: int,
     multiple: int,
     stop: "StopFlag | None",
 ) -> Generator[TileEvent, None, "np.ndarray | None"]:
     """The work of :func:`upscale`, plane by plane, restarting a plane with smaller tiles on out-of-memory."""
-    network = _Network(module, device, scale=scale, half=half)
+    network = _Network(module, device, scale=scale, half=half, reuse=reuse)
     color_norm, alpha_norm = normalizations_for(image, layout)
     out = np.empty(layout.output_shape(network.scale), dtype=image.dtype)
     height, width, planes = layout.height, layout.width, layout.planes
@@ -383,13 +424,13 @@ def _upscale_job(
                     _fill_tile(
                         image[index], out[index], ys, xs, network, pad, multiple, color_norm, alpha_norm
                     )
-                    yield TileEvent(done + k, total, plane, planes, tile)
+                    yield TileEvent(done + k, total, plane, planes, tile, network.precision)
             except torch.OutOfMemoryError:
                 out_of_memory = True  # handled below, once the failed tile's tensors are released
             if not out_of_memory:
                 done += len(boxes)
                 break
-            tile = _smaller_tile(tile, height, width, network.device)
+            tile = _smaller_tile(tile, (height, width), pad, multiple, network.device)
     if stop is not None and stop.is_set():
         return None
     return out
@@ -414,21 +455,40 @@ def _spans(size: int, tile: int, pad: int, multiple: int) -> list[tuple[int, int
     return [(a * multiple, min(b * multiple, size)) for a, b in itertools.pairwise(edges)]
 
 
-def _smaller_tile(tile: int, height: int, width: int, device: torch.device) -> int:
-    """Release cached GPU memory and return half the tile in use, or raise at :data:`MIN_TILE`."""
+def _largest_input(sizes: tuple[int, int], tile: int, pad: int, multiple: int) -> int:
+    """The longest side of a network input (a padded tile) in the layout of ``tile``."""
+    return max(
+        min(stop + pad, size) - max(start - pad, 0)
+        for size in sizes
+        for start, stop in _spans(size, tile, pad, multiple)
+    )
+
+
+def _smaller_tile(tile: int, sizes: tuple[int, int], pad: int, multiple: int, device: torch.device) -> int:
+    """Release cached GPU memory and return the largest tile under ``tile`` (halving it, down to
+    :data:`MIN_TILE`) whose layout has smaller network inputs; raise if there is none."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    in_use = min(tile, max(height, width)) if tile else max(height, width)
-    if in_use <= MIN_TILE:
-        raise MicrodiskSRError(
-            f"out of memory on {describe_device(device)} even with {in_use}-pixel tiles; "
-            "free memory (close other GPU programs), use half precision, or run on the CPU"
-        )
-    smaller = max(MIN_TILE, in_use // 2)
-    log.warning(
-        "out of memory with %d-pixel tiles on %s; restarting the plane with %d", in_use, device, smaller
+    largest = _largest_input(sizes, tile, pad, multiple)
+    smaller = min(tile, max(sizes)) if tile else max(sizes)
+    while smaller > MIN_TILE:
+        smaller = max(MIN_TILE, smaller // 2)
+        inputs = _largest_input(sizes, smaller, pad, multiple)
+        if inputs < largest:
+            log.warning(
+                "out of memory with %d-pixel network inputs on %s; restarting the plane with %d-pixel tiles "
+                "(inputs of %d pixels)",
+                largest,
+                device,
+                smaller,
+                inputs,
+            )
+            return smaller
+    raise MicrodiskSRError(
+        f"out of memory on {describe_device(device)} even with {MIN_TILE}-pixel tiles (network inputs of "
+        f"{largest} pixels with the padding); free memory (close other GPU programs), use half precision, "
+        "a smaller tile padding, or run on the CPU"
     )
-    return smaller
 
 
 def _fill_tile(

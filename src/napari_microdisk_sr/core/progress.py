@@ -4,6 +4,7 @@ import threading
 from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
+E = TypeVar("E")
 R = TypeVar("R")
 
 
@@ -32,3 +33,21 @@ def drive(job: Generator[Any, None, R], on_event: "Callable[[Any], None] | None"
             return stop.value
         if on_event is not None:
             on_event(event)
+
+
+def relay(job: Generator[E, None, R], on_event: Callable[[E], None]) -> Generator[E, None, R]:
+    """Pass a job's events on, showing each to ``on_event`` first; return the job's result.
+
+    For a job run inside another (``result = yield from relay(job, seen.append)``) whose events the outer
+    job also needs. Closing the relay closes the job.
+    """
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                return stop.value
+            on_event(event)
+            yield event
+    finally:
+        job.close()
