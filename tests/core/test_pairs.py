@@ -1,7 +1,9 @@
 """Training pairs: degradations, seeded sampling, paired mode, small crops, splits and exports."""
 
 import dataclasses
+import itertools
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -334,3 +336,47 @@ def test_export_pairs_writes_images_and_refuses_to_overwrite(tmp_path, fmt):
     assert info["config"]["degradation"] == "realistic"
     with pytest.raises(OutputError, match="exists"):
         export_pairs(sampler, tmp_path / "pairs", n=3, fmt=fmt)
+
+
+def _pair_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "microdisk-sr-pairs" and t.is_alive()]
+
+
+@pytest.mark.parametrize("degradation", ["bicubic", "realistic"])
+def test_batches_made_ahead_in_a_thread_are_the_same_batches(degradation):
+    config = PairConfig(patch=32, pairs_per_epoch=10, degradation=degradation, seed=3)
+    sampler = PairSampler(_crops(), config)
+    for first_batch in (0, 1):
+        plain = list(sampler.batches(2, 3, first_batch=first_batch))
+        ahead = list(sampler.batches(2, 3, first_batch=first_batch, prefetch=2))
+        assert len(ahead) == len(plain) == 4 - first_batch
+        for (lr_a, hr_a), (lr_b, hr_b) in zip(plain, ahead, strict=True):
+            assert torch.equal(lr_a, lr_b)
+            assert torch.equal(hr_a, hr_b)
+    assert not _pair_threads()
+    with pytest.raises(InputError, match="prefetch"):
+        sampler.batches(0, 4, prefetch=-1)
+
+
+def test_stopping_early_stops_the_thread_and_its_errors_reach_the_caller(monkeypatch):
+    sampler = PairSampler(_crops(), PairConfig(patch=32, pairs_per_epoch=40))
+    batches = sampler.batches(0, 1, prefetch=2)
+    next(batches)
+    assert len(_pair_threads()) == 1
+    batches.close()
+    assert not _pair_threads()
+
+    made = []
+
+    def fails_on_the_third(epoch, indices):
+        made.append(list(indices))
+        if len(made) == 3:
+            raise ValueError("a crop could not be read")
+        return PairSampler.pairs(sampler, epoch, indices)
+
+    monkeypatch.setattr(sampler, "pairs", fails_on_the_third)
+    batches = sampler.batches(0, 1, prefetch=2)
+    assert len(list(itertools.islice(batches, 2))) == 2
+    with pytest.raises(ValueError, match="could not be read"):
+        next(batches)
+    assert not _pair_threads()

@@ -19,10 +19,12 @@ asked for; an alpha channel is dropped (it is never learned).
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -34,6 +36,8 @@ from .device import resolve_device
 from .errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEGRADATIONS = ("bicubic", "realistic")
 SMALL_CROP_POLICIES = ("pad", "refuse")
@@ -396,7 +400,13 @@ class PairSampler:
         return self._make(rngs, images, augment=self.config.augment)
 
     def batches(
-        self, epoch: int, batch_size: int, *, device: "str | torch.device" = "cpu", first_batch: int = 0
+        self,
+        epoch: int,
+        batch_size: int,
+        *,
+        device: "str | torch.device" = "cpu",
+        first_batch: int = 0,
+        prefetch: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Iterate over one epoch in batches.
 
@@ -410,6 +420,11 @@ class PairSampler:
             Where the tensors go (``"auto"`` as in :func:`~.device.resolve_device`).
         first_batch : int
             Skip the batches before this one without computing them (to resume an epoch).
+        prefetch : int
+            Batches made ahead by a background thread while the caller trains on the current one (0: made
+            when asked for). For a GPU, which the host would otherwise leave idle while it makes the next
+            batch; the batches are the same either way. On CUDA they travel from pinned memory,
+            asynchronously.
 
         Returns
         -------
@@ -426,12 +441,24 @@ class PairSampler:
         first_batch = _non_negative_int(first_batch, "first_batch")
         if first_batch > n_batches:
             raise InputError(f"first_batch {first_batch} is past the epoch's {n_batches} batches")
+        prefetch = _non_negative_int(prefetch, "prefetch")
         target = resolve_device(device)
+        pinned = target.type == "cuda"
+
+        def make(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+            lr, hr = self.pairs(epoch, range(start, min(start + batch_size, len(self))))
+            tensors = torch.from_numpy(lr), torch.from_numpy(hr)
+            return (tensors[0].pin_memory(), tensors[1].pin_memory()) if pinned else tensors
 
         def generate() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            for start in range(first_batch * batch_size, len(self), batch_size):
-                lr, hr = self.pairs(epoch, range(start, min(start + batch_size, len(self))))
-                yield torch.from_numpy(lr).to(target), torch.from_numpy(hr).to(target)
+            made = map(make, range(first_batch * batch_size, len(self), batch_size))
+            source = _made_ahead(made, prefetch) if prefetch else made
+            try:
+                for lr, hr in source:
+                    yield lr.to(target, non_blocking=pinned), hr.to(target, non_blocking=pinned)
+            finally:
+                if prefetch:
+                    source.close()  # stops the thread when the caller stops early
 
         return generate()
 
@@ -464,6 +491,53 @@ class PairSampler:
             lr_patches = _degrade_patches(hr_patches, kind=self.config.degradation, scale=scale, rngs=rngs)
         channels = self.config.channels
         return _stack(lr_patches, channels), _stack(hr_patches, channels)
+
+
+def _made_ahead(items: Iterator[T], ahead: int) -> Generator[T, None, None]:
+    """Iterate over ``items`` while a background thread computes up to ``ahead`` of them in advance.
+
+    An exception in the thread is raised here, in order; closing the iterator stops the thread.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((end, None))
+        except Exception as exc:  # re-raised in the consumer
+            slots.put((end, exc))
+
+    def consume() -> Generator[T, None, None]:
+        worker = threading.Thread(target=produce, name="microdisk-sr-pairs", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item, error = slots.get()
+                if item is end:
+                    if error is not None:
+                        raise error
+                    return
+                yield item
+        finally:
+            stop.set()
+            while worker.is_alive():
+                try:
+                    slots.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+            worker.join()
+
+    return consume()
 
 
 def _stack(patches: Sequence[np.ndarray], channels: int) -> np.ndarray:
