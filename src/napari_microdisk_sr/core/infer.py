@@ -7,13 +7,13 @@ to float precision.
 
 ``tile`` bounds memory: no network input is larger than ``tile + 2 * tile_pad`` pixels a side, the input of
 a tile of ``tile`` pixels away from the border. Within that bound the plane is cut into as few tiles as
-possible, all with inputs of the same size: a tile at the border needs padding on one side only, so its core
-may be ``tile_pad`` pixels longer. An image no larger than one padded tile is not cut at all. Fewer tiles
-means less overlap computed twice and fewer seams.
+possible, with inputs of about the same size (within the model's size multiple): a tile at the border needs
+padding on one side only, so its core may be ``tile_pad`` pixels longer. An image no larger than one padded
+tile is not cut at all. Fewer tiles means less overlap computed twice and fewer seams.
 
 The output array, of the input's dtype, is allocated once and filled tile by tile; temporaries are the size
-of one tile. On out-of-memory the tile is halved (down to :data:`MIN_TILE`) and the plane restarts, so no
-output ever mixes a failed tile with good ones.
+of one tile. On out-of-memory the tile is halved until the largest input shrinks (down to :data:`MIN_TILE`)
+and the plane restarts, so no output ever mixes a failed tile with good ones.
 """
 
 import copy
@@ -311,7 +311,7 @@ class _Network:
 
     @property
     def precision(self) -> str:
-        """The precision of the next tile: ``float32``, ``float16`` or ``bfloat16``."""
+        """The precision tiles are computed in now: ``float32``, ``float16`` or ``bfloat16``."""
         return _precision_name(self.half)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
