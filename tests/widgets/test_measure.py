@@ -143,6 +143,23 @@ def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them(
     assert error.data.shape == (60, 60)
 
 
+def test_rows_of_a_crop_set_kept_in_memory_centre_on_their_crops(make_napari_viewer, qtbot, notes, scene):
+    viewer = make_napari_viewer()
+    source = viewer.add_image(scene.hr, name="field", scale=(0.5, 0.5))
+    boxes = ((20, 24, 76, 80), (90, 100, 150, 160))
+    crops = crop_disks(scene.hr, list(boxes), source="field")
+    session_for(viewer).add_crop_set(
+        CropSetRef("field crops", tuple(c.image for c in crops), None, "field", boxes=boxes)
+    )
+    widget = _open(viewer)
+    widget._reference.value = measure._Reference.CROP_SET
+    _run(qtbot, widget)
+    assert not _errors(notes)
+    first = next(i for i, row in enumerate(_table(widget)) if row[0] == "field crops:001")
+    widget._table.selectRow(first)
+    np.testing.assert_allclose(viewer.camera.center[-2:], source.data_to_world((47.5, 51.5)))
+
+
 def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
     make_napari_viewer, qtbot, notes, monkeypatch, scene
 ):

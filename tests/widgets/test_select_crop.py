@@ -135,6 +135,8 @@ def test_crops_of_an_unsaved_image_stay_in_memory_unless_a_folder_is_picked(
     session = session_for(viewer)
     assert len(session.crop_sets[0].images) == 3  # the two disks cut by the border are left out
     assert session.crop_sets[0].folder is None
+    for image, (y0, x0, y1, x1) in zip(session.crop_sets[0].images, session.crop_sets[0].boxes, strict=True):
+        np.testing.assert_array_equal(image, scene.lr[y0:y1, x0:x1])  # the boxes say where each crop was cut
     assert "in memory only" in widget._status.value
     assert "2 shape(s) on the border" in widget._status.value
 

@@ -10,12 +10,17 @@ from psygnal import Signal
 
 @dataclass(frozen=True, eq=False)
 class CropSetRef:
-    """A set of microdisk crops made in this session (the images, and the folder they were written to)."""
+    """A set of microdisk crops made in this session (the images, and the folder they were written to).
+
+    ``boxes`` are where the crops were cut from, ``(y0, x0, y1, x1)`` in the pixels of ``source_layer``'s
+    data; empty when unknown.
+    """
 
     name: str
     images: tuple[np.ndarray, ...]
     folder: "Path | None" = None
     source_layer: str = ""
+    boxes: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)

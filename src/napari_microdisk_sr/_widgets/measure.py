@@ -195,7 +195,7 @@ class MeasureWidget(Container):
         if reference is _Reference.CROP_SET:
             ref = self._crop_set.chosen()
             names = [f"{ref.name}:{i + 1:03d}" for i in range(len(ref.images))]
-            boxes = crop_boxes(ref.folder) if ref.folder is not None else []
+            boxes = list(ref.boxes) or (crop_boxes(ref.folder) if ref.folder is not None else [])
             if len(boxes) != len(names):  # the crops' boxes are unknown: their rows centre nowhere
                 boxes = [None] * len(names)
             places = {

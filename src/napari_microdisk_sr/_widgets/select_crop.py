@@ -226,7 +226,13 @@ class SelectCropWidget(Container):
         self._set_running(False)
         set_name = _unique_name(f"{name} crops", {crop_set.name for crop_set in self._session.crop_sets})
         self._session.add_crop_set(
-            CropSetRef(set_name, tuple(crop.image for crop in crops), folder=folder, source_layer=name)
+            CropSetRef(
+                set_name,
+                tuple(crop.image for crop in crops),
+                folder=folder,
+                source_layer=name,
+                boxes=tuple(crop.box for crop in crops),
+            )
         )
         where = (
             f"added to {folder}"
