@@ -180,7 +180,8 @@ def upscale(
     layout = image_layout(image.shape, rgb=rgb)
     module, factor, pad, multiple = _unpack_model(model, scale=scale, tile_pad=config.tile_pad)
     dev = resolve_device(config.device)
-    if config.half and half_dtype(dev) is None:
+    half = half_dtype(dev) if config.half else None
+    if config.half and half is None:
         log.warning(
             "half precision needs CUDA or a CPU with native bfloat16; running in float32 on %s",
             describe_device(dev),
@@ -191,7 +192,7 @@ def upscale(
         module,
         device=dev,
         scale=factor,
-        half=half_dtype(dev) if config.half else None,
+        half=half,
         reuse=isinstance(model, LoadedModel),
         tile=config.tile,
         pad=_round_up(pad, multiple),

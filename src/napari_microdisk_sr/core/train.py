@@ -1011,7 +1011,7 @@ class _Run:
                 interruption = self._interruption(stop)
                 if interruption is not None:
                     p.epoch_loss, p.epoch_seconds = self._checked_loss(total), time.monotonic() - epoch_start
-                    batches.close()
+                    batches.close()  # now, not after the checkpoint below is written
                     return (yield from self._interrupt(*interruption))
                 total += self.trainer.step(lr, hr)
                 p.step_in_epoch += 1
