@@ -16,6 +16,7 @@ from napari_microdisk_sr.core.models import (
     DEFAULT_MODEL,
     REGISTRY,
     LoadedModel,
+    ModelCache,
     ModelSpec,
     load_model,
     save_model,
@@ -325,6 +326,35 @@ def test_save_and_load_round_trip(tmp_path):
     x = torch.rand(1, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(loaded.module(x), net.eval()(x))
+
+
+def test_model_cache_reuses_the_last_model_until_its_weights_change(tmp_path):
+    cache = ModelCache()
+    compact = cache.load("realesr-animevideov3")
+    assert cache.load("realesr-animevideov3") is compact
+
+    spec = _tiny_rrdb_spec()
+    path = save_model(_trained(spec), spec, tmp_path / "m.pth", info={"name": "first"})
+    first = cache.load(path)
+    assert cache.load(str(path)) is first
+    assert first.name == "first"
+    save_model(_trained(spec, seed=1), spec, path, info={"name": "second"}, overwrite=True)
+    second = cache.load(path)
+    assert second is not first
+    assert (second.name, second.sha256) == ("second", file_sha256(path))
+    x = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(second.module(x), _trained(spec, seed=1).eval()(x))
+
+    record = json.loads(sidecar_path(path).read_text())  # a sidecar edited alone is read again too
+    record["info"]["name"] = "renamed"
+    sidecar_path(path).write_text(json.dumps(record) + "\n")
+    assert cache.load(path).name == "renamed"
+
+    path.unlink()
+    with pytest.raises(WeightsError, match=r"m\.pth"):
+        cache.load(path)
+    assert cache.load("realesr-animevideov3") is not compact  # only the last model is kept
 
 
 def test_save_strips_wrapper_prefixes_and_keeps_float32(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from napari.utils.notifications import NotificationSeverity
 
 from napari_microdisk_sr._widgets._session import RunRef, session_for
-from napari_microdisk_sr.core import infer
+from napari_microdisk_sr.core import infer, models
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.models import ModelSpec, save_model
 from napari_microdisk_sr.core.sample import make_scene
@@ -176,6 +176,29 @@ def test_model_choices_follow_the_session_runs(make_napari_viewer, qtbot, tmp_pa
     widget._model.value = nearest_model
     _run(qtbot, widget)
     assert viewer.layers[-1].name == "lr_x4 (nearest)"
+
+
+def test_runs_reuse_the_loaded_model_until_its_file_changes(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path, scene
+):
+    loads = []
+    real_load = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda ref, **kw: loads.append(ref) or real_load(ref, **kw))
+    spec = ModelSpec("SRVGGNetCompact", {"num_feat": 4, "num_conv": 1, "upscale": 4})
+    zeros = {key: torch.zeros_like(value) for key, value in spec.build().state_dict().items()}
+    path = save_model(zeros, spec, tmp_path / "retrained.pth")
+    viewer, widget = _open(make_napari_viewer, (scene.lr, {"name": "lr"}))
+    _use_file_model(widget, path)
+    _run(qtbot, widget)
+    _run(qtbot, widget)
+    assert len(loads) == 1
+    ones = {key: value.fill_(1.0) for key, value in zeros.items()}  # the run folder's model is retrained
+    save_model(ones, spec, path, overwrite=True)
+    _run(qtbot, widget)
+    assert len(loads) == 2
+    names = [layer.name for layer in viewer.layers]
+    assert names[1:] == [f"lr_x4 (retrained){n}" for n in ("", " [1]", " [2]")]
+    assert not np.array_equal(viewer.layers[3].data, viewer.layers[1].data)
 
 
 def test_device_choice_shows_the_resolved_device_and_half_where_it_pays(make_napari_viewer):

@@ -28,7 +28,7 @@ from ..core.device import half_dtype, resolve_device
 from ..core.errors import MicrodiskSRError
 from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_path, write_tiff
 from ..core.layers import upscaled_geometry
-from ..core.models import REGISTRY, load_model
+from ..core.models import REGISTRY, ModelCache
 from ..core.outputs import safe_name
 from ..core.progress import StopFlag, relay
 from ._controls import (
@@ -90,6 +90,7 @@ class SuperResolveWidget(Container):
         self._viewer = viewer
         self._session = session_for(viewer)
         self._jobs = JobRunner()
+        self._models = ModelCache()
         self._count = 0
 
         self._images = Select(label="Images", choices=layer_choices(viewer, Image))
@@ -177,7 +178,7 @@ class SuperResolveWidget(Container):
             return
         sources = [_read_source(layer) for layer in layers]
         started = self._jobs.start(
-            lambda stop: _superresolve(sources, model, config, stop),
+            lambda stop: _superresolve(sources, self._models, model, config, stop),
             on_event=self._on_event,
             on_finished=self._on_finished,
             on_failed=self._on_failed,
@@ -252,14 +253,19 @@ def _read_source(layer: Image) -> _Source:
 
 
 def _superresolve(
-    sources: list[_Source], model_ref: "str | Path", config: infer.UpscaleConfig, stop: StopFlag
+    sources: list[_Source],
+    models: ModelCache,
+    model_ref: "str | Path",
+    config: infer.UpscaleConfig,
+    stop: StopFlag,
 ) -> Generator[Any, None, int]:
-    """The job: load the model, upscale each source, write it beside its file; return how many finished."""
+    """The job: load the model (or reuse the last one), upscale each source, write it beside its file;
+    return how many finished."""
     for source in sources:
         if source.path is not None:
             ensure_writable_dir(output_dir_for(source.path))
     yield _Status(f"loading model {model_ref}")
-    model = load_model(model_ref)  # on the CPU: each upscale job moves its own copy to the device
+    model = models.load(model_ref)  # on the CPU; its copy on the device is kept for the next job
     device = resolve_device(config.device)
     factor = model.spec.scale
     for index, source in enumerate(sources):
