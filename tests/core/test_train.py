@@ -285,6 +285,20 @@ def test_stop_mid_epoch_saves_a_checkpoint_that_resumes_exactly(stateful, straig
     _assert_same_run(drive(train.fine_tune(CROPS, stateful, run_dir, resume=True)), straight)
 
 
+def test_an_abandoned_run_keeps_a_checkpoint_that_resumes_exactly(stateful, straight, tmp_path):
+    run_dir = tmp_path / "run"
+    job = train.fine_tune(CROPS, stateful, run_dir)
+    for event in job:
+        if event.kind is EventKind.STEP and event.epoch == 2:
+            break
+    job.close()  # what a consumer that drops the job mid-run does (a GUI worker aborted, a loop broken)
+    progress = _checkpoint(run_dir)["progress"]
+    assert (progress["epoch"], progress["step_in_epoch"]) == (1, 1)
+    assert not (run_dir / train.MODEL_FILE).exists()
+
+    _assert_same_run(drive(train.fine_tune(CROPS, stateful, run_dir, resume=True)), straight)
+
+
 def test_stop_before_the_first_step_keeps_the_parent(srvgg, tmp_path):
     stop = StopFlag()
     stop.set()

@@ -740,6 +740,8 @@ def fine_tune(
     any event, what makes the run impossible (unreadable weights, crops the model cannot use, a resume that
     does not match the run); it then yields :class:`TrainEvent` objects and returns a
     :class:`FineTuneResult`. Failures during training become an ``ERROR`` event and a ``"failed"`` result.
+    A job closed before its end (``close()``, or dropped by its consumer) saves a checkpoint at the step it
+    reached, so that ``resume`` continues from there.
 
     Parameters
     ----------
@@ -804,6 +806,9 @@ def _job(
         if state is not RunState.FINISHED:
             yield run.event(EventKind.STOPPED, message=reason)
         result = run.finish(state, reason)
+    except GeneratorExit:  # abandoned by its consumer (closed, or dropped mid-run): keep the steps trained
+        run.keep_position()
+        raise
     except Exception as exc:  # the run is over: report it as data, never leave a GUI worker hanging
         message = run.failure(exc)
         yield run.event(EventKind.ERROR, message=message)
@@ -1007,21 +1012,28 @@ class _Run:
             p.epoch, self.batch, device=device, first_batch=p.step_in_epoch, prefetch=prefetch
         )
         with contextlib.closing(batches):  # on an interruption or an error too: stops the prefetch thread
-            for lr, hr in batches:
-                interruption = self._interruption(stop)
-                if interruption is not None:
-                    p.epoch_loss, p.epoch_seconds = self._checked_loss(total), time.monotonic() - epoch_start
-                    batches.close()  # now, not after the checkpoint below is written
-                    return (yield from self._interrupt(*interruption))
-                total += self.trainer.step(lr, hr)
-                p.step_in_epoch += 1
-                self.session_steps += 1
-                now = time.monotonic()
-                if now - reported_at >= _REPORT_INTERVAL_S or p.step_in_epoch == self.steps_per_epoch:
-                    loss = self._checked_loss(total)
-                    window = (loss - reported_loss) / (p.step_in_epoch - reported_steps)
-                    reported_loss, reported_steps, reported_at = loss, p.step_in_epoch, now
-                    yield self.event(EventKind.STEP, loss=window)
+            try:
+                for lr, hr in batches:
+                    interruption = self._interruption(stop)
+                    if interruption is not None:
+                        p.epoch_loss, p.epoch_seconds = (
+                            self._checked_loss(total),
+                            time.monotonic() - epoch_start,
+                        )
+                        batches.close()  # now, not after the checkpoint below is written
+                        return (yield from self._interrupt(*interruption))
+                    total += self.trainer.step(lr, hr)
+                    p.step_in_epoch += 1
+                    self.session_steps += 1
+                    now = time.monotonic()
+                    if now - reported_at >= _REPORT_INTERVAL_S or p.step_in_epoch == self.steps_per_epoch:
+                        loss = self._checked_loss(total)
+                        window = (loss - reported_loss) / (p.step_in_epoch - reported_steps)
+                        reported_loss, reported_steps, reported_at = loss, p.step_in_epoch, now
+                        yield self.event(EventKind.STEP, loss=window)
+            except GeneratorExit:  # abandoned at an event: the epoch so far goes into the checkpoint
+                p.epoch_loss, p.epoch_seconds = total.item(), time.monotonic() - epoch_start
+                raise
         yield from self._end_epoch(total, time.monotonic() - epoch_start)
         return None
 
@@ -1093,6 +1105,20 @@ class _Run:
         atomic_write(path, lambda tmp: torch.save(payload, tmp), overwrite=True)
         self.saved = _describe_position(self.progress)
         return self.event(EventKind.CHECKPOINT, message=f"checkpoint ({self.saved}) saved to {path}")
+
+    def keep_position(self) -> None:
+        """Save a checkpoint at the position reached unless one is there already (the run was abandoned).
+
+        Never raises: it runs while the generator closes, where an exception would replace the close.
+        """
+        if self.saved == _describe_position(self.progress):
+            return
+        try:
+            self._save_checkpoint()
+        except Exception:
+            log.exception("the abandoned run's checkpoint could not be saved")
+            return
+        log.info("fine-tuning abandoned at %s: checkpoint saved in %s", self.saved, self.run_dir)
 
     def finish(self, state: RunState, reason: str) -> FineTuneResult:
         """Write the model, its sidecar, the history and the weight changes; return the result."""
