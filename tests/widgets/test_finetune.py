@@ -151,6 +151,43 @@ def _history(run_dir):
     return (run_dir / HISTORY_FILE).read_text().splitlines()[1:]
 
 
+def _train_until_a_step(viewer, qtbot, tiny_model, crops, tmp_path):
+    widget = _open(viewer)
+    session_for(viewer).add_crop_set(CropSetRef("disks", crops))
+    _tiny_settings(widget, tiny_model, tmp_path, epochs=10_000)
+    widget._start_button.native.click()
+    qtbot.waitUntil(lambda: len(widget._plot.train_points) >= 1, timeout=TIMEOUT_MS)
+    return widget, tmp_path / "finetune_disks"
+
+
+def test_closing_the_dock_stops_the_run_which_keeps_its_checkpoint_and_model(
+    make_napari_viewer, qtbot, notes, tiny_model, crops, tmp_path
+):
+    viewer = make_napari_viewer()
+    widget, run_dir = _train_until_a_step(viewer, qtbot, tiny_model, crops, tmp_path)
+    viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
+    assert any("Fine-tune was closed" in n.message for n in notes)
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert (run_dir / CHECKPOINT_FILE).is_file()
+    assert (run_dir / MODEL_FILE).is_file()
+    assert [run.run_dir for run in session_for(viewer).runs] == [run_dir]  # usable in the other widgets
+
+    again = _open(viewer)  # a new Fine-tune widget is free to start another run
+    assert again._start_button.enabled
+
+
+def test_closing_the_viewer_waits_for_the_run_to_keep_its_checkpoint_and_model(
+    make_napari_viewer, qtbot, tiny_model, crops, tmp_path
+):
+    viewer = make_napari_viewer()
+    widget, run_dir = _train_until_a_step(viewer, qtbot, tiny_model, crops, tmp_path)
+    viewer.close()
+    assert (run_dir / CHECKPOINT_FILE).is_file()
+    assert (run_dir / MODEL_FILE).is_file()
+    qtbot.wait(200)  # the job's last events reach a widget that is gone: they are dropped, nothing raises
+    assert not widget._jobs.running
+
+
 def test_shapes_over_a_scaled_image_crop_through_world_coordinates_into_the_images_folder(
     make_napari_viewer, qtbot, notes, tiny_model, scene, tmp_path
 ):

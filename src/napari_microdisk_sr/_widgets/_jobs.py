@@ -5,16 +5,25 @@ The core's jobs are generators that yield events and return a result. Here they 
 caught in the worker thread and delivered as a :class:`JobFailed` event, because an exception escaping a
 generator worker can leave the GUI waiting in some superqt versions. Every outcome reaches the widget on the
 main thread through exactly one of ``on_finished`` / ``on_failed``, after which the runner is idle again.
+
+A job outlives neither its widget nor its window. Closing the widget's dock asks the job to stop at its next
+step. Closing the viewer does the same through napari's task list (which also asks the user first when the
+window is closed by hand), and waits a while for jobs that have something to keep, so that a fine-tuning
+run writes its checkpoint and model before the application quits. Events that arrive after the widget is
+gone are dropped.
 """
 
 import logging
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_warning
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QWidget
 
 from ..core.errors import MicrodiskSRError
 from ..core.progress import StopFlag
@@ -39,22 +48,71 @@ def describe_failure(exc: BaseException) -> str:
     return f"{cause} (see the log for details)"
 
 
-def _guarded(job: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+def _guarded(job: Generator[Any, None, Any], done: threading.Event) -> Generator[Any, None, Any]:
     try:
         return (yield from job)
     except Exception as exc:
         log.exception("job failed")
         yield JobFailed(describe_failure(exc))
         return None
+    finally:
+        done.set()
+
+
+class _JobWorker(GeneratorWorker):
+    """A generator worker whose ``quit`` asks the job to stop at its next step instead of dropping it.
+
+    napari calls ``quit`` for the tasks still running when its window closes; a job dropped at an event would
+    lose what it was about to keep (a fine-tuning run its model).
+    """
+
+    quit_gracefully: "Callable[[], None] | None" = None
+
+    def quit(self) -> None:
+        if self.quit_gracefully is None:
+            super().quit()
+        else:
+            self.quit_gracefully()
+
+
+class _RemovalWatch(QObject):
+    """Calls ``on_removed`` when ``widget`` loses its parent (napari takes a closed dock's widget out)."""
+
+    def __init__(self, widget: QWidget, on_removed: Callable[[], None]) -> None:
+        super().__init__(widget)
+        self._on_removed = on_removed
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ParentChange and watched.parent() is None:
+            self._on_removed()
+        return False
 
 
 class JobRunner:
-    """Runs one job at a time for a widget and routes its events to callbacks on the main thread."""
+    """Runs one job at a time for a widget and routes its events to callbacks on the main thread.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    owner : QWidget
+        The widget whose jobs these are: closing it stops them, and its callbacks are not called once it is
+        deleted.
+    name : str
+        What the user calls the widget, for the message shown when it is closed during a job.
+    wait_on_close_s : float
+        How long closing the viewer waits for a job to stop (0: not at all; for jobs with nothing to keep).
+    """
+
+    def __init__(self, owner: QWidget, *, name: str, wait_on_close_s: float = 0.0) -> None:
         self._worker: Any = None
         self._stop: StopFlag | None = None
+        self._done: threading.Event | None = None
         self._failed = False
+        self._owner_alive = True
+        self._name = name
+        self._wait_on_close_s = wait_on_close_s
+        owner.destroyed.connect(self._owner_destroyed)
+        self._removal_watch = _RemovalWatch(owner, self._owner_removed)
 
     @property
     def running(self) -> bool:
@@ -77,10 +135,12 @@ class JobRunner:
         if self.running:
             show_warning("a job is already running: wait for it or stop it first")
             return False
-        self._stop = StopFlag()
+        self._stop, self._done = StopFlag(), threading.Event()
         self._failed = False
 
         def yielded(event: Any) -> None:
+            if not self._owner_alive:
+                return
             if isinstance(event, JobFailed):
                 self._failed = True
                 show_error(event.message)
@@ -89,15 +149,19 @@ class JobRunner:
                 on_event(event)
 
         def returned(result: Any) -> None:
-            if not self._failed:
+            if self._owner_alive and not self._failed:
                 on_finished(result)
 
         def errored(exc: BaseException) -> None:
             message = describe_failure(exc)
             show_error(message)
-            on_failed(message)
+            if self._owner_alive:
+                on_failed(message)
 
-        worker = create_worker(_guarded, make_job(self._stop), _start_thread=False)
+        worker = create_worker(
+            _guarded, make_job(self._stop), self._done, _start_thread=False, _worker_class=_JobWorker
+        )
+        worker.quit_gracefully = self._quit
         worker.yielded.connect(yielded)
         worker.returned.connect(returned)
         worker.errored.connect(errored)
@@ -111,6 +175,23 @@ class JobRunner:
         if self._stop is not None:
             self._stop.set()
 
+    def _quit(self) -> None:
+        """napari's cancel, when the viewer closes: stop, and wait a while for what the job keeps."""
+        done = self._done
+        self.stop()
+        if done is not None and self._wait_on_close_s > 0 and not done.wait(self._wait_on_close_s):
+            log.warning("%s: the job did not stop within %g s of closing", self._name, self._wait_on_close_s)
+
+    def _owner_removed(self) -> None:
+        if self.running:
+            self.stop()
+            show_info(f"{self._name} was closed: its job stops at its next step")
+
+    def _owner_destroyed(self) -> None:
+        self._owner_alive = False
+        self.stop()
+
     def _clear(self) -> None:
         self._worker = None
         self._stop = None
+        self._done = None

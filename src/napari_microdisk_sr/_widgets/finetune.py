@@ -60,6 +60,9 @@ from ._triton import preload_triton
 if TYPE_CHECKING:
     import napari
 
+_CLOSE_WAIT_S = 60.0
+"""How long closing the viewer waits for a run to stop: one more step, then its checkpoint and model."""
+
 
 class _Source(enum.Enum):
     """Where the crops come from."""
@@ -96,7 +99,7 @@ class FineTuneWidget(Container):
         preload_triton()  # before the first optimiser imports it, or it may crash the process
         self._viewer = viewer
         self._session = session_for(viewer)
-        self._jobs = JobRunner()
+        self._jobs = JobRunner(self.native, name="Fine-tune", wait_on_close_s=_CLOSE_WAIT_S)
         self._last: _Run | None = None
         defaults = FineTuneConfig()
 

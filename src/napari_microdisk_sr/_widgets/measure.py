@@ -89,7 +89,7 @@ class MeasureWidget(Container):
         super().__init__(labels=False)
         self._viewer = viewer
         self._session = session_for(viewer)
-        self._jobs = JobRunner()
+        self._jobs = JobRunner(self.native, name="Compare & measure")
         self._places: dict[str, _Place] = {}  # of the table's images
         self._labels: dict[str, str] = {}  # short names of the table's methods
 

@@ -49,7 +49,7 @@ class SelectCropWidget(Container):
         super().__init__()
         self._viewer = viewer
         self._session = session_for(viewer)
-        self._jobs = JobRunner()
+        self._jobs = JobRunner(self.native, name="Select & crop microdisks")
 
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, Image))
         self._auto_radius = CheckBox(text="automatic radius range", value=True)

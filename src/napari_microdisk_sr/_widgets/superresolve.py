@@ -89,7 +89,7 @@ class SuperResolveWidget(Container):
         super().__init__()
         self._viewer = viewer
         self._session = session_for(viewer)
-        self._jobs = JobRunner()
+        self._jobs = JobRunner(self.native, name="Super-resolve")
         self._models = ModelCache()
         self._count = 0
 
