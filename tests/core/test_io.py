@@ -1,3 +1,5 @@
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,19 @@ def test_atomic_write_overwrite_replaces_owned_files(tmp_path):
     io.write_bytes(target, b"one")
     io.write_bytes(target, b"two", overwrite=True)
     assert target.read_bytes() == b"two"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_mode_of_the_umask_like_any_new_file(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        written = io.write_bytes(tmp_path / "result.tif", b"x")
+        with open(tmp_path / "plain.tif", "wb"):
+            pass
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE((tmp_path / "plain.tif").stat().st_mode)
 
 
 def test_ensure_writable_dir_creates_and_refuses(tmp_path):

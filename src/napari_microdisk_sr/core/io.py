@@ -108,6 +108,7 @@ def atomic_write(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, _new_file_mode())  # mkstemp's 0o600 would hide results from colleagues
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -118,6 +119,20 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process's umask."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    for line in status.splitlines():
+        if line.startswith("Umask:"):
+            return 0o666 & ~int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no other way to read it here; set back at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_bytes(path: "str | os.PathLike[str]", payload: bytes, *, overwrite: bool = False) -> Path:
