@@ -413,6 +413,19 @@ def test_stale_sidecar_is_ignored(tmp_path, caplog):
     assert "another version" in caplog.text
 
 
+def test_weights_with_nan_or_inf_are_refused_at_the_door(tmp_path):
+    spec = _tiny_rrdb_spec()
+    state = _trained(spec).state_dict()
+    state["conv_first.weight"][0, 0, 0, :2] = torch.tensor([float("nan"), float("inf")])
+    state["conv_last.bias"][0] = float("nan")
+    path = tmp_path / "diverged.pth"
+    torch.save({"params_ema": state}, path)
+    with pytest.raises(
+        WeightsError, match=r"diverged\.pth holds 3 NaN or infinite weight\(s\) \(in conv_first"
+    ):
+        load_model(path)
+
+
 def test_wrong_architecture_names_the_file_and_the_keys(tmp_path):
     spec = _tiny_rrdb_spec(num_block=2)
     path = tmp_path / "m.pth"

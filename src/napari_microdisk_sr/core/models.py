@@ -399,6 +399,13 @@ def _load_strict(spec: ModelSpec, state: Mapping[str, torch.Tensor], path: Path)
     if problems:
         raise WeightsError(f"{path} does not hold weights of {spec}: keys {problems}")
     fp32 = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    broken = {k: int((~torch.isfinite(v)).sum()) for k, v in fp32.items() if v.is_floating_point()}
+    broken = {k: n for k, n in broken.items() if n}
+    if broken:
+        raise WeightsError(
+            f"{path} holds {sum(broken.values())} NaN or infinite weight(s) (in {short_list(list(broken))}): "
+            "it would give blank images; use the weights of a run that did not diverge"
+        )
     network.load_state_dict(fp32, strict=True, assign=True)
     return network
 
