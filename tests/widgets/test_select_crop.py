@@ -45,12 +45,15 @@ def test_detected_disks_are_editable_shapes_over_the_image_in_world_coordinates(
     make_napari_viewer, qtbot, scene
 ):
     viewer = make_napari_viewer()
-    image = viewer.add_image(scene.lr, name="field", scale=(0.5, 0.5), translate=(40.0, -7.0))
+    image = viewer.add_image(
+        scene.lr, name="field", scale=(0.5, 0.5), translate=(40.0, -7.0), units=("um", "um")
+    )
     widget = _dock(viewer)
     assert widget._image.value is image
     _click(qtbot, widget, widget._detect)
 
     shapes = viewer.layers["field disks"]
+    assert shapes.units == image.units  # the image's physical units stay in use
     assert set(shapes.shape_type) == {"ellipse"}
     assert shapes.mode == "select"
     assert viewer.layers.selection.active is shapes
@@ -71,6 +74,24 @@ def test_detected_disks_are_editable_shapes_over_the_image_in_world_coordinates(
     _click(qtbot, widget, widget._detect)
     assert [layer.name for layer in viewer.layers] == ["field", "field disks"]
     assert set(viewer.layers["field disks"].shape_type) == {"rectangle"}
+
+
+def test_detecting_again_keeps_shapes_edited_by_hand(make_napari_viewer, qtbot, notes, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.lr, name="field")
+    widget = _dock(viewer)
+    _click(qtbot, widget, widget._detect)
+    edited = viewer.layers["field disks"]
+    edited.selected_data = {0}
+    edited.remove_selected()
+    kept = [shape.copy() for shape in edited.data]
+
+    _click(qtbot, widget, widget._detect)
+    assert [layer.name for layer in viewer.layers] == ["field", "field disks", "field disks [1]"]
+    assert all(np.array_equal(a, b) for a, b in zip(viewer.layers["field disks"].data, kept, strict=True))
+    assert len(viewer.layers["field disks [1]"].data) == len(kept) + 1
+    assert widget._shapes.value is viewer.layers["field disks [1]"]
+    assert any("edited by hand and is kept" in n.message for n in notes)
 
 
 def test_crops_follow_the_edited_shapes_and_are_written_beside_the_file(

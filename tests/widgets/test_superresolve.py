@@ -11,6 +11,7 @@ from napari.utils.notifications import NotificationSeverity
 from napari_microdisk_sr._widgets._session import RunRef, session_for
 from napari_microdisk_sr.core import infer, models
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
+from napari_microdisk_sr.core.io import read_image
 from napari_microdisk_sr.core.models import ModelSpec, save_model
 from napari_microdisk_sr.core.sample import make_scene
 
@@ -64,7 +65,7 @@ def test_output_is_aligned_written_beside_the_file_and_carries_provenance(
     tifffile.imwrite(source, scene.lr)
     viewer = make_napari_viewer(show=True)
     (lr,) = viewer.open(source, plugin="napari")
-    lr.scale, lr.translate = (0.65, 0.65), (12.0, -30.0)
+    lr.scale, lr.translate, lr.units = (0.65, 0.65), (12.0, -30.0), ("um", "um")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     assert widget._images.value == [lr]
     _use_file_model(widget, nearest_model)
@@ -73,6 +74,7 @@ def test_output_is_aligned_written_beside_the_file_and_carries_provenance(
 
     out = viewer.layers["field_x4 (nearest)"]
     assert out.data.shape == (4 * 48, 4 * 64)
+    assert out.units == lr.units
     np.testing.assert_array_equal(out.data, scene.lr.repeat(4, axis=0).repeat(4, axis=1))
     # Points drawn on the original at the disk centres land on the same disks in the output ...
     centres = viewer.add_points([lr.data_to_world((d.cy, d.cx)) for d in scene.disks_lr])
@@ -94,6 +96,13 @@ def test_output_is_aligned_written_beside_the_file_and_carries_provenance(
     assert provenance["input_layer"] == "field"
     assert provenance["output_path"] == str(written)
     np.testing.assert_array_equal(tifffile.imread(written), out.data)
+    pixel_size = read_image(written).pixel_size
+    assert (pixel_size.y, pixel_size.x, pixel_size.unit) == (
+        pytest.approx(0.1625),
+        pytest.approx(0.1625),
+        "um",
+    )
+    assert widget._status.value == f"done: 1 layer(s) super-resolved; written to {written.parent}"
     np.testing.assert_array_equal(tifffile.imread(source), scene.lr)  # the original is untouched
 
     _run(qtbot, widget)  # a second run never overwrites the first output

@@ -7,6 +7,7 @@ Fine-tune widget, and writes them as a dataset folder when there is a place for 
 """
 
 import math
+import weakref
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from magicgui.widgets import (
     PushButton,
 )
 from napari.layers import Image, Shapes
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import show_info, show_warning
 
 from ..core.crops import Crop, crop_disks, write_crop_set
 from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, Disk, detect_disks
@@ -50,6 +51,7 @@ class SelectCropWidget(Container):
         self._viewer = viewer
         self._session = session_for(viewer)
         self._jobs = JobRunner(self.native, name="Select & crop microdisks")
+        self._detected: weakref.WeakKeyDictionary[Shapes, list[np.ndarray]] = weakref.WeakKeyDictionary()
 
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, Image))
         self._auto_radius = CheckBox(text="automatic radius range", value=True)
@@ -146,7 +148,7 @@ class SelectCropWidget(Container):
         plane = self._current_plane(layer)
         radius_range = None if self._auto_radius.value else (self._min_radius.value, self._max_radius.value)
         sensitivity = self._sensitivity.value
-        target = (layer.name, tuple(layer.scale[-2:]), tuple(layer.translate[-2:]))
+        target = (layer.name, tuple(layer.scale[-2:]), tuple(layer.translate[-2:]), tuple(layer.units[-2:]))
         if self._jobs.start(
             lambda _stop: _detect(plane, radius_range, sensitivity),
             on_event=self._show_status,
@@ -155,7 +157,7 @@ class SelectCropWidget(Container):
         ):
             self._set_running(True)
 
-    def _show_disks(self, disks: list[Disk], name: str, scale: tuple, translate: tuple) -> None:
+    def _show_disks(self, disks: list[Disk], name: str, scale: tuple, translate: tuple, units: tuple) -> None:
         self._set_running(False)
         if not disks:
             self._status.value = f"no disk found in {name!r}"
@@ -168,8 +170,11 @@ class SelectCropWidget(Container):
         earlier = [
             layer for layer in self._viewer.layers if layer.name == layer_name and isinstance(layer, Shapes)
         ]
-        for layer in earlier:  # detecting again replaces the disks found before
-            self._viewer.layers.remove(layer)
+        for layer in earlier:  # detecting again replaces the disks found before, unless edited by hand
+            if self._untouched(layer):
+                self._viewer.layers.remove(layer)
+            else:
+                show_info(f"{layer.name!r} was edited by hand and is kept; the new detection is a new layer")
         radii = [d.r for d in disks]
         if self._auto_radius.value:  # a starting point for the user who narrows the range by hand
             self._min_radius.value = max(MIN_RADIUS, math.floor(min(radii) * (1 - _RADIUS_SLACK)))
@@ -180,16 +185,27 @@ class SelectCropWidget(Container):
             name=layer_name,
             scale=scale,
             translate=translate,
+            units=units,
             edge_color=_EDGE_COLOR,
             edge_width=max(1.0, float(np.median(radii)) / 8),
             face_color="transparent",
         )
+        self._detected[_unwrapped(shapes)] = [np.array(outline, copy=True) for outline in shapes.data]
         shapes.mode = "select"
         self._viewer.layers.selection.active = shapes
         self._shapes.value = shapes
         self._status.value = (
             f"{len(disks)} disks in {name!r} (radius {min(radii):.1f}-{max(radii):.1f} px): "
             "edit the shapes (move, resize, delete, add), then Crop"
+        )
+
+    def _untouched(self, layer: Shapes) -> bool:
+        """Whether ``layer`` still holds exactly the shapes this widget's last detection put there."""
+        detected = self._detected.get(_unwrapped(layer))
+        return (
+            detected is not None
+            and len(detected) == len(layer.data)
+            and all(np.array_equal(a, b) for a, b in zip(detected, layer.data, strict=True))
         )
 
     # -- cropping ----------------------------------------------------------------------------------------
@@ -282,3 +298,8 @@ def _crop(
         yield f"writing {len(crops)} crops to {folder}..."
         write_crop_set(crops, folder, stem=stem)
     return crops
+
+
+def _unwrapped(layer: Shapes) -> Shapes:
+    """The layer behind napari's proxy (a plugin's viewer hands out a new proxy object on every access)."""
+    return getattr(layer, "__wrapped__", layer)

@@ -59,6 +59,7 @@ class _Source:
     rgb: bool
     scale: tuple[float, ...]
     translate: tuple[float, ...]
+    units: tuple[Any, ...]
     path: "Path | None"
     pixel_size: "PixelSize | None"
     display: dict[str, Any]
@@ -92,6 +93,7 @@ class SuperResolveWidget(Container):
         self._jobs = JobRunner(self.native, name="Super-resolve")
         self._models = ModelCache()
         self._count = 0
+        self._written: list[Path] = []
 
         self._images = Select(label="Images", choices=layer_choices(viewer, Image))
         show_rows(self._images, 5)
@@ -184,7 +186,7 @@ class SuperResolveWidget(Container):
             on_failed=self._on_failed,
         )
         if started:
-            self._count = len(sources)
+            self._count, self._written = len(sources), []
             self._set_running(True)
             self._progress.value = 0
             self._status.value = f"starting {len(sources)} layer(s)"
@@ -208,6 +210,8 @@ class SuperResolveWidget(Container):
             self._add_output(event)
 
     def _add_output(self, out: _Upscaled) -> None:
+        if out.provenance["output_path"] is not None:
+            self._written.append(Path(out.provenance["output_path"]))
         scale, translate = upscaled_geometry(out.source.scale, out.source.translate, out.scale)
         self._viewer.add_image(
             out.data,
@@ -215,6 +219,7 @@ class SuperResolveWidget(Container):
             rgb=out.source.rgb,
             scale=scale,
             translate=translate,
+            units=out.source.units,
             metadata={"microdisk_sr": out.provenance},
             **out.source.display,
         )
@@ -222,7 +227,13 @@ class SuperResolveWidget(Container):
     def _on_finished(self, finished: int) -> None:
         self._set_running(False)
         if finished == self._count:
-            self._status.value = f"done: {finished} layer(s) super-resolved"
+            folders = sorted({str(path.parent) for path in self._written})
+            where = (
+                f"; written to {', '.join(folders)}"
+                if folders
+                else "; not written (no file behind the layer)"
+            )
+            self._status.value = f"done: {finished} layer(s) super-resolved{where}"
         else:
             self._status.value = f"stopped: {finished} of {self._count} layer(s) done, no partial output"
 
@@ -246,6 +257,7 @@ def _read_source(layer: Image) -> _Source:
         rgb=layer.rgb,
         scale=tuple(layer.scale),
         translate=tuple(layer.translate),
+        units=tuple(layer.units),
         path=layer_path(layer),
         pixel_size=pixel_size,
         display=display,
