@@ -78,12 +78,15 @@ def test_defaults_are_the_studys_and_the_crop_sets_follow_the_session(make_napar
 
     widget._start_button.native.click()
     assert any("no crop set" in message for message in _errors(notes))
+    assert widget._status.value.startswith("not started: no crop set")  # not only in a passing toast
     assert not widget._jobs.running
 
     session = session_for(viewer)
     session.add_crop_set(CropSetRef("field crops", crops))
     assert widget._crop_set.value is session.crop_sets[-1]
     assert widget._crop_set.choices == (session.crop_sets[-1],)
+    session.add_crop_set(CropSetRef("more crops", crops))
+    assert _open(viewer)._crop_set.value is session.crop_sets[-1]  # a widget opened later: the newest
 
 
 def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(

@@ -75,7 +75,7 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
     widget._reference.value = measure._Reference.PAIR
     assert widget._hr_layers.native.isHidden()
     assert widget._degradation.native.isHidden()
-    widget._lr_layer.value, widget._hr_layer.value = lr, hr
+    assert (widget._lr_layer.value, widget._hr_layer.value) == (lr, hr)  # the small and the large layer
     widget._files.value = (other_model,)
 
     _run(qtbot, widget)

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from magicgui.widgets import ComboBox, FileEdit, Label, Select
+from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QSizePolicy
 
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
@@ -45,6 +46,12 @@ def status_line(value: str, *, label: str = "") -> Label:
     status.native.setWordWrap(True)
     status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     return status
+
+
+def refuse(status: Label, message: str) -> None:
+    """Tell why a job was not started: as an error notification, and in the widget's status line."""
+    show_error(message)
+    status.value = f"not started: {message}"
 
 
 def folder_edit(label: str, *, tooltip: "str | None" = None) -> FileEdit:
@@ -101,6 +108,7 @@ class CropSetChoice(ComboBox):
         self._session = session
         super().__init__(label="Crop set", choices=self._choices)
         session.crop_sets_changed.connect(self._follow)
+        self._follow()  # the newest set, also when the widget opens after several were made
 
     def chosen(self) -> CropSetRef:
         """The chosen crop set; :class:`InputError` when the session has none yet."""

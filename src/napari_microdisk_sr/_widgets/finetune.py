@@ -48,6 +48,7 @@ from ._controls import (
     device_row,
     folder_edit,
     model_row,
+    refuse,
     status_line,
 )
 from ._hosted import hosted
@@ -130,8 +131,11 @@ class FineTuneWidget(Container):
             ]
         )  # fmt: skip
 
+        first, body, upsampler = STUDY_LAYER_LRS
         self._layer_lrs = CheckBox(
-            text=f"layer-wise learning rates {STUDY_LAYER_LRS} (first, body, upsampler)"
+            text="layer-wise learning rates",
+            tooltip=f"the study's: {first:g} for the first convolution, {body:g} for the body, "
+            f"{upsampler:g} for the upsampler (instead of one learning rate)",
         )
         self._freeze = SpinBox(label="Frozen blocks", value=defaults.freeze_blocks, min=0, max=1000)
         self._early_stop = CheckBox(text="early stopping", value=defaults.early_stop is not None)
@@ -261,7 +265,7 @@ class FineTuneWidget(Container):
                 source_path=crops.source_path,
             )
         except MicrodiskSRError as exc:
-            show_error(str(exc))
+            refuse(self._status, str(exc))
             return
         self._launch(_Run(crops.crops, config, run_dir), resume=False)
 
@@ -272,7 +276,7 @@ class FineTuneWidget(Container):
         try:
             config = dataclasses.replace(self._last.config, **changes)
         except MicrodiskSRError as exc:
-            show_error(str(exc))
+            refuse(self._status, str(exc))
             return
         self._launch(dataclasses.replace(self._last, config=config), resume=True)
 
@@ -285,7 +289,7 @@ class FineTuneWidget(Container):
                 on_failed=self._on_failed,
             )
         except MicrodiskSRError as exc:
-            show_error(str(exc))
+            refuse(self._status, str(exc))
             return
         if not started:
             return

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushButton, Select
 from napari.layers import Image
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QAbstractScrollArea, QHeaderView, QTableWidget, QTableWidgetItem
 
@@ -27,7 +27,7 @@ from ..core.io import ensure_writable_dir
 from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.outputs import metrics_path_for
 from ..core.pairs import DEGRADATIONS
-from ._controls import CropSetChoice, device_row, folder_edit, show_rows, status_line, weights_edit
+from ._controls import CropSetChoice, device_row, folder_edit, refuse, show_rows, status_line, weights_edit
 from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path
@@ -171,6 +171,17 @@ class MeasureWidget(Container):
         self._crop_set.visible = reference is _Reference.CROP_SET
         self._lr_layer.visible = self._hr_layer.visible = reference is _Reference.PAIR
         self._degradation.visible = reference is not _Reference.PAIR
+        if reference is _Reference.PAIR and self._lr_layer.value is self._hr_layer.value:
+            self._pick_pair()
+
+    def _pick_pair(self) -> None:
+        """Start the pair from the smallest and the largest image layers (one layer cannot be both)."""
+        layers = sorted(
+            (layer for layer in self._lr_layer.choices if layer is not None),
+            key=lambda layer: math.prod(layer.data.shape),
+        )
+        if len(layers) >= 2:
+            self._lr_layer.value, self._hr_layer.value = layers[0], layers[-1]
 
     # -- running ------------------------------------------------------------------------------------------
 
@@ -225,7 +236,7 @@ class MeasureWidget(Container):
             labels = self._methods()
             refs = self._references()
         except MicrodiskSRError as exc:
-            show_error(str(exc))
+            refuse(self._status, str(exc))
             return
         try:
             csv_path = metrics_path_for(
@@ -251,7 +262,7 @@ class MeasureWidget(Container):
                 on_failed=self._on_failed,
             )
         except MicrodiskSRError as exc:
-            show_error(str(exc))
+            refuse(self._status, str(exc))
             return
         if started:
             self._set_running(True)

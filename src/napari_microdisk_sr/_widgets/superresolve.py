@@ -21,7 +21,6 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image
-from napari.utils.notifications import show_error, show_warning
 
 from ..core import infer
 from ..core.device import half_dtype, resolve_device
@@ -36,6 +35,7 @@ from ._controls import (
     chosen_model,
     device_row,
     model_row,
+    refuse,
     resolved_device,
     show_rows,
     status_line,
@@ -161,14 +161,17 @@ class SuperResolveWidget(Container):
     def _start(self) -> None:
         layers = list(self._images.value)
         if not layers:
-            show_warning("select one or more image layers to super-resolve")
+            refuse(self._status, "select one or more image layers to super-resolve")
             return
         if any(layer.multiscale for layer in layers):
-            show_error("multiscale (pyramid) image layers cannot be super-resolved; open the full-size image")
+            refuse(
+                self._status,
+                "multiscale (pyramid) image layers cannot be super-resolved; open the full-size image",
+            )
             return
         model = chosen_model(self._model, self._weights)
         if model is None:
-            show_warning("choose a weights file (.pth or .safetensors) for the 'file...' model")
+            refuse(self._status, "choose a weights file (.pth or .safetensors) for the 'file...' model")
             return
         try:
             config = infer.UpscaleConfig(
@@ -176,7 +179,7 @@ class SuperResolveWidget(Container):
             )
             resolve_device(config.device)
         except MicrodiskSRError as exc:
-            show_error(str(exc))
+            refuse(self._status, str(exc))
             return
         sources = [_read_source(layer) for layer in layers]
         started = self._jobs.start(
