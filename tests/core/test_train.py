@@ -475,6 +475,12 @@ def test_run_folder_rules(srvgg, rrdb, tmp_path):
         _run(_config(rrdb), run_dir, resume=True)
     with pytest.raises(TrainingError, match=r"lr 0.001 -> 0.002; seed 0 -> 1"):
         _run(_config(srvgg, lr=2e-3, seed=1), run_dir, resume=True)
+    with pytest.raises(TrainingError, match=r"trained on other crops \(8 crop\(s\), .*these 9"):
+        drive(train.fine_tune([*CROPS, CROPS[0]], _config(srvgg, epochs=2), run_dir, resume=True))
+    changed = [crop.copy() for crop in CROPS]  # the same number of crops, one pixel changed
+    changed[3][0, 0, 0] ^= 1
+    with pytest.raises(TrainingError, match="trained on other crops"):
+        drive(train.fine_tune(changed, _config(srvgg, epochs=2), run_dir, resume=True))
     with pytest.raises(InputError, match="no crops"):
         train.fine_tune([], _config(srvgg), tmp_path / "other")
     result, _ = _run(_config(srvgg, epochs=1, device="auto"), run_dir, resume=True)  # nothing left to train

@@ -37,6 +37,7 @@ A run folder holds:
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -831,8 +832,10 @@ def _open_run(
     device = resolve_device(config.device)
     parent = load_model(config.model, device="cpu")
     checkpoint = _read_checkpoint(run_dir / CHECKPOINT_FILE) if resume else None
+    crops_sha256 = _crops_fingerprint(images, lr_images)
     if checkpoint is not None:
         _check_resumable(checkpoint, config, parent, run_dir)
+        _check_same_crops(checkpoint, crops_sha256, len(images), run_dir)
     pair_config = PairConfig(
         patch=config.patch,
         scale=parent.spec.scale,
@@ -874,7 +877,7 @@ def _open_run(
         device=device,
         parent=parent,
         parent_weights=parent_weights,
-        crop_record=crop_record | {"train": train_idx, "validation": val_idx},
+        crop_record=crop_record | {"train": train_idx, "validation": val_idx, "sha256": crops_sha256},
         sampler=sampler,
         val=val,
         batch=batch,
@@ -1095,6 +1098,8 @@ class _Run:
             "config": self.config.to_json(),
             "spec": self.parent.spec.to_json(),
             "parent_sha256": self.parent.sha256,
+            "crops_sha256": self.crop_record["sha256"],
+            "crops": len(self.crop_record["train"]) + len(self.crop_record["validation"]),
             "batch_size": self.batch,
             "progress": dataclasses.asdict(self.progress),
             "trainer": self.trainer.state_dict(),
@@ -1305,6 +1310,27 @@ def _check_resumable(
         raise InputError(
             f"the run already trained {checkpoint['progress']['epoch']} epochs; ask for at least as many "
             f"(epochs={config.epochs})"
+        )
+
+
+def _crops_fingerprint(images: list[np.ndarray], lr_images: "list[np.ndarray] | None") -> str:
+    """SHA-256 of the crops (and LR crops) in order: their dtypes, shapes and pixels."""
+    digest = hashlib.sha256()
+    for image in [*images, *(lr_images or [])]:
+        array = np.ascontiguousarray(image)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def _check_same_crops(checkpoint: Mapping[str, Any], crops_sha256: str, count: int, run_dir: Path) -> None:
+    """Refuse to resume on other crops: the split into training and validation would not be the run's."""
+    saved = checkpoint.get("crops_sha256")  # absent from checkpoints of earlier versions
+    if saved is not None and saved != crops_sha256:
+        raise TrainingError(
+            f"the run in {run_dir} was trained on other crops ({checkpoint.get('crops', '?')} crop(s), "
+            f"SHA-256 {saved[:12]}...; these {count}: {crops_sha256[:12]}...); resume with the run's crops "
+            "or start a new run folder"
         )
 
 
