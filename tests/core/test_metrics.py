@@ -161,6 +161,27 @@ def test_evaluate_scores_bicubic_and_a_model_on_given_lr_images(tiny_model):
     assert result.models[tiny_model]["sha256"] == loaded.sha256
 
 
+def test_a_float_pair_is_scored_on_one_value_range_and_mixed_dtypes_are_refused():
+    scene = make_scene(seed=4, size=(24, 24))
+    scores = {}
+    for kind, scale in (("uint8", None), ("float", 255.0)):
+        hr, lr = (scene.hr, scene.lr) if scale is None else (scene.hr / scale, scene.lr / scale)
+        result = drive(
+            evaluate(
+                [hr.astype(np.float32) if scale else hr],
+                ["bicubic"],
+                lr_images=[lr.astype(np.float32) if scale else lr],
+                device="cpu",
+            )
+        )
+        scores[kind] = result.rows[0]["psnr"]
+    # The float pair's data range is its own span of values (each image by its own range: 12 dB lower).
+    span = (max(scene.hr.max(), scene.lr.max()) - min(scene.hr.min(), scene.lr.min())) / 255.0
+    assert scores["float"] == pytest.approx(scores["uint8"] + 20 * math.log10(span), abs=0.1)
+    with pytest.raises(InputError, match="HR is uint8 but LR is float32; give both in one dtype"):
+        drive(evaluate([scene.hr], ["bicubic"], lr_images=[scene.lr.astype(np.float32)], device="cpu"))
+
+
 @pytest.mark.parametrize("degradation", ["bicubic", "realistic"])
 def test_evaluate_makes_lr_images_by_the_degradation(degradation):
     hr = make_scene(seed=3, size=(17, 18)).hr[:70, :66]  # cropped to 68 x 64 for x4

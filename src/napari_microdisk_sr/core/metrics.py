@@ -4,7 +4,9 @@ Conventions:
 
 - The data range ``R`` of a metric is, unless given: the dtype's full range for integer images (255 for
   uint8, 65535 for uint16, as in scikit-image; a 12-bit camera in a uint16 file is scored against 65535), and
-  the reference's ``max - min`` for float images.
+  the reference's ``max - min`` for float images. In :func:`evaluate`, a float HR image and its given LR
+  image share one range, from the smaller minimum to the larger maximum of the two; an HR/LR pair of
+  different dtypes is refused.
 - PSNR is ``10 log10(R^2 / MSE)`` over all pixels and channels. Identical images give ``inf``; it stays
   ``inf`` in :class:`EvalResult` rows and CSV files (written ``inf``), in JSON files it is the string
   ``"inf"`` (JSON has no infinity), and gains that are not defined (``inf - inf``) are left empty.
@@ -466,12 +468,22 @@ def _cases(
             hr, lr, lr_norm = hr[:h, :w], None, hr_norm
         else:
             lr = _color(lr_images[i], f"LR image {name}")
-            lr_norm = normalizations_for(lr, image_layout(lr.shape))[0]
             if hr.shape[:2] != (lr.shape[0] * SCALE, lr.shape[1] * SCALE) or hr.ndim != lr.ndim:
                 raise InputError(
                     f"image {name}: HR {hr.shape} must be exactly {SCALE}x the LR {lr.shape} in height and "
                     "width, with the same channels"
                 )
+            if lr.dtype != hr.dtype:
+                raise InputError(
+                    f"image {name}: HR is {hr.dtype} but LR is {lr.dtype}; give both in one dtype, so that "
+                    "their values mean the same brightness"
+                )
+            if hr.dtype.kind == "f":  # one range for both: each its own would shift and stretch one of them
+                hr_norm = lr_norm = Normalization(
+                    hr.dtype, min(float(hr.min()), float(lr.min())), max(float(hr.max()), float(lr.max()))
+                )
+            else:
+                lr_norm = hr_norm
         if min(hr.shape[:2]) < 2 * _SSIM_RADIUS + 1:
             raise InputError(f"HR image {name} ({hr.shape[0]}x{hr.shape[1]}) is smaller than the SSIM window")
         cases.append(_Case(i, name, hr, hr_norm, lr, lr_norm))
