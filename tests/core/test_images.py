@@ -83,6 +83,16 @@ def test_layout_plane_indices_and_output_shape():
     assert image_layout((5, 7)).planes == 1
 
 
+@pytest.mark.parametrize("shape", [(5, 7, 1), (5, 7, 2), (3, 5, 7, 2)])
+def test_one_or_two_channels_last_are_refused_unless_declared_a_stack(shape):
+    with pytest.raises(
+        InputError, match=rf"ends in an axis of {shape[-1]}, which looks like colour channels"
+    ):
+        image_layout(shape)
+    assert image_layout(shape, rgb=False) == ImageLayout(shape[:-2], shape[-2], shape[-1], 1)
+    assert image_layout((5, 2, 2)) == ImageLayout((5,), 2, 2, 1)  # 2x2 planes: a stack
+
+
 @pytest.mark.parametrize("shape", [(5, 7), (5, 7, 2)])
 def test_rgb_true_needs_a_channel_axis(shape):
     with pytest.raises(InputError, match="not RGB"):

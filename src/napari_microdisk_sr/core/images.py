@@ -127,8 +127,9 @@ def image_layout(shape: Sequence[int], *, rgb: "bool | None" = None) -> ImageLay
         The image's shape, 2 to 4 dimensions.
     rgb : bool, optional
         Whether the last axis holds RGB(A) channels (napari's ``layer.rgb``). By default a last axis of size
-        3 or 4 on an image of 3 or more dimensions is taken as channels; pass ``rgb=False`` for a stack whose
-        planes happen to be 3 or 4 pixels wide.
+        3 or 4 on an image of 3 or more dimensions is taken as channels, and one of size 1 or 2 (narrower
+        than the axis before it) is refused as channels that are not RGB; pass ``rgb=False`` for a stack
+        whose planes happen to be 1 to 4 pixels wide.
 
     Returns
     -------
@@ -138,6 +139,12 @@ def image_layout(shape: Sequence[int], *, rgb: "bool | None" = None) -> ImageLay
     if not 2 <= len(shape) <= MAX_NDIM:
         raise InputError(f"image shape {shape} has {len(shape)} dimensions; 2 to {MAX_NDIM} are supported")
     if rgb is None:
+        if len(shape) >= 3 and shape[-1] in (1, 2) and shape[-2] > shape[-1]:
+            raise InputError(
+                f"image shape {shape} ends in an axis of {shape[-1]}, which looks like colour channels: give "
+                "gray (H, W) or RGB(A) (H, W, 3|4) images (squeeze a single channel; split two channels, or "
+                "drop the alpha of a gray+alpha image)"
+            )
         rgb = len(shape) >= 3 and shape[-1] in (3, 4)
     if not rgb:
         return ImageLayout(shape[:-2], shape[-2], shape[-1], 1)

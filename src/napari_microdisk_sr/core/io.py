@@ -6,6 +6,7 @@ never half of one; an output that exists gets a ``-1``, ``-2``, ... suffix inste
 """
 
 import csv
+import dataclasses
 import io as _io
 import json
 import logging
@@ -178,20 +179,27 @@ def read_csv(path: "str | os.PathLike[str]") -> list[dict[str, str]]:
 
 
 def read_image(path: "str | os.PathLike[str]") -> ImageFile:
-    """Read a TIFF (with its pixel size, if any) or a PNG/JPEG/BMP image, keeping its dtype."""
+    """Read a TIFF (with its pixel size, if any) or a PNG/JPEG/BMP image, keeping its dtype.
+
+    A last axis of size 1 (one channel) is dropped: ``(H, W, 1)`` is read as the gray image ``(H, W)``.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image {path} does not exist")
     try:
         if path.suffix.lower() in _TIFF_SUFFIXES:
-            return _read_tiff(path)
-        import imageio.v3 as iio
+            image = _read_tiff(path)
+        else:
+            import imageio.v3 as iio
 
-        return ImageFile(np.asarray(iio.imread(path)), path)
+            image = ImageFile(np.asarray(iio.imread(path)), path)
     except MicrodiskSRError:
         raise
     except Exception as exc:
         raise InputError(f"cannot read image {path}: {exc}") from exc
+    if image.data.ndim >= 3 and image.data.shape[-1] == 1:  # a single channel axis: a gray image
+        image = dataclasses.replace(image, data=image.data[..., 0])
+    return image
 
 
 def _read_tiff(path: Path) -> ImageFile:
