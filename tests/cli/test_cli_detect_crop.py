@@ -104,7 +104,11 @@ def test_crop_writes_one_crop_set_for_all_images(images, tmp_path, capsys):
         for name in ("gray.tif", "rgb16.tif")
     }
     assert len(crop_set) == len(whole["gray.tif"]) + len(whole["rgb16.tif"])
-    assert f"{len(crop_set)} crops of 2 images -> {out}" in capsys.readouterr().out
+    assert f"{len(crop_set)} crops of 2 image(s) -> {out}" in capsys.readouterr().out
+    assert main(["crop", str(folder / "gray.tif"), "--out", str(out)]) == 0  # the same again: not added
+    assert len(read_crop_set(out)) == len(crop_set)
+    n_gray = len(whole["gray.tif"])
+    assert f"0 crops of 1 image(s) -> {out}; {n_gray} were in the set already" in capsys.readouterr().out
     files = [row["file"] for row in crop_set.rows]
     assert files[0] == "gray_disk001.tif"
     assert files[-1] == f"rgb16_disk{len(whole['rgb16.tif']):03d}.tif"

@@ -23,8 +23,9 @@ def files(tmp_path_factory):
     crops = [Crop(hr[y : y + 40, x : x + 40], (y, x, y + 40, x + 40)) for y in (0, 64) for x in (0, 80, 160)]
     spec = models.ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2})
     torch.manual_seed(0)
+    write_crop_set(crops, folder / "crops", stem="scene")
     return {
-        "crops": str(write_crop_set(crops, folder / "crops", stem="scene")),
+        "crops": str(folder / "crops"),
         "model": str(models.save_model(spec.build(), spec, folder / "tiny.pth")),
     }
 

@@ -78,8 +78,11 @@ def test_bad_image_or_margin_is_refused(image):
 
 def test_a_crop_set_is_written_and_read_back(tmp_path, image):
     crops = crop_disks(image, [INSIDE, (0, 0, 10, 12)], source="field.tif")
-    folder = write_crop_set(crops, tmp_path / "set", stem="field")
-    assert folder == tmp_path / "set"
+    folder = tmp_path / "set"
+    assert write_crop_set(crops, folder, stem="field") == [
+        folder / "field_disk001.tif",
+        folder / "field_disk002.tif",
+    ]
     assert sorted(p.name for p in folder.iterdir()) == [CSV_NAME, "field_disk001.tif", "field_disk002.tif"]
     raw = read_csv(folder / CSV_NAME)
     assert tuple(raw[0]) == COLUMNS
@@ -130,6 +133,20 @@ def test_writing_again_appends_and_never_overwrites(tmp_path, image):
     assert (tmp_path / "a_disk002.tif").read_bytes() == b"left over by an interrupted write"
     assert crop_set.images[0].dtype == np.uint16
     assert crop_set.images[1].dtype == np.uint8
+
+
+def test_the_same_crops_are_not_added_twice(tmp_path, image, caplog):
+    crops = crop_disks(image, [INSIDE, (0, 0, 10, 12)], source="field.tif")
+    write_crop_set(crops, tmp_path, stem="field")
+    assert write_crop_set(crops, tmp_path, stem="field") == []  # the same image cropped again
+    assert "2 of 2 crops were in" in caplog.text
+    moved = crop_disks(image, [(1, 0, 11, 12)], source="field.tif")  # another box
+    changed = crop_disks(image + 1, [(0, 0, 10, 12)], source="field.tif")  # the file changed since
+    other = crop_disks(image, [(0, 0, 10, 12)], source="other.tif")  # another image
+    unnamed = crop_disks(image, [(0, 0, 10, 12)])  # no source to tell it by
+    added = write_crop_set([*moved, *changed, *other, *unnamed], tmp_path, stem="field")
+    assert [path.name for path in added] == [f"field_disk00{n}.tif" for n in (3, 4, 5, 6)]
+    assert len(read_crop_set(tmp_path)) == 6
 
 
 def test_a_folder_with_a_foreign_csv_is_not_written_to(tmp_path, image):

@@ -61,8 +61,12 @@ def run(args: argparse.Namespace) -> int:
                 f"all {len(disks)} disks found in {path} touch its border; use --keep-border to crop them"
             )
         batches.append((path, crops))
-    for path, crops in batches:
-        write_crop_set(crops, args.out, stem=safe_name(path.stem))
+    written = [len(write_crop_set(crops, args.out, stem=safe_name(path.stem))) for path, crops in batches]
     n_crops = sum(len(crops) for _, crops in batches)
-    print(f"{n_crops} crops of {len(batches)} images -> {args.out}")
+    held = (
+        f"; {n_crops - sum(written)} were in the set already and not added again"
+        if sum(written) < n_crops
+        else ""
+    )
+    print(f"{sum(written)} crops of {len(batches)} image(s) -> {args.out}{held}")
     return 0

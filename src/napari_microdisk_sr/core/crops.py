@@ -147,8 +147,11 @@ def _clipped_box(box: Sequence[float], shape: Sequence[int]) -> Box:
     return clipped
 
 
-def write_crop_set(crops: Sequence[Crop], out_dir: "str | os.PathLike[str]", *, stem: str) -> Path:
+def write_crop_set(crops: Sequence[Crop], out_dir: "str | os.PathLike[str]", *, stem: str) -> list[Path]:
     """Write crops as ``<stem>_disk001.tif``, ... and list them in ``crops.csv``, appending to a set there.
+
+    A crop the set already holds (the same source, box and pixels: the same image cropped again) is not
+    added twice: a duplicate would train on one copy and validate on the other.
 
     Parameters
     ----------
@@ -161,8 +164,8 @@ def write_crop_set(crops: Sequence[Crop], out_dir: "str | os.PathLike[str]", *, 
 
     Returns
     -------
-    Path
-        The folder.
+    list of Path
+        The crop files written, in order (without the crops the set already held).
 
     Raises
     ------
@@ -182,14 +185,39 @@ def write_crop_set(crops: Sequence[Crop], out_dir: "str | os.PathLike[str]", *, 
     except InputError as exc:
         raise OutputError(f"cannot add crops to {folder}: {exc}; choose another folder") from exc
     number = _last_number(folder, rows, stem)
+    held = {
+        (row["source"], tuple(row[c] for c in _BOX_COLUMNS)): row["file"] for row in rows if row["source"]
+    }
+    written = []
     for crop in crops:
+        copy = held.get((crop.source, tuple(crop.box))) if crop.source else None
+        if copy is not None and _holds(folder / copy, crop.image):
+            continue
         number += 1
         name = f"{stem}_disk{number:03d}.tif"
         io.write_tiff(folder / name, crop.image, description=_description(crop))
         rows.append(_row(name, crop))
-    io.write_csv(csv_path, rows, COLUMNS, overwrite=True)
-    log.info("wrote %d crops to %s (%d in the set)", len(crops), folder, len(rows))
-    return folder
+        written.append(folder / name)
+    if written:
+        io.write_csv(csv_path, rows, COLUMNS, overwrite=True)
+    if len(written) < len(crops):
+        log.warning(
+            "%d of %d crops were in %s already: not added again",
+            len(crops) - len(written),
+            len(crops),
+            folder,
+        )
+    log.info("wrote %d crops to %s (%d in the set)", len(written), folder, len(rows))
+    return written
+
+
+def _holds(path: Path, image: np.ndarray) -> bool:
+    """Whether the crop file ``path`` exists and holds exactly ``image``."""
+    try:
+        held = io.read_image(path).data
+    except InputError:
+        return False
+    return held.dtype == image.dtype and np.array_equal(held, image)
 
 
 def _last_number(folder: Path, rows: list[dict[str, Any]], stem: str) -> int:
