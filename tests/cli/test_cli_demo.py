@@ -55,6 +55,16 @@ def test_demo_never_writes_into_an_existing_folder(tmp_path, capsys):
     assert f"outputs in {tmp_path / 'demo-1'}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--minutes", "0"], "max_minutes"), (["--size", "8"], "8"), (["--epochs", "0"], "epochs")],
+)
+def test_bad_demo_settings_are_refused_before_anything_is_written(tmp_path, capsys, option, message):
+    assert main(["demo", "--out", str(tmp_path / "demo"), *TINY, *option]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_no_display_means_headless(monkeypatch):
     monkeypatch.setattr(launch.sys, "platform", "linux")
     monkeypatch.delenv("DISPLAY", raising=False)

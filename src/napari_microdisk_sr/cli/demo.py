@@ -64,11 +64,20 @@ def run(args: argparse.Namespace) -> int:
     on_gpu = device.type == "cuda"
     model = args.model or (DEFAULT_MODEL if on_gpu else COMPACT_MODEL)
     minutes = args.minutes if args.minutes is not None else (None if on_gpu else 4.0)
+    config = train.FineTuneConfig(  # the settings and the scenes are checked before anything is written
+        model=model,
+        epochs=args.epochs,
+        pairs_per_epoch=args.pairs_per_epoch,
+        degradation="realistic",
+        device=str(device),
+        seed=args.seed,
+        max_minutes=minutes,
+    )
+    train_scenes = [make_scene(seed=s, size=(args.size, args.size)) for s in TRAIN_SEEDS]
+    held_out = [make_scene(seed=s, size=(args.size, args.size)) for s in HELD_OUT_SEEDS]
     out = ensure_writable_dir(unique_path(args.out))
     print(f"demo on {describe_device(device)}; fine-tuning {model}; outputs in {out}")
 
-    train_scenes = [make_scene(seed=s, size=(args.size, args.size)) for s in TRAIN_SEEDS]
-    held_out = [make_scene(seed=s, size=(args.size, args.size)) for s in HELD_OUT_SEEDS]
     scenes_dir = ensure_writable_dir(out / "scenes")
     for kind, scenes in (("train", train_scenes), ("heldout", held_out)):
         for scene in scenes:
@@ -96,15 +105,6 @@ def run(args: argparse.Namespace) -> int:
         f"precision {true_found / max(found, 1):.2f}); cropped {n_crops} whole disks into {crops_dir}"
     )
 
-    config = train.FineTuneConfig(
-        model=model,
-        epochs=args.epochs,
-        pairs_per_epoch=args.pairs_per_epoch,
-        degradation="realistic",
-        device=str(device),
-        seed=args.seed,
-        max_minutes=minutes,
-    )
     stop = StopFlag()
     tuned_at = time.perf_counter()
     with stop_on_interrupt(stop), TrainProgress() as progress:
