@@ -77,6 +77,7 @@ def test_evaluate_degrades_hr_images_without_lr_and_writes_beside_them_by_defaul
         (["--methods", "bicubic,no-such-model"], "unknown method 'no-such-model'"),
         (["--methods", "bicubic,missing/model.pth"], "model file missing/model.pth does not exist"),
         (["--lr", "MISSING"], "does not exist"),
+        (["--bit-depth", "12"], "HR image field1_hr: a uint8 image holds at most 8 bits, not 12"),
     ],
 )
 def test_evaluate_reports_bad_input_clearly(files, tmp_path, capsys, extra, message):

@@ -100,6 +100,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(files, tmp_path, capsys, monke
         (["--early-stop", "--val-fraction", "0"], "early stopping needs a validation set"),
         (["--freeze-blocks", "9"], "freeze at most 3"),
         (["--resume"], "holds no fine-tuning run"),
+        (["--bit-depth", "12"], "a uint8 image holds at most 8 bits, not 12"),
     ],
 )
 def test_finetune_errors_say_how_to_fix(files, tmp_path, capsys, options, message):
@@ -121,5 +122,13 @@ def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit):
         main(["finetune", "--help"])
     text = capsys.readouterr().out
-    for option in ("--early-stop", "--layer-lr", "--freeze-blocks", "--ema", "--max-minutes", "--resume"):
+    for option in (
+        "--early-stop",
+        "--layer-lr",
+        "--freeze-blocks",
+        "--ema",
+        "--max-minutes",
+        "--resume",
+        "--bit-depth",
+    ):
         assert option in text

@@ -77,6 +77,22 @@ def test_output_beside_the_input_is_the_core_result_with_the_pixel_size_scaled(m
     np.testing.assert_array_equal(read_image(src).data, image)  # the original is untouched
 
 
+def test_a_bit_depth_is_used_and_recorded_and_its_absence_hinted_at(model_file, tmp_path, caplog):
+    image = gray((16, 16))
+    image[0, 0] = 4095
+    src = write_tiff(tmp_path / "field.tif", image)
+    assert cli(src, "--bit-depth", "12", model=model_file) == 0
+    assert "--bit-depth" not in caplog.text
+    out = read_image(tmp_path / "field_microdisk_sr" / "field_x4.tif")
+    expected = upscale_array(image, models.load_model(model_file), device="cpu", bit_depth=12)
+    np.testing.assert_array_equal(out.data, expected)
+    assert out.data.max() <= 4095
+    with tifffile.TiffFile(tmp_path / "field_microdisk_sr" / "field_x4.tif") as tif:
+        assert json.loads(tif.pages.first.description)["bit_depth"] == 12
+    assert cli(src, model=model_file) == 0
+    assert "give bit_depth=12 (--bit-depth 12)" in caplog.text  # shown on stderr by the CLI's logging
+
+
 def test_existing_outputs_get_numbered_never_overwritten(model_file, tmp_path):
     src = write_tiff(tmp_path / "a.tif", gray())
     out_dir = tmp_path / "results"
@@ -182,6 +198,8 @@ def test_output_that_would_be_an_input_is_refused(model_file, tmp_path, capsys, 
         (["--tile", "-1"], "tile must be"),
         (["--tile-pad", "-3"], "tile_pad must be"),
         (["--model", "no-such-model"], "unknown model"),
+        (["--bit-depth", "10"], "a.tif: values reach"),  # gray() is 12-bit data
+        (["--bit-depth", "0"], "bit depth must be"),
     ],
 )
 def test_bad_options_are_refused(model_file, tmp_path, capsys, no_compute, options, fragment):

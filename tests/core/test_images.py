@@ -8,12 +8,15 @@ from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.images import (
     ImageLayout,
     Normalization,
+    check_bit_depth,
     from_model_output,
     image_layout,
+    likely_bit_depth,
     normalizations_for,
     resize_alpha,
     to_model_input,
     validate_image,
+    value_range,
 )
 
 # --- validation -----------------------------------------------------------------------------------------
@@ -248,3 +251,59 @@ def test_tensor_mapping_equals_the_numpy_mapping_bit_for_bit(dtype, low, high):
         out = from_model_output(y, norm, gray=gray)
         assert out.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(out, norm.from_unit(expected.numpy()))
+
+
+# --- bit depth ------------------------------------------------------------------------------------------
+
+
+def test_a_bit_depth_maps_unsigned_data_of_that_depth_to_the_full_unit_range():
+    image = np.array([[0, 1000], [2048, 4095]], np.uint16)
+    assert value_range(image) == (0.0, 65535.0)
+    assert value_range(image, bit_depth=12) == (0.0, 4095.0)
+    norm, _ = normalizations_for(image, image_layout(image.shape), bit_depth=12)
+    unit = norm.to_unit(image)
+    assert unit.max() == 1.0
+    np.testing.assert_array_equal(norm.from_unit(unit), image)  # exact round trip
+    assert norm.from_unit(np.array([1.5]))[0] == 4095  # outputs stay within the depth
+    rgba = np.zeros((4, 4, 4), np.uint16)
+    rgba[..., 3] = 65535  # alpha keeps its own (dtype) range
+    color, alpha = normalizations_for(rgba, image_layout(rgba.shape), bit_depth=12)
+    assert (color.high, alpha.high) == (4095.0, 65535.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "bit_depth", "match"),
+    [
+        (np.array([[4096]], np.uint16), 12, "values reach 4096, above 4095, the largest 12-bit value"),
+        (np.array([[1]], np.uint8), 12, "a uint8 image holds at most 8 bits, not 12"),
+        (np.array([[1]], np.int16), 12, "applies to unsigned integer images, not int16"),
+        (np.array([[0.5]], np.float32), 12, "applies to unsigned integer images, not float32"),
+        (np.array([[1]], np.uint16), 0, "whole number from 1 to 64, not 0"),
+        (np.array([[1]], np.uint16), 12.0, "whole number from 1 to 64, not 12.0"),
+    ],
+)
+def test_a_bit_depth_that_does_not_fit_the_data_is_refused(values, bit_depth, match):
+    with pytest.raises(InputError, match=match):
+        value_range(values, bit_depth=bit_depth)
+
+
+def test_check_bit_depth_alone_checks_the_number():
+    assert check_bit_depth(np.int64(14)) == 14
+    with pytest.raises(InputError, match="not True"):
+        check_bit_depth(True)
+
+
+@pytest.mark.parametrize(
+    ("peak", "dtype", "expected"),
+    [
+        (4095, np.uint16, 12),
+        (1000, np.uint16, 10),
+        (16383, np.uint16, 14),
+        (16384, np.uint16, None),  # 15 bits: more than a quarter of the range, could be any 16-bit image
+        (200, np.uint8, None),
+        (4095, np.int16, None),
+        (4095, np.uint32, 12),
+    ],
+)
+def test_likely_bit_depth_is_a_hint_for_sparse_wide_integers(peak, dtype, expected):
+    assert likely_bit_depth(np.array([[0, peak]], dtype)) == expected

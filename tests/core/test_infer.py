@@ -359,6 +359,7 @@ def test_provenance_records_the_settings_in_effect():
         "tile_pad": 38,  # x2 inputs are pixel-unshuffled by 2: the pad is rounded up to even, as upscale does
         "half": cpu_has_native_bf16(),  # bfloat16 on the CPU only where it is native
         "precision": "bfloat16" if cpu_has_native_bf16() else "float32",
+        "bit_depth": None,
     }
     assert provenance(model, UpscaleConfig(), cpu, None)["tile_pad"] == spec.tile_pad == 38
     # what the job reports at its end wins: a smaller tile after running out of memory, float32 after a
@@ -366,6 +367,45 @@ def test_provenance_records_the_settings_in_effect():
     last = TileEvent(4, 4, 0, 1, 32, "float32")
     ended = provenance(model, UpscaleConfig(tile=64, half=True), cpu, last)
     assert (ended["tile"], ended["half"], ended["precision"]) == (32, False, "float32")
+
+
+SEEN: list[float] = []  # outside the module: upscale runs a copy of it
+
+
+class Probe(Nearest):
+    """Nearest-neighbour x4 that records the largest value the network was given in :data:`SEEN`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        SEEN.append(float(x.max()))
+        return super().forward(x)
+
+
+def test_a_bit_depth_shows_the_network_the_data_at_full_range(caplog):
+    image = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 65).clip(0, 4095)
+    image[0, 0] = 4095  # a 12-bit camera's brightest pixel
+    SEEN.clear()
+    with caplog.at_level(logging.WARNING):
+        out = upscale_array(image, Probe(), scale=4, device="cpu", tile=0)
+    assert max(SEEN) == pytest.approx(4095 / 65535)  # the full uint16 range: 16x too dark
+    assert "values reach only 4095: if it holds 12-bit data" in caplog.text
+    caplog.clear()
+    SEEN.clear()
+    with caplog.at_level(logging.WARNING):
+        out12 = upscale_array(image, Probe(), scale=4, device="cpu", tile=0, bit_depth=12)
+    assert max(SEEN) == 1.0
+    assert not caplog.text
+    np.testing.assert_array_equal(out12, out)  # nearest neighbour: the mapping goes back exactly
+    with pytest.raises(InputError, match="values reach 5000, above 4095"):
+        upscale(np.full((8, 8), 5000, np.uint16), Probe(), scale=4, bit_depth=12)
+    assert (
+        provenance(
+            LoadedModel(Nearest(), ModelSpec("SRVGGNetCompact", SRVGG_PARAMS), "n", "n", "0" * 64),
+            UpscaleConfig(bit_depth=12),
+            torch.device("cpu"),
+            None,
+        )["bit_depth"]
+        == 12
+    )
 
 
 def test_bare_module_needs_its_scale():

@@ -182,6 +182,25 @@ def test_a_float_pair_is_scored_on_one_value_range_and_mixed_dtypes_are_refused(
         drive(evaluate([scene.hr], ["bicubic"], lr_images=[scene.lr.astype(np.float32)], device="cpu"))
 
 
+def test_a_bit_depth_scores_12_bit_data_against_its_own_range(tmp_path):
+    scene = make_scene(seed=4, size=(24, 24))
+    hr, lr = scene.hr.astype(np.uint16) * 16, scene.lr.astype(np.uint16) * 16  # 12-bit data in uint16
+    deep = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", bit_depth=12, keep_outputs=True))
+    output = deep.outputs["image1", "bicubic"]
+    assert output.max() <= 4095
+    assert deep.rows[0]["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(hr, output, data_range=4095), abs=1e-4
+    )
+    full = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu"))
+    inflated = full.rows[0]["psnr"] - deep.rows[0]["psnr"]
+    assert inflated == pytest.approx(20 * math.log10(65535 / 4095), abs=0.05)  # 24 dB for nothing
+    assert deep.bit_depth == 12
+    assert json.loads(deep.to_json(tmp_path / "m.json").read_text())["bit_depth"] == 12
+    lr[0, 0] = 4096
+    with pytest.raises(InputError, match="LR image image1: values reach 4096"):
+        evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", bit_depth=12)
+
+
 @pytest.mark.parametrize("degradation", ["bicubic", "realistic"])
 def test_evaluate_makes_lr_images_by_the_degradation(degradation):
     hr = make_scene(seed=3, size=(17, 18)).hr[:70, :66]  # cropped to 68 x 64 for x4

@@ -58,6 +58,7 @@ def _area(x, scale):
         ({"channels": 2}, "channels"),
         ({"patch": 64.0}, "integer"),
         ({"augment": "yes"}, "augment"),
+        ({"bit_depth": 0}, "bit depth"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -163,6 +164,15 @@ def test_sampler_shapes_and_value_ranges():
     # Integer crops map by their dtype's range: a uint16 value v becomes v / 65535.
     levels = hr.numpy().astype(np.float64) * 65535
     np.testing.assert_allclose(levels, np.rint(levels), atol=0.02)
+
+
+def test_a_bit_depth_maps_crops_of_that_depth_to_the_full_range():
+    crop = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 4  # 0 ... 4092: 12-bit data
+    config = PairConfig(patch=32, pairs_per_epoch=2, augment=False, bit_depth=12)
+    _, hr = PairSampler([crop], config).pairs(0, [0])
+    np.testing.assert_allclose(hr[0, 0], crop / 4095, rtol=1e-6)
+    with pytest.raises(InputError, match="HR image 1: values reach 4096, above 4095"):
+        PairSampler([crop, crop + 4], config)
 
 
 def test_sampler_patches_come_from_the_crops():

@@ -123,6 +123,7 @@ def test_defaults_are_the_study_recipe():
         ({"device": "tpu"}, "unknown device"),
         ({"max_minutes": 0}, "max_minutes"),
         ({"ema": "yes"}, "ema must be True or False"),
+        ({"bit_depth": 65}, "bit depth must be a whole number from 1 to 64"),
     ],
 )
 def test_config_refuses_bad_values(changes, message):
@@ -136,7 +137,7 @@ def test_patch_must_be_a_multiple_of_the_scale(srvgg, tmp_path):
 
 
 def test_config_json_round_trip(tmp_path):
-    config = FineTuneConfig(layer_lrs=train.STUDY_LAYER_LRS, early_stop=3, max_minutes=1.5)
+    config = FineTuneConfig(layer_lrs=train.STUDY_LAYER_LRS, early_stop=3, max_minutes=1.5, bit_depth=12)
     assert FineTuneConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
     with pytest.raises(InputError, match="unknown fine-tuning setting"):
         FineTuneConfig.from_json({"learning_rate": 1e-4})

@@ -10,6 +10,7 @@ from ..core.errors import InputError
 from ..core.outputs import safe_name
 from ..core.pairs import DEGRADATIONS
 from ..core.progress import drive
+from .upscale import add_bit_depth_option
 
 DEFAULT_METHODS = f"{metrics.BICUBIC},{metrics.PRETRAINED}"
 
@@ -68,6 +69,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "and a -1, -2, ... suffix added (default: metrics.csv in the first HR image's <stem>_microdisk_sr "
         "folder)",
     )
+    add_bit_depth_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         error_maps=args.error_maps is not None,
         seed=args.seed,
+        bit_depth=args.bit_depth,
     )
     with tqdm(total=len(names) * len(methods), unit="result", desc="evaluate", leave=False) as bar:
 

@@ -17,6 +17,7 @@ from ..core.errors import TrainingError
 from ..core.pairs import DEGRADATIONS, SMALL_CROP_POLICIES
 from ..core.progress import StopFlag, drive
 from ..core.train import EventKind, FineTuneConfig, RunState, TrainEvent
+from .upscale import add_bit_depth_option
 
 _DEFAULTS = FineTuneConfig()
 # command-line option (argparse dest) -> FineTuneConfig field
@@ -37,6 +38,7 @@ _FIELDS = {
     "device": "device",
     "seed": "seed",
     "max_minutes": "max_minutes",
+    "bit_depth": "bit_depth",
 }
 _STOPPED_EXIT = 130  # the shell's code for a job ended by Ctrl-C
 
@@ -133,6 +135,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="M",
         help="stop cleanly after M minutes, saving (default: no limit)",
     )
+    add_bit_depth_option(parser)
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
     )

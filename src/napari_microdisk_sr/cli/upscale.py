@@ -10,7 +10,7 @@ from tqdm import tqdm
 from ..core import infer, io
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError
-from ..core.images import validate_image
+from ..core.images import validate_image, value_range
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
 from ..core.progress import drive, relay
 
@@ -63,15 +63,32 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="half precision, a fast preview: float16 on CUDA, bfloat16 on CPUs that compute it natively "
         "(about 2x faster there); ignored elsewhere",
     )
+    add_bit_depth_option(parser)
     parser.set_defaults(func=run)
 
 
+def add_bit_depth_option(parser: argparse.ArgumentParser) -> None:
+    """``--bit-depth N``, shared by upscale, finetune and evaluate."""
+    parser.add_argument(
+        "--bit-depth",
+        type=int,
+        metavar="N",
+        help="significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing 16-bit files: "
+        "values 0 to 2^N-1 map to the network's full range (default: the dtype's full range, which shows "
+        "12-bit data 16x too dark); give the same to finetune, upscale and evaluate",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    config = infer.UpscaleConfig(tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half)
+    config = infer.UpscaleConfig(
+        tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half, bit_depth=args.bit_depth
+    )
     for path in args.inputs:  # read and check every input before any work; the pixels are read again below
         image = io.read_image(path).data
         try:
             validate_image(image)
+            if config.bit_depth is not None:
+                value_range(image, bit_depth=config.bit_depth)
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
     device = resolve_device(config.device)
@@ -95,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             tile_pad=config.tile_pad,
             device=device,
             half=config.half,
+            bit_depth=config.bit_depth,
         )
         events: list[infer.TileEvent] = []
         with tqdm(desc=path.name, unit="tile", leave=False) as bar:

@@ -6,7 +6,9 @@ The networks see float32 RGB in ``[0, 1]`` laid out as ``(1, 3, h, w)``. Images 
 plane. This module knows how to cut them into model inputs and how to put the outputs back:
 
 - integer images map by their dtype's full range (a dim ``uint16`` image stays 16-bit data: the range is
-  never guessed from the maximum), float images by the minimum and maximum of their colour values;
+  never guessed from the maximum), or, for unsigned integers, by the bit depth given (``bit_depth=12``:
+  ``[0, 4095]``, for a 12-bit camera writing uint16 files); float images by the minimum and maximum of
+  their colour values;
 - the inverse maps back to the input's dtype and range: floats stay float, integers are rounded and clipped;
 - gray planes are replicated to three channels for the model and the three output channels averaged back;
 - alpha never goes through the network: it is resized with bicubic interpolation and re-attached.
@@ -214,7 +216,7 @@ def _exact_float_bounds(dtype: np.dtype, float_dtype: np.dtype) -> tuple[float, 
 
 
 def normalizations_for(
-    image: np.ndarray, layout: ImageLayout
+    image: np.ndarray, layout: ImageLayout, *, bit_depth: "int | None" = None
 ) -> tuple[Normalization, "Normalization | None"]:
     """The colour and alpha normalisations of an image.
 
@@ -224,24 +226,96 @@ def normalizations_for(
         The validated image (see :func:`validate_image`).
     layout : ImageLayout
         Its layout (see :func:`image_layout`).
+    bit_depth : int, optional
+        Significant bits of an unsigned integer image (see :func:`value_range`).
 
     Returns
     -------
     color : Normalization
-        Integers: the dtype's range. Floats: ``[min, max]`` of the gray or RGB values over all planes.
+        See :func:`value_range`, over the gray or RGB values of all planes.
     alpha : Normalization or None
-        Likewise for the alpha channel, computed on its own; None without alpha.
+        The alpha channel's, computed on its own (its dtype's range, or ``[min, max]``); None without
+        alpha. Alpha never goes through the network, so its range only needs to hold its values.
     """
     color = image[..., :3] if layout.has_alpha else image
     alpha = image[..., 3] if layout.has_alpha else None
-    return _normalization(color), None if alpha is None else _normalization(alpha)
+    return (
+        Normalization(color.dtype, *value_range(color, bit_depth=bit_depth)),
+        None if alpha is None else Normalization(alpha.dtype, *value_range(alpha)),
+    )
 
 
-def _normalization(values: np.ndarray) -> Normalization:
-    if values.dtype.kind in "iu":
-        info = np.iinfo(values.dtype)
-        return Normalization(values.dtype, float(info.min), float(info.max))
-    return Normalization(values.dtype, float(values.min()), float(values.max()))
+def value_range(values: np.ndarray, *, bit_depth: "int | None" = None) -> tuple[float, float]:
+    """The values of an image that map to 0 and 1 for the networks.
+
+    Parameters
+    ----------
+    values : ndarray
+        Integer or float values, finite.
+    bit_depth : int, optional
+        How many bits of an unsigned integer image carry data (a 12-bit camera writes uint16 files whose
+        values stop at 4095). Without it integers map by their dtype's full range.
+
+    Returns
+    -------
+    low, high : float
+        Integers: the dtype's range, or ``[0, 2**bit_depth - 1]``. Floats: their minimum and maximum.
+
+    Raises
+    ------
+    InputError
+        For a ``bit_depth`` that is not a whole number from 1 to the dtype's bits, one given for signed or
+        float data, or values above ``2**bit_depth - 1`` (not data of that depth).
+    """
+    values = np.asarray(values)
+    if bit_depth is None:
+        if values.dtype.kind in "iu":
+            info = np.iinfo(values.dtype)
+            return float(info.min), float(info.max)
+        return float(values.min()), float(values.max())
+    check_bit_depth(bit_depth, values.dtype)
+    high = 2**bit_depth - 1
+    peak = int(values.max()) if values.size else 0
+    if peak > high:
+        raise InputError(
+            f"values reach {peak}, above {high}, the largest {bit_depth}-bit value: give the bit depth the "
+            "data were recorded with (or none, for the dtype's full range)"
+        )
+    return 0.0, float(high)
+
+
+def check_bit_depth(bit_depth: object, dtype: "np.dtype | None" = None) -> int:
+    """``bit_depth`` as an int, checked to be 1 to 64 and, with ``dtype``, to fit an unsigned ``dtype``."""
+    if (
+        isinstance(bit_depth, bool)
+        or not isinstance(bit_depth, (int, np.integer))
+        or not 1 <= bit_depth <= 64
+    ):
+        raise InputError(f"bit depth must be a whole number from 1 to 64, not {bit_depth!r}")
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if dtype.kind != "u":
+            raise InputError(
+                f"a bit depth applies to unsigned integer images, not {dtype}; give none for this image"
+            )
+        if bit_depth > 8 * dtype.itemsize:
+            raise InputError(f"a {dtype} image holds at most {8 * dtype.itemsize} bits, not {bit_depth}")
+    return int(bit_depth)
+
+
+def likely_bit_depth(values: np.ndarray) -> "int | None":
+    """The usual camera bit depth (10, 12 or 14) that an unsigned 16-bit (or wider) image seems to hold.
+
+    None when its values use more than a quarter of the dtype's range, or for other dtypes. A hint to show
+    the user, never applied on its own: a dim 16-bit image looks the same.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind != "u" or values.dtype.itemsize < 2 or not values.size:
+        return None
+    needed = max(1, int(values.max()).bit_length())
+    if needed > 8 * values.dtype.itemsize - 2:
+        return None
+    return next((depth for depth in (10, 12, 14) if depth >= needed), None)
 
 
 _TORCH_DTYPES = {

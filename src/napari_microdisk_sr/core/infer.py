@@ -34,8 +34,10 @@ from .errors import InputError, MicrodiskSRError
 from .images import (
     ImageLayout,
     Normalization,
+    check_bit_depth,
     from_model_output,
     image_layout,
+    likely_bit_depth,
     normalizations_for,
     resize_alpha,
     to_model_input,
@@ -101,12 +103,18 @@ class UpscaleConfig:
         16-bit autocast, a fast preview: float16 on CUDA (about half the memory), bfloat16 on CPUs with
         native bfloat16 (x4plus about 2x faster; its 8-bit output about 52 dB from float32's, about as far
         as tiling moves it); ignored with a logged notice elsewhere (see :func:`.device.half_dtype`).
+    bit_depth : int or None
+        Significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing uint16 files: their
+        values ``[0, 2**bit_depth - 1]`` map to the network's ``[0, 1]`` (see :func:`.images.value_range`).
+        None maps integers by their dtype's full range, which shows a 12-bit image 16x too dark to the
+        network.
     """
 
     tile: int = DEFAULT_TILE
     tile_pad: "int | None" = None
     device: str = "auto"
     half: bool = False
+    bit_depth: "int | None" = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.tile) or self.tile < 0:
@@ -117,6 +125,8 @@ class UpscaleConfig:
             raise InputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
         if not isinstance(self.half, bool):
             raise InputError(f"half must be True or False, not {self.half!r}")
+        if self.bit_depth is not None:
+            check_bit_depth(self.bit_depth)
 
 
 def _is_int(value: Any) -> bool:
@@ -131,6 +141,7 @@ def upscale(
     tile_pad: "int | None" = None,
     device: "str | torch.device" = "auto",
     half: bool = False,
+    bit_depth: "int | None" = None,
     stop: "StopFlag | None" = None,
     rgb: "bool | None" = None,
     scale: "int | None" = None,
@@ -151,7 +162,7 @@ def upscale(
         runs on its own copy, on ``device``, so training may go on meanwhile. A bare module is copied for
         each job; a LoadedModel stands for its weights file, so its copy on a device is made once and reused
         (it is remade when a parameter or buffer is replaced or loaded anew). Put a bare module in eval mode.
-    tile, tile_pad, device, half
+    tile, tile_pad, device, half, bit_depth
         See :class:`UpscaleConfig`.
     stop : StopFlag, optional
         Checked before each tile; once set, the job ends and returns None (never a partial image).
@@ -174,10 +185,13 @@ def upscale(
         Out of memory even with :data:`MIN_TILE` tiles, or a module whose output has the wrong shape (while
         running).
     """
-    config = UpscaleConfig(tile=tile, tile_pad=tile_pad, device=str(device), half=half)
+    config = UpscaleConfig(tile=tile, tile_pad=tile_pad, device=str(device), half=half, bit_depth=bit_depth)
     image = np.asarray(image)
     validate_image(image)
     layout = image_layout(image.shape, rgb=rgb)
+    norms = normalizations_for(image, layout, bit_depth=config.bit_depth)
+    if config.bit_depth is None:
+        _hint_bit_depth(image[..., :3] if layout.has_alpha else image)
     module, factor, pad, multiple = _unpack_model(model, scale=scale, tile_pad=config.tile_pad)
     dev = resolve_device(config.device)
     half = half_dtype(dev) if config.half else None
@@ -194,11 +208,30 @@ def upscale(
         scale=factor,
         half=half,
         reuse=isinstance(model, LoadedModel),
+        norms=norms,
         tile=config.tile,
         pad=_round_up(pad, multiple),
         multiple=multiple,
         stop=stop,
     )
+
+
+def _hint_bit_depth(values: np.ndarray) -> None:
+    """Warn when an image mapped by its dtype's full range seems to hold data of fewer bits."""
+    bits = likely_bit_depth(values)
+    if bits is not None:
+        log.warning(
+            "this %s image's values reach only %d: if it holds %d-bit data (a %d-bit camera), give "
+            "bit_depth=%d (--bit-depth %d); mapped by the full %s range, it looks %dx darker to the network",
+            values.dtype,
+            int(values.max()),
+            bits,
+            bits,
+            bits,
+            bits,
+            values.dtype,
+            2 ** (8 * values.dtype.itemsize - bits),
+        )
 
 
 def provenance(
@@ -220,7 +253,7 @@ def provenance(
         ``model``, ``model_source``, ``model_sha256``, ``scale``, and the settings in effect at the end:
         ``tile`` (smaller than asked for after running out of memory), ``tile_pad`` (the model's when not
         given, rounded up to its input size multiple), ``device`` (in words), ``half`` (whether 16-bit
-        floats were used) and ``precision`` (``float32``, ``float16`` or ``bfloat16``).
+        floats were used), ``precision`` (``float32``, ``float16`` or ``bfloat16``) and ``bit_depth``.
     """
     _, scale, pad, multiple = _unpack_model(model, scale=None, tile_pad=config.tile_pad)
     asked = half_dtype(device) if config.half else None
@@ -235,6 +268,7 @@ def provenance(
         "device": describe_device(device),
         "half": precision != "float32",
         "precision": precision,
+        "bit_depth": config.bit_depth,
     }
 
 
@@ -262,8 +296,8 @@ def upscale_array(
     on_event : callable, optional
         Called with each :class:`TileEvent`.
     **options
-        Keyword arguments of :func:`upscale` (``tile``, ``tile_pad``, ``device``, ``half``, ``stop``, ``rgb``,
-        ``scale``).
+        Keyword arguments of :func:`upscale` (``tile``, ``tile_pad``, ``device``, ``half``, ``bit_depth``,
+        ``stop``, ``rgb``, ``scale``).
     """
     return drive(upscale(image, model, **options), on_event)
 
@@ -398,6 +432,7 @@ def _upscale_job(
     scale: int,
     half: "torch.dtype | None",
     reuse: bool,
+    norms: "tuple[Normalization, Normalization | None]",
     tile: int,
     pad: int,
     multiple: int,
@@ -405,7 +440,7 @@ def _upscale_job(
 ) -> Generator[TileEvent, None, "np.ndarray | None"]:
     """The work of :func:`upscale`, plane by plane, restarting a plane with smaller tiles on out-of-memory."""
     network = _Network(module, device, scale=scale, half=half, reuse=reuse)
-    color_norm, alpha_norm = normalizations_for(image, layout)
+    color_norm, alpha_norm = norms
     out = np.empty(layout.output_shape(network.scale), dtype=image.dtype)
     height, width, planes = layout.height, layout.width, layout.planes
     done = 0

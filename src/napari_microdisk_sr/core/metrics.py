@@ -213,6 +213,8 @@ class EvalResult:
         How LR images were made from HR ones; None when LR images were given.
     seed : int
         Seed of the degradation.
+    bit_depth : int or None
+        Significant bits of the (unsigned integer) images, when given.
     models : dict
         For each model method: ``{"name", "source", "sha256"}`` of the weights used.
     error_maps : dict
@@ -228,6 +230,7 @@ class EvalResult:
     images: tuple[str, ...]
     degradation: "str | None"
     seed: int
+    bit_depth: "int | None" = None
     models: dict[str, dict[str, str]] = field(default_factory=dict)
     error_maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     outputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
@@ -245,6 +248,7 @@ class EvalResult:
             "scale": SCALE,
             "degradation": self.degradation,
             "seed": self.seed,
+            "bit_depth": self.bit_depth,
             "methods": list(self.methods),
             "images": list(self.images),
             "models": self.models,
@@ -328,13 +332,15 @@ def evaluate(
     keep_outputs: bool = False,
     stop: "StopFlag | None" = None,
     seed: int = 0,
+    bit_depth: "int | None" = None,
 ) -> Generator[EvalEvent, None, "EvalResult | None"]:
     """Score x4 upscaling methods against high-resolution references, as a job generator.
 
     Each LR image is made from its HR image by :func:`~.pairs.degrade` (HR first cropped at the bottom and
     right to a multiple of 4; the LR rounded to the HR's dtype, as a camera would store it), unless
     ``lr_images`` are given. Every method upscales the LR image and its output is compared with the HR
-    image, in the HR's value mapping (integers: dtype range; floats: the HR's min-max), with data range 1
+    image, in the HR's value mapping (integers: dtype range or ``bit_depth``; floats: the min-max of the HR,
+    and of its LR when given), with data range 1
     (:func:`psnr`, :func:`ssim`). Arguments are checked when ``evaluate`` is called; the generator does the
     work (loading the models first), yields :class:`EvalEvent` and returns the :class:`EvalResult`.
 
@@ -363,6 +369,10 @@ def evaluate(
         Checked between steps and tiles; once set, the job returns None.
     seed : int
         Seed of the realistic degradation (image ``i`` uses the stream ``(seed, i)``).
+    bit_depth : int, optional
+        Significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing uint16 files: PSNR
+        and SSIM are then relative to ``2**bit_depth - 1``, and the models see the images by that range (see
+        :func:`.images.value_range`).
 
     Returns
     -------
@@ -375,7 +385,7 @@ def evaluate(
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     infer.UpscaleConfig(tile=tile, device=str(device))  # validates tile and device
     target = resolve_device(device)
-    cases = _cases(hr_images, lr_images, names)
+    cases = _cases(hr_images, lr_images, names, bit_depth)
     return _evaluate_job(
         cases,
         methods,
@@ -386,6 +396,7 @@ def evaluate(
         stop=stop,
         degradation=None if lr_images is not None else degradation,
         seed=int(seed),
+        bit_depth=bit_depth,
     )
 
 
@@ -451,8 +462,18 @@ def _color(image: np.ndarray, what: str) -> np.ndarray:
     return image[..., :3] if layout.has_alpha else image
 
 
+def _norm(image: np.ndarray, what: str, bit_depth: "int | None") -> Normalization:
+    try:
+        return normalizations_for(image, image_layout(image.shape), bit_depth=bit_depth)[0]
+    except InputError as exc:
+        raise InputError(f"{what}: {exc}") from exc
+
+
 def _cases(
-    hr_images: Sequence[np.ndarray], lr_images: "Sequence[np.ndarray] | None", names: Sequence[str]
+    hr_images: Sequence[np.ndarray],
+    lr_images: "Sequence[np.ndarray] | None",
+    names: Sequence[str],
+    bit_depth: "int | None",
 ) -> list[_Case]:
     """Check the images and pair them; HR images without LR are cropped to a multiple of the scale."""
     if lr_images is not None and len(lr_images) != len(hr_images):
@@ -460,7 +481,7 @@ def _cases(
     cases = []
     for i, name in enumerate(names):
         hr = _color(hr_images[i], f"HR image {name}")
-        hr_norm = normalizations_for(hr, image_layout(hr.shape))[0]
+        hr_norm = _norm(hr, f"HR image {name}", bit_depth)
         if lr_images is None:
             h, w = (hr.shape[0] // SCALE) * SCALE, (hr.shape[1] // SCALE) * SCALE
             if h < SCALE * 3 or w < SCALE * 3:
@@ -483,6 +504,7 @@ def _cases(
                     hr.dtype, min(float(hr.min()), float(lr.min())), max(float(hr.max()), float(lr.max()))
                 )
             else:
+                _norm(lr, f"LR image {name}", bit_depth)  # its values fit the bit depth too
                 lr_norm = hr_norm
         if min(hr.shape[:2]) < 2 * _SSIM_RADIUS + 1:
             raise InputError(f"HR image {name} ({hr.shape[0]}x{hr.shape[1]}) is smaller than the SSIM window")
@@ -501,6 +523,7 @@ def _evaluate_job(
     stop: "StopFlag | None",
     degradation: "str | None",
     seed: int,
+    bit_depth: "int | None",
 ) -> Generator[EvalEvent, None, "EvalResult | None"]:
     # Held on the CPU: each upscaling job runs on its own copy on ``device``.
     loaded = {method: models.load_model(method, device="cpu") for method in methods if method != BICUBIC}
@@ -521,7 +544,9 @@ def _evaluate_job(
             if method == BICUBIC:
                 output = _bicubic(lr, case.lr_norm)
             else:
-                job = infer.upscale(lr, loaded[method], tile=tile, device=device, stop=stop)
+                job = infer.upscale(
+                    lr, loaded[method], tile=tile, device=device, stop=stop, bit_depth=bit_depth
+                )
                 output = yield from _relay(job, done, total, case.name, method)
                 if output is None:
                     return None
@@ -541,6 +566,7 @@ def _evaluate_job(
         images=tuple(names),
         degradation=degradation,
         seed=seed,
+        bit_depth=bit_depth,
         models={m: {"name": lm.name, "source": lm.source, "sha256": lm.sha256} for m, lm in loaded.items()},
         error_maps=maps,
         outputs=kept,

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from . import io
 from .device import resolve_device
 from .errors import InputError, OutputError
+from .images import check_bit_depth, value_range
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ class PairConfig:
         What to do with a crop smaller than ``patch``: mirror-pad it to the patch size, or raise.
     channels : {3, 1}
         Channels of the pairs: 3 (gray crops replicated) or 1 (gray crops only).
+    bit_depth : int or None
+        Significant bits of unsigned integer crops (see :func:`.images.value_range`); None maps integers
+        by their dtype's full range.
     """
 
     patch: int = 128
@@ -97,8 +101,11 @@ class PairConfig:
     seed: int = 0
     small_crops: str = "pad"
     channels: int = 3
+    bit_depth: "int | None" = None
 
     def __post_init__(self) -> None:
+        if self.bit_depth is not None:
+            check_bit_depth(self.bit_depth)
         for name in ("patch", "scale", "pairs_per_epoch", "seed", "channels"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
@@ -331,11 +338,11 @@ class PairSampler:
             raise InputError(
                 f"{len(hr_images)} HR image(s) but {count} LR image(s): give one LR image per HR image"
             )
-        channels = self.config.channels
-        hr = [_as_unit_chw(image, f"HR image {i}", channels) for i, image in enumerate(hr_images)]
+        channels, bits = self.config.channels, self.config.bit_depth
+        hr = [_as_unit_chw(image, f"HR image {i}", channels, bits) for i, image in enumerate(hr_images)]
         lr = None
         if lr_images is not None:
-            lr = [_as_unit_chw(image, f"LR image {i}", channels) for i, image in enumerate(lr_images)]
+            lr = [_as_unit_chw(image, f"LR image {i}", channels, bits) for i, image in enumerate(lr_images)]
             _check_paired(hr, lr, self.config.scale)
         self._hr, self._lr = self._fit_to_patch(hr, lr)
 
@@ -554,7 +561,7 @@ def _non_negative_int(value: int, name: str) -> int:
     return int(value)
 
 
-def _as_unit_chw(image: np.ndarray, what: str, channels: int) -> np.ndarray:
+def _as_unit_chw(image: np.ndarray, what: str, channels: int, bit_depth: "int | None") -> np.ndarray:
     """A crop as float32 ``(1 or 3, H, W)`` in ``[0, 1]`` (alpha dropped), validated."""
     image = np.asarray(image)
     if image.dtype.kind not in "uif":
@@ -569,15 +576,15 @@ def _as_unit_chw(image: np.ndarray, what: str, channels: int) -> np.ndarray:
         raise InputError(
             f"{what} is RGB but one-channel pairs were asked for; make it gray or use channels=3"
         )
-    if image.dtype.kind in "iu":
-        info = np.iinfo(image.dtype)
-        low, high = float(info.min), float(info.max)
-    else:
+    if image.dtype.kind == "f":
         finite = np.isfinite(image)
         if not finite.all():
             bad = image.size - int(finite.sum())
             raise InputError(f"{what} has {bad:,} NaN/Inf value(s); replace them (e.g. np.nan_to_num) first")
-        low, high = float(image.min()), float(image.max())
+    try:
+        low, high = value_range(image, bit_depth=bit_depth)
+    except InputError as exc:
+        raise InputError(f"{what}: {exc}") from exc
     unit = (image.astype(np.float64) - low) / (high - low if high > low else 1.0)
     chw = unit[None] if unit.ndim == 2 else np.moveaxis(unit, -1, 0)
     return np.ascontiguousarray(chw, dtype=np.float32)

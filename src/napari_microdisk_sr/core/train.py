@@ -63,6 +63,7 @@ from .archs import RRDBNet, SRVGGNetCompact
 from .crops import CropSet
 from .device import DEVICE_CHOICES, cpu_has_native_bf16, describe_device, is_device_name, resolve_device
 from .errors import InputError, MicrodiskSRError, TrainingError
+from .images import check_bit_depth
 from .io import atomic_write, ensure_writable_dir, write_csv, write_json
 from .models import DEFAULT_MODEL, LoadedModel, ModelSpec, load_model, save_model
 from .pairs import (
@@ -209,6 +210,10 @@ class FineTuneConfig:
         Seed of the pairs, of the train/validation split and of torch, numpy and Python's random numbers.
     max_minutes : float or None
         Time budget of one call: training ends cleanly after the step during which it runs out, and saves.
+    bit_depth : int or None
+        Significant bits of unsigned integer crops, e.g. 12 for a 12-bit camera writing uint16 files (see
+        :func:`.images.value_range`); None maps integers by their dtype's full range. Give the same to
+        :func:`.infer.upscale` and :func:`.metrics.evaluate` for images of that camera.
     """
 
     model: str = DEFAULT_MODEL
@@ -233,6 +238,7 @@ class FineTuneConfig:
     device: str = "auto"
     seed: int = 0
     max_minutes: "float | None" = None
+    bit_depth: "int | None" = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -302,6 +308,8 @@ class FineTuneConfig:
             raise InputError(
                 f"max_minutes must be a positive number of minutes, or None, got {self.max_minutes!r}"
             )
+        if self.bit_depth is not None:
+            check_bit_depth(self.bit_depth)
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as a JSON-ready dict (tuples become lists)."""
@@ -845,6 +853,7 @@ def _open_run(
         seed=config.seed,
         small_crops=config.small_crops,
         channels=parent.spec.in_channels,
+        bit_depth=config.bit_depth,
     )
     train_idx, val_idx = split_by_disk(len(images), config.val_fraction, config.seed)
     if config.early_stop is not None and not val_idx:
