@@ -158,6 +158,7 @@ def _train_until_a_step(viewer, qtbot, tiny_model, crops, tmp_path):
     widget = _open(viewer)
     session_for(viewer).add_crop_set(CropSetRef("disks", crops))
     _tiny_settings(widget, tiny_model, tmp_path, epochs=10_000)
+    widget._bit_depth.value = 8  # the uint8 crops' own depth
     widget._start_button.native.click()
     qtbot.waitUntil(lambda: len(widget._plot.train_points) >= 1, timeout=TIMEOUT_MS)
     return widget, tmp_path / "finetune_disks"
@@ -174,6 +175,7 @@ def test_closing_the_dock_stops_the_run_which_keeps_its_checkpoint_and_model(
     assert (run_dir / CHECKPOINT_FILE).is_file()
     assert (run_dir / MODEL_FILE).is_file()
     assert [run.run_dir for run in session_for(viewer).runs] == [run_dir]  # usable in the other widgets
+    assert json.loads((run_dir / "config.json").read_text())["bit_depth"] == 8
 
     again = _open(viewer)  # a new Fine-tune widget is free to start another run
     assert again._start_button.enabled
@@ -238,9 +240,8 @@ def test_a_crops_folder_trains_and_its_run_goes_beside_it(
     make_napari_viewer, qtbot, notes, tiny_model, scene, crops, tmp_path
 ):
     boxes = [disk_box(disk, scene.hr.shape) for disk in scene.disks_hr]
-    folder = write_crop_set(
-        crop_disks(scene.hr, boxes, source="field"), tmp_path / "field_crops", stem="field"
-    )
+    folder = tmp_path / "field_crops"
+    write_crop_set(crop_disks(scene.hr, boxes, source="field"), folder, stem="field")
     widget = _open(make_napari_viewer())
     widget._source.value = finetune._Source.FOLDER
     widget._folder.value = folder

@@ -1,6 +1,7 @@
 """The Compare & measure dock widget in a real viewer: references, methods, table, centring, files, errors."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -77,6 +78,7 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
     assert widget._degradation.native.isHidden()
     assert (widget._lr_layer.value, widget._hr_layer.value) == (lr, hr)  # the small and the large layer
     widget._files.value = (other_model,)
+    widget._bit_depth.value = 8  # uint8 data, all 8 bits: the same scores, and recorded
 
     _run(qtbot, widget)
     assert not _errors(notes)
@@ -95,7 +97,7 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
         saved = list(csv.DictReader(fh))
     assert [row["method"] for row in saved[:3]] == ["bicubic", str(run_model), str(other_model)]
     assert float(saved[0]["psnr"]) == pytest.approx(float(rows[0][2]), abs=0.005)
-    assert (tmp_path / "truth_microdisk_sr" / "metrics.json").is_file()
+    assert json.loads((tmp_path / "truth_microdisk_sr" / "metrics.json").read_text())["bit_depth"] == 8
 
     widget._table.sortItems(4, Qt.SortOrder.DescendingOrder)  # by gain over bicubic: numbers, not texts
     texts = [row[4] for row in _table(widget)]
@@ -121,7 +123,8 @@ def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them(
     source = viewer.add_image(scene.hr, name="field", scale=(0.5, 0.5), translate=(3.0, -2.0))
     boxes = [(20, 24, 76, 80), (90, 100, 150, 160)]
     crops = crop_disks(scene.hr, boxes, source="field")
-    folder = write_crop_set(crops, tmp_path / "crops", stem="field")
+    folder = tmp_path / "crops"
+    write_crop_set(crops, folder, stem="field")
     session_for(viewer).add_crop_set(
         CropSetRef("field crops", tuple(c.image for c in crops), folder, "field")
     )

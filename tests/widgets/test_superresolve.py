@@ -210,6 +210,25 @@ def test_runs_reuse_the_loaded_model_until_its_file_changes(
     assert not np.array_equal(viewer.layers[3].data, viewer.layers[1].data)
 
 
+def test_bit_depth_is_hinted_at_used_and_recorded(make_napari_viewer, qtbot, notes, nearest_model, scene):
+    data = scene.lr.astype(np.uint16) * 16  # 12-bit data in a 16-bit layer
+    viewer, widget = _open(make_napari_viewer, (data, {"name": "cam"}))
+    assert widget._bit_depth.native.specialValueText() == "dtype's full range"  # shown for 0
+    _use_file_model(widget, nearest_model)
+    _run(qtbot, widget)
+    warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
+    assert any("if it is 12-bit data, set Bit depth to 12" in message for message in warnings)
+    assert viewer.layers[-1].metadata["microdisk_sr"]["bit_depth"] is None
+
+    notes.clear()
+    widget._bit_depth.value = 12
+    _run(qtbot, widget)
+    assert not [n for n in notes if n.severity == NotificationSeverity.WARNING]
+    out = viewer.layers[-1]
+    assert out.metadata["microdisk_sr"]["bit_depth"] == 12
+    np.testing.assert_array_equal(out.data, data.repeat(4, axis=0).repeat(4, axis=1))
+
+
 def test_device_choice_shows_the_resolved_device_and_half_where_it_pays(make_napari_viewer):
     _, widget = _open(make_napari_viewer)
     widget._device.value = "cpu"

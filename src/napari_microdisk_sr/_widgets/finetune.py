@@ -44,9 +44,12 @@ from ..core.train import (
 from ._controls import (
     FILE_CHOICE,
     CropSetChoice,
+    bit_depth,
+    bit_depth_box,
     chosen_model,
     device_row,
     folder_edit,
+    hint_bit_depth,
     model_row,
     refuse,
     status_line,
@@ -117,6 +120,7 @@ class FineTuneWidget(Container):
         self._patch = SpinBox(label="Patch (HR px)", value=defaults.patch, min=16, max=1024, step=16)
         self._pairs = SpinBox(label="Pairs per epoch", value=defaults.pairs_per_epoch, min=1, max=1_000_000)
         self._degradation = ComboBox(label="Degradation", choices=DEGRADATIONS, value=defaults.degradation)
+        self._bit_depth = bit_depth_box()
         self._device, self._device_info = device_row(defaults.device)
         self._output = folder_edit(
             "Output folder",
@@ -127,7 +131,7 @@ class FineTuneWidget(Container):
             widgets=[
                 self._source, self._crop_set, self._image, self._shapes, self._folder, self._model,
                 self._weights, self._epochs, self._lr, self._batch, self._patch, self._pairs,
-                self._degradation, self._device, self._device_info, self._output,
+                self._degradation, self._bit_depth, self._device, self._device_info, self._output,
             ]
         )  # fmt: skip
 
@@ -252,6 +256,7 @@ class FineTuneWidget(Container):
             device=self._device.value,
             seed=self._seed.value,
             max_minutes=self._budget.value if self._budget_on.value else None,
+            bit_depth=bit_depth(self._bit_depth),
         )
 
     def _start(self) -> None:
@@ -267,6 +272,8 @@ class FineTuneWidget(Container):
         except MicrodiskSRError as exc:
             refuse(self._status, str(exc))
             return
+        images = crops.crops.images if isinstance(crops.crops, CropSet) else crops.crops
+        hint_bit_depth(self._bit_depth, {crops.name: max(images, key=np.max)})
         self._launch(_Run(crops.crops, config, run_dir), resume=False)
 
     def _resume(self) -> None:

@@ -27,7 +27,18 @@ from ..core.io import ensure_writable_dir
 from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.outputs import metrics_path_for
 from ..core.pairs import DEGRADATIONS
-from ._controls import CropSetChoice, device_row, folder_edit, refuse, show_rows, status_line, weights_edit
+from ._controls import (
+    CropSetChoice,
+    bit_depth,
+    bit_depth_box,
+    device_row,
+    folder_edit,
+    hint_bit_depth,
+    refuse,
+    show_rows,
+    status_line,
+    weights_edit,
+)
 from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path
@@ -99,6 +110,7 @@ class MeasureWidget(Container):
         self._lr_layer = ComboBox(label="Low-res. layer", choices=layer_choices(viewer, Image))
         self._hr_layer = ComboBox(label="High-res. layer", choices=layer_choices(viewer, Image))
         self._degradation = ComboBox(label="Degradation", choices=DEGRADATIONS)
+        self._bit_depth = bit_depth_box()
         self._bicubic = CheckBox(text="bicubic", value=True)
         self._pretrained = Select(label="Pretrained", choices=list(REGISTRY), value=[DEFAULT_MODEL])
         self._runs = Select(label="Fine-tuned runs", choices=self._run_choices)
@@ -113,8 +125,8 @@ class MeasureWidget(Container):
         self._form = Container(
             widgets=[
                 self._reference, self._hr_layers, self._crop_set, self._lr_layer, self._hr_layer,
-                self._degradation, self._bicubic, self._pretrained, self._runs, self._files, self._device,
-                self._device_info, self._error_maps, self._output,
+                self._degradation, self._bit_depth, self._bicubic, self._pretrained, self._runs, self._files,
+                self._device, self._device_info, self._error_maps, self._output,
             ]
         )  # fmt: skip
         self._measure_button = PushButton(text="Measure")
@@ -251,7 +263,9 @@ class MeasureWidget(Container):
             "names": refs.names,
             "device": self._device.value,
             "error_maps": self._error_maps.value,
+            "bit_depth": bit_depth(self._bit_depth),
         }
+        hint_bit_depth(self._bit_depth, dict(zip(refs.names, refs.hr_images, strict=True)))
         try:
             started = self._jobs.start(
                 lambda stop: _measure(

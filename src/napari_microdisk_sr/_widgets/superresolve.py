@@ -32,8 +32,11 @@ from ..core.outputs import safe_name
 from ..core.progress import StopFlag, relay
 from ._controls import (
     FILE_CHOICE,
+    bit_depth,
+    bit_depth_box,
     chosen_model,
     device_row,
+    hint_bit_depth,
     model_row,
     refuse,
     resolved_device,
@@ -109,6 +112,7 @@ class SuperResolveWidget(Container):
             step=32,
             tooltip="Tile side in input pixels; 0 upscales each image at once (fastest, most memory).",
         )
+        self._bit_depth = bit_depth_box()
         self._device, self._device_info = device_row(info_label="Runs on")
         self._half = CheckBox(
             text="half precision (fast preview)",
@@ -132,6 +136,7 @@ class SuperResolveWidget(Container):
                 self._model,
                 self._weights,
                 self._tile,
+                self._bit_depth,
                 self._device,
                 self._device_info,
                 self._half,
@@ -175,13 +180,17 @@ class SuperResolveWidget(Container):
             return
         try:
             config = infer.UpscaleConfig(
-                tile=self._tile.value, device=self._device.value, half=bool(self._half.value)
+                tile=self._tile.value,
+                device=self._device.value,
+                half=bool(self._half.value),
+                bit_depth=bit_depth(self._bit_depth),
             )
             resolve_device(config.device)
         except MicrodiskSRError as exc:
             refuse(self._status, str(exc))
             return
         sources = [_read_source(layer) for layer in layers]
+        hint_bit_depth(self._bit_depth, {source.name: source.data for source in sources})
         started = self._jobs.start(
             lambda stop: _superresolve(sources, self._models, model, config, stop),
             on_event=self._on_event,
@@ -291,6 +300,7 @@ def _superresolve(
             tile=config.tile,
             device=device,
             half=config.half,
+            bit_depth=config.bit_depth,
             stop=stop,
             rgb=source.rgb,
         )
