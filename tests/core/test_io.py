@@ -104,6 +104,33 @@ def test_a_single_channel_axis_is_read_as_a_gray_image(tmp_path, suffix):
     np.testing.assert_array_equal(io.read_image(path).data, data[..., 0])
 
 
+@pytest.mark.parametrize(
+    ("size", "unit", "per_cm", "back"),
+    [
+        (0.1625, "um", 1e4 / 0.1625, (0.1625, "um")),
+        (0.1625, "µm", 1e4 / 0.1625, (0.1625, "um")),
+        (65.0, "nm", 1e7 / 65, (0.065, "um")),
+        (0.002, "mm", 1 / 0.0002, (2.0, "um")),
+    ],
+)
+def test_pixel_sizes_are_written_in_the_tiff_standard_unit(tmp_path, size, unit, per_cm, back):
+    path = io.write_tiff(
+        tmp_path / "a.tif", np.zeros((4, 4), np.uint8), pixel_size=io.PixelSize(size, size, unit)
+    )
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages.first.tags
+        assert tags["ResolutionUnit"].value == 3  # CENTIMETER: ImageJ/Fiji read it (not tifffile's 5 = um)
+        num, den = tags["XResolution"].value
+        assert num / den == pytest.approx(per_cm, rel=1e-6)
+    assert io.read_image(path).pixel_size == io.PixelSize(back[0], back[0], back[1])
+
+
+def test_tifffile_micrometre_files_are_still_read(tmp_path):
+    path = tmp_path / "old.tif"
+    tifffile.imwrite(path, np.zeros((4, 4), np.uint8), resolution=(2.0, 2.0), resolutionunit=5)
+    assert io.read_image(path).pixel_size == io.PixelSize(0.5, 0.5, "um")
+
+
 def test_tiff_without_resolution_has_no_pixel_size(tmp_path):
     path = io.write_tiff(tmp_path / "a.tif", np.zeros((4, 4), np.uint8))
     assert io.read_image(path).pixel_size is None

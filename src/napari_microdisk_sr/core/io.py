@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 OUTPUT_DIR_SUFFIX = "_microdisk_sr"
 _TIFF_SUFFIXES = {".tif", ".tiff"}
-_UNIT_BY_TIFF_CODE = {2: "inch", 3: "cm", 4: "mm", 5: "um"}
-_TIFF_CODE_BY_UNIT = {v: k for k, v in _UNIT_BY_TIFF_CODE.items()} | {"µm": 5, "micron": 5, "microns": 5}
+_UNIT_BY_TIFF_CODE = {2: "inch", 3: "cm", 4: "mm", 5: "um"}  # 4 and 5: tifffile's, not in the TIFF standard
+_CM_PER_UNIT = {"m": 100.0, "cm": 1.0, "mm": 0.1, "um": 1e-4, "µm": 1e-4, "micron": 1e-4, "microns": 1e-4}
+_CM_PER_UNIT |= {"nm": 1e-7}
+_TIFF_INCH, _TIFF_CENTIMETER, _TIFF_NONE = 2, 3, 1
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,29 @@ def _tiff_pixel_size(page: Any, imagej: "dict | None") -> "PixelSize | None":
         unit = str(imagej["unit"])
     elif "ResolutionUnit" in tags:
         unit = _UNIT_BY_TIFF_CODE.get(int(tags["ResolutionUnit"].value), "")
+    if (
+        unit == "cm" and max(1.0 / yres, 1.0 / xres) < 0.01
+    ):  # microscope pixels: in micrometres, as ImageJ does
+        return PixelSize(_round_sig(1e4 / yres), _round_sig(1e4 / xres), "um")
     return PixelSize(1.0 / yres, 1.0 / xres, unit)
+
+
+def _tiff_resolution(pixel_size: PixelSize) -> dict[str, Any]:
+    """TIFF resolution tags for ``pixel_size``: metric units in pixels per centimetre (the TIFF standard's
+    unit, which ImageJ/Fiji and other readers understand), inches as such, other units without a unit."""
+    per_cm = _CM_PER_UNIT.get(pixel_size.unit)
+    if per_cm is not None:
+        return {
+            "resolution": (1.0 / (pixel_size.x * per_cm), 1.0 / (pixel_size.y * per_cm)),
+            "resolutionunit": _TIFF_CENTIMETER,
+        }
+    unit = _TIFF_INCH if pixel_size.unit == "inch" else _TIFF_NONE
+    return {"resolution": (1.0 / pixel_size.x, 1.0 / pixel_size.y), "resolutionunit": unit}
+
+
+def _round_sig(value: float, digits: int = 12) -> float:
+    """``value`` to ``digits`` significant digits: undoes the last-bit noise of a unit conversion."""
+    return float(f"{value:.{digits}g}")
 
 
 def _rational(value: Any) -> float:
@@ -250,8 +274,7 @@ def write_tiff(
     if data.ndim >= 3 and data.shape[-1] == 4:
         kwargs["extrasamples"] = ["unassalpha"]
     if pixel_size is not None:
-        kwargs["resolution"] = (1.0 / pixel_size.x, 1.0 / pixel_size.y)
-        kwargs["resolutionunit"] = _TIFF_CODE_BY_UNIT.get(pixel_size.unit, 1)
+        kwargs.update(_tiff_resolution(pixel_size))
     if description is not None:
         kwargs["description"] = json.dumps(description, default=_json_default)
         kwargs["metadata"] = None
