@@ -137,6 +137,21 @@ def test_crop_refuses_an_image_without_disks_and_writes_nothing(images, tmp_path
     assert not out.exists()
 
 
+def test_bad_pixels_and_outputs_are_named(images, tmp_path, capsys):
+    folder, arrays = images
+    nan = arrays["gray.tif"].astype(np.float32)
+    nan[3, 4] = np.nan
+    write_tiff(tmp_path / "holes.tif", nan)
+    assert (
+        main(["crop", str(folder / "gray.tif"), str(tmp_path / "holes.tif"), "--out", str(tmp_path / "c")])
+        == 2
+    )
+    assert f"error: {tmp_path / 'holes.tif'}: " in capsys.readouterr().err
+    assert main(["detect", str(folder / "gray.tif"), "--out", str(tmp_path)]) == 2  # a folder, not a CSV
+    assert "must be a .csv file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["holes.tif"]
+
+
 def test_crop_of_border_disks_only_suggests_keep_border(images, tmp_path, capsys):
     folder, _ = images
     out = tmp_path / "crops"

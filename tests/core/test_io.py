@@ -143,6 +143,13 @@ def test_read_image_errors_are_one_line(tmp_path):
     broken.write_bytes(b"II*\x00garbage")
     with pytest.raises(InputError, match="cannot read image"):
         io.read_image(broken)
+    with pytest.raises(InputError, match="is a folder, not an image file"):
+        io.read_image(tmp_path)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image\n")
+    with pytest.raises(InputError, match=r"cannot read image .*notes\.png") as error:
+        io.read_image(text)
+    assert "\n" not in str(error.value)
 
 
 def test_csv_round_trip(tmp_path):

@@ -484,6 +484,10 @@ def test_run_folder_rules(srvgg, rrdb, tmp_path):
         drive(train.fine_tune(changed, _config(srvgg, epochs=2), run_dir, resume=True))
     with pytest.raises(InputError, match="no crops"):
         train.fine_tune([], _config(srvgg), tmp_path / "other")
+    holed = [crop.astype(np.float32) for crop in CROPS]
+    holed[5][2, 3, 1] = np.nan
+    with pytest.raises(InputError, match="crops 5 has 1 NaN/Inf value"):  # named before the split
+        train.fine_tune(holed, _config(srvgg), tmp_path / "other")
     result, _ = _run(_config(srvgg, epochs=1, device="auto"), run_dir, resume=True)  # nothing left to train
     assert result.state is RunState.FINISHED
     assert result.epochs_done == 1

@@ -133,6 +133,14 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("content", [b"", b"hello, these are my notes\n", b"\x00\x01binary"])
+def test_a_file_that_is_no_pytorch_file_is_named_as_such(tmp_path, content):
+    path = tmp_path / "notes.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match=r"notes\.pth is not a PyTorch weights file"):
+        read_state_dict(path)
+
+
 @pytest.mark.parametrize(
     ("payload", "match"),
     [

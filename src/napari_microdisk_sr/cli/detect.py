@@ -72,7 +72,12 @@ def find_disks(image: np.ndarray, args: argparse.Namespace, name: str) -> list[D
     """The disks of ``image`` with the options of ``args``; an InputError that says what to try if none."""
     if args.min_radius is not None and args.max_radius is not None and args.min_radius > args.max_radius:
         raise InputError(f"--min-radius {args.min_radius:g} is larger than --max-radius {args.max_radius:g}")
-    disks = detect_disks(image, radius_range=(args.min_radius, args.max_radius), sensitivity=args.sensitivity)
+    try:
+        disks = detect_disks(
+            image, radius_range=(args.min_radius, args.max_radius), sensitivity=args.sensitivity
+        )
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}") from exc
     if not disks:
         raise InputError(
             f"no microdisk found in {name}; if it shows some, give their radius in pixels with "
@@ -85,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     source = io.read_image(args.image)
     if args.out is not None:
         io.refuse_input_as_output(args.out, [args.image])
+        if args.out.suffix.lower() != ".csv":
+            raise InputError(f"--out {args.out} must be a .csv file")
     disks = find_disks(source.data, args, str(args.image))
     if args.out is None:
         print(_table(disks))

@@ -186,6 +186,8 @@ def read_image(path: "str | os.PathLike[str]") -> ImageFile:
     A last axis of size 1 (one channel) is dropped: ``(H, W, 1)`` is read as the gray image ``(H, W)``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise InputError(f"image {path} does not exist")
     try:
@@ -198,7 +200,8 @@ def read_image(path: "str | os.PathLike[str]") -> ImageFile:
     except MicrodiskSRError:
         raise
     except Exception as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read image {path}: {reason}") from exc
     if image.data.ndim >= 3 and image.data.shape[-1] == 1:  # a single channel axis: a gray image
         image = dataclasses.replace(image, data=image.data[..., 0])
     return image

@@ -453,7 +453,10 @@ def _color(image: np.ndarray, what: str) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
-    validate_image(image)
+    try:
+        validate_image(image)
+    except InputError as exc:
+        raise InputError(f"{what}: {exc}") from exc
     layout = image_layout(image.shape)
     if layout.leading:
         raise InputError(

@@ -731,6 +731,12 @@ def _crop_images(
         record = {"arrays": [list(np.shape(image)) for image in images]}
     if not images:
         raise InputError(f"no {what} to train on; select and crop at least one disk")
+    names = record.get("files") or [f"{what} {i}" for i in range(len(images))]
+    for name, image in zip(names, images, strict=True):
+        image = np.asarray(image)
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            bad = image.size - int(np.isfinite(image).sum())
+            raise InputError(f"{name} has {bad:,} NaN/Inf value(s); replace them (e.g. np.nan_to_num) first")
     return images, record
 
 

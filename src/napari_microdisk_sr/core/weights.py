@@ -212,7 +212,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+_PTH_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a legacy pickle (protocol 2 or later)
+
+
 def _read_pth(path: Path) -> object:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+    if not head.startswith(_PTH_STARTS):
+        raise WeightsError(
+            f"{path} is not a PyTorch weights file (it does not start like one: "
+            f"{'empty' if not head else repr(head)}); give a .pth saved by torch.save, or a .safetensors file"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
