@@ -130,7 +130,9 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
     assert (run_dir / CHECKPOINT_FILE).is_file()
     assert [run.run_dir for run in session.runs] == [run_dir]  # the stopped run's model is usable
     assert "stopped" in widget._status.value
-    assert widget._progress.native.text().startswith("stopped at step ")
+    bar = widget._progress.native.text()  # the position as the status counts it: within the epoch
+    assert bar.startswith("stopped at epoch ")
+    assert bar.removeprefix("stopped at ").split("/")[0] in widget._status.value
     assert widget._resume_button.enabled
     _assert_idle(widget)
 
@@ -140,7 +142,7 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
     qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
     assert len(_history(run_dir)) == epochs_done + 2
     assert widget._status.value.startswith(f"trained {epochs_done + 1} epoch(s)")
-    assert widget._progress.native.text() == f"finished at step {widget._progress.max}/{widget._progress.max}"
+    assert widget._progress.native.text() == f"finished at epoch {epochs_done + 1}, step 16/16"
     assert [run.model_path for run in session.runs] == [run_dir / MODEL_FILE]
     assert widget._plot.val_points[-1][0] == epochs_done + 1
     assert not _errors(notes)
@@ -272,6 +274,6 @@ def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
         qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
         _assert_idle(widget)
         assert widget._status.value.startswith("failed: RuntimeError: CUDA out of memory")
-        assert widget._progress.native.text().startswith("failed at step ")
+        assert widget._progress.native.text().startswith("failed at ")
     assert sum("CUDA out of memory" in message for message in _errors(notes)) == 2
     assert not session_for(viewer).runs

@@ -105,6 +105,7 @@ class FineTuneWidget(Container):
         self._session = session_for(viewer)
         self._jobs = JobRunner(self.native, name="Fine-tune", wait_on_close_s=_CLOSE_WAIT_S)
         self._last: _Run | None = None
+        self._position = "the start"  # of the run in progress, for the progress bar once it has ended
         defaults = FineTuneConfig()
 
         self._source = ComboBox(label="Crops from", choices=[(s.value, s) for s in _Source])
@@ -304,6 +305,7 @@ class FineTuneWidget(Container):
         if not resume:
             self._plot.clear()
         self._progress.value = 0
+        self._position = "the start"
         self._progress.native.setFormat("loading the model and the crops...")
         self._status.value = f"{'resuming' if resume else 'starting'}: run folder {run.run_dir}"
         self._set_running(True)
@@ -326,8 +328,12 @@ class FineTuneWidget(Container):
     def _on_event(self, event: TrainEvent) -> None:
         self._progress.max = event.steps
         self._progress.value = event.step
+        epoch, step, steps = _position(event)
+        self._position = (
+            f"epoch {epoch}, step {step}/{steps}"  # as the run's messages count: within the epoch
+        )
         eta = "" if event.eta_s is None else f", {_duration(event.eta_s)} left"
-        self._progress.native.setFormat(f"epoch {event.epoch}/{event.epochs}, step %v/%m{eta}")
+        self._progress.native.setFormat(f"epoch {epoch}/{event.epochs}, step {step}/{steps}{eta}")
         if event.kind is EventKind.BASELINE:
             self._plot.set_reference(event.val_l1)
         elif event.kind is EventKind.STEP:
@@ -340,7 +346,7 @@ class FineTuneWidget(Container):
 
     def _on_finished(self, result: FineTuneResult) -> None:
         self._set_running(False)
-        self._progress.native.setFormat(f"{_ENDINGS[result.state]} at step %v/%m")
+        self._progress.native.setFormat(f"{_ENDINGS[result.state]} at {self._position}")
         if result.model_path is not None:
             self._session.add_run(RunRef(result.run_dir.name, result.model_path, result.run_dir))
         if result.state is RunState.FAILED:
@@ -351,7 +357,7 @@ class FineTuneWidget(Container):
 
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
-        self._progress.native.setFormat(f"{_ENDINGS[RunState.FAILED]} at step %v/%m")
+        self._progress.native.setFormat(f"{_ENDINGS[RunState.FAILED]} at {self._position}")
         self._status.value = f"failed: {message}"
 
 
@@ -363,6 +369,12 @@ _ENDINGS = {
     RunState.FAILED: "failed",
 }
 """What the progress bar says once a run has ended (instead of the time left)."""
+
+
+def _position(event: TrainEvent) -> tuple[int, int, int]:
+    """The epoch of ``event``, its step within that epoch, and the steps of an epoch."""
+    steps = event.steps // event.epochs
+    return event.epoch, event.step - (event.epoch - 1) * steps if event.epoch else 0, steps
 
 
 def _describe(event: TrainEvent) -> str:
