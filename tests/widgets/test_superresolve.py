@@ -123,6 +123,7 @@ def test_cancel_adds_no_layer(make_napari_viewer, qtbot, nearest_model, scene):
     qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
     assert [layer.name for layer in viewer.layers] == ["lr"]
     assert "stopped: 0 of 1" in widget._status.value
+    assert widget._progress.value == 0  # not a full bar beside "stopped"
     assert widget._run.enabled
     assert not widget._cancel.enabled
 

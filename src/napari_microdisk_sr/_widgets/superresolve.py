@@ -248,6 +248,7 @@ class SuperResolveWidget(Container):
             self._status.value = f"done: {finished} layer(s) super-resolved{where}"
         else:
             self._status.value = f"stopped: {finished} of {self._count} layer(s) done, no partial output"
+            self._progress.value = 0  # the tiles of the layer under way were dropped
 
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
