@@ -145,6 +145,11 @@ def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them(
     np.testing.assert_allclose(error.data_to_world((0, 0)), source.data_to_world((90, 100)))
     assert error.data.shape == (60, 60)
 
+    n_layers = len(viewer.layers)
+    _run(qtbot, widget)  # measuring again replaces its error maps, instead of piling up "[1]" copies
+    assert len(viewer.layers) == n_layers
+    assert "error field crops:002 (bicubic) [1]" not in viewer.layers
+
 
 def test_rows_of_a_crop_set_kept_in_memory_centre_on_their_crops(make_napari_viewer, qtbot, notes, scene):
     viewer = make_napari_viewer()

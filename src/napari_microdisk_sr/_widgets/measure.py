@@ -57,6 +57,10 @@ _SCORES = (  # header, key of the result rows, format, tooltip
 )
 
 
+_ERROR_MAP_KEY = "microdisk_sr_error_map"
+"""Marks the error-map layers this widget adds, which measuring again replaces."""
+
+
 class _Reference(enum.Enum):
     """What the high-resolution references are."""
 
@@ -341,11 +345,12 @@ class MeasureWidget(Container):
             if layer is not None:
                 origin = (0, 0) if place.box is None else place.box[:2]
                 geometry = {"scale": layer.scale[-2:], "translate": layer.data_to_world(origin)[-2:]}
+            name = f"error {image} ({self._labels[method]})"
+            earlier = layer_named(self._viewer, name)
+            if earlier is not None and earlier.metadata.get(_ERROR_MAP_KEY):  # measured again: replaced
+                self._viewer.layers.remove(earlier)
             self._viewer.add_image(
-                error,
-                name=f"error {image} ({self._labels[method]})",
-                colormap="magma",
-                **geometry,
+                error, name=name, colormap="magma", metadata={_ERROR_MAP_KEY: True}, **geometry
             )
 
     def _centre_on_selection(self) -> None:
