@@ -138,7 +138,9 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
 
     epochs_done = len(_history(run_dir)) - 1  # row 0 is the pretrained model
     widget._epochs.value = epochs_done + 1
+    widget._lr.value = 0.5  # not a setting a resumed run can change: said, and not used
     widget._resume_button.native.click()
+    assert any("resuming with the run's own lr" in n.message for n in notes)
     qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
     assert len(_history(run_dir)) == epochs_done + 2
     assert widget._status.value.startswith(f"trained {epochs_done + 1} epoch(s)")

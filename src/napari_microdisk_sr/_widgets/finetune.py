@@ -22,7 +22,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image, Shapes
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from superqt import QCollapsible
 
 from ..core.crops import CropSet, crop_disks, read_crop_set
@@ -33,6 +33,7 @@ from ..core.pairs import DEGRADATIONS
 from ..core.train import (
     CHECKPOINT_FILE,
     DEFAULT_PATIENCE,
+    RESUMABLE_CHANGES,
     STUDY_LAYER_LRS,
     EventKind,
     FineTuneConfig,
@@ -286,7 +287,26 @@ class FineTuneWidget(Container):
         except MicrodiskSRError as exc:
             refuse(self._status, str(exc))
             return
+        self._warn_ignored_settings(config)
         self._launch(dataclasses.replace(self._last, config=config), resume=True)
+
+    def _warn_ignored_settings(self, config: FineTuneConfig) -> None:
+        """Say which settings changed in the form a resumed run does not take."""
+        try:
+            form = self._config()
+        except MicrodiskSRError:
+            return
+        ignored = [
+            field.name
+            for field in dataclasses.fields(FineTuneConfig)
+            if field.name not in RESUMABLE_CHANGES
+            and getattr(form, field.name) != getattr(config, field.name)
+        ]
+        if ignored:
+            show_warning(
+                f"resuming with the run's own {', '.join(ignored)}: a resumed run changes only its epochs, "
+                "time budget and device (Start begins a new run with the form's settings)"
+            )
 
     def _launch(self, run: _Run, *, resume: bool) -> None:
         try:

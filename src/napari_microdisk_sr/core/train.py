@@ -85,6 +85,7 @@ __all__ = [
     "HISTORY_FILE",
     "LAYER_GROUPS",
     "MODEL_FILE",
+    "RESUMABLE_CHANGES",
     "STUDY_LAYER_LRS",
     "WEIGHT_CHANGE_FILE",
     "EventKind",
@@ -117,7 +118,8 @@ DEFAULT_PATIENCE = 5
 
 _CHECKPOINT_FORMAT = "napari-microdisk-sr fine-tuning checkpoint"
 _CHECKPOINT_VERSION = 1
-_RESUMABLE_CHANGES = ("epochs", "max_minutes", "device")  # config fields a resumed run may change
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "device")
+"""The settings a resumed run may change; the others stay the run's own."""
 _REPORT_INTERVAL_S = 0.5  # least time between two STEP events (each one waits for the device)
 _GPU_BATCH, _CPU_BATCH = 4, 2
 _PREFETCH_BATCHES = 2
@@ -1314,12 +1316,12 @@ def _check_resumable(
     changed = [
         f"{name} {getattr(saved, name)!r} -> {getattr(config, name)!r}"
         for name in (f.name for f in dataclasses.fields(FineTuneConfig))
-        if name not in (*_RESUMABLE_CHANGES, "model") and getattr(saved, name) != getattr(config, name)
+        if name not in (*RESUMABLE_CHANGES, "model") and getattr(saved, name) != getattr(config, name)
     ]
     if changed:
         raise TrainingError(
             f"cannot resume the run in {run_dir} with other settings ({'; '.join(changed)}); only "
-            f"{', '.join(_RESUMABLE_CHANGES)} may change: keep the others or start a new run folder"
+            f"{', '.join(RESUMABLE_CHANGES)} may change: keep the others or start a new run folder"
         )
     if config.epochs < checkpoint["progress"]["epoch"]:
         raise InputError(
