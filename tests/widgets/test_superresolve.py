@@ -214,11 +214,11 @@ def test_runs_reuse_the_loaded_model_until_its_file_changes(
 def test_bit_depth_is_hinted_at_used_and_recorded(make_napari_viewer, qtbot, notes, nearest_model, scene):
     data = scene.lr.astype(np.uint16) * 16  # 12-bit data in a 16-bit layer
     viewer, widget = _open(make_napari_viewer, (data, {"name": "cam"}))
-    assert widget._bit_depth.native.specialValueText() == "dtype's full range"  # shown for 0
+    assert widget._bit_depth.native.currentText() == "dtype's full range"
     _use_file_model(widget, nearest_model)
     _run(qtbot, widget)
     warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
-    assert any("if it is 12-bit data, set Bit depth to 12" in message for message in warnings)
+    assert any("if it is 12-bit data, set Bit depth to 12 bits" in message for message in warnings)
     assert viewer.layers[-1].metadata["microdisk_sr"]["bit_depth"] is None
 
     notes.clear()

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from magicgui.widgets import ComboBox, FileEdit, Label, Select, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, Label, Select
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtWidgets import QSizePolicy
 
@@ -56,36 +56,33 @@ def refuse(status: Label, message: str) -> None:
     status.value = f"not started: {message}"
 
 
-def bit_depth_box() -> SpinBox:
-    """A "Bit depth" box for unsigned integer data; 0 stands for the dtype's full range."""
-    box = SpinBox(
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+"""The bit depths offered: those of microscope cameras."""
+FULL_RANGE = "dtype's full range"
+
+
+def bit_depth_box() -> ComboBox:
+    """A "Bit depth" choice for unsigned integer data: the dtype's full range (None) or a camera's depth."""
+    return ComboBox(
         label="Bit depth",
-        value=0,
-        min=0,
-        max=32,
+        choices=[(FULL_RANGE, None), *((f"{bits} bits", bits) for bits in BIT_DEPTHS)],
+        value=None,
         tooltip="Significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing 16-bit "
         "files: values 0 to 2^N-1 then span the network's whole range. Use the same for fine-tuning, "
         "super-resolving and measuring images of one camera.",
     )
-    box.native.setSpecialValueText("dtype's full range")
-    return box
 
 
-def bit_depth(box: SpinBox) -> "int | None":
-    """The bit depth chosen in :func:`bit_depth_box`, None for the dtype's full range."""
-    return box.value or None
-
-
-def hint_bit_depth(box: SpinBox, images: "dict[str, np.ndarray]") -> None:
+def hint_bit_depth(box: ComboBox, images: "dict[str, np.ndarray]") -> None:
     """Warn when no bit depth is set but an image seems to hold data of fewer bits than its dtype."""
-    if box.value:
+    if box.value is not None:
         return
     for name, data in images.items():
         bits = likely_bit_depth(data)
         if bits is not None:
             show_warning(
                 f"{name!r} ({data.dtype}) reaches only {int(np.max(data))}: if it is {bits}-bit data, set "
-                f"Bit depth to {bits}; at the full {data.dtype} range it looks "
+                f"Bit depth to {bits} bits; at the full {data.dtype} range it looks "
                 f"{2 ** (8 * data.dtype.itemsize - bits)}x darker to the network"
             )
             return

@@ -45,7 +45,6 @@ from ..core.train import (
 from ._controls import (
     FILE_CHOICE,
     CropSetChoice,
-    bit_depth,
     bit_depth_box,
     chosen_model,
     device_row,
@@ -258,7 +257,7 @@ class FineTuneWidget(Container):
             device=self._device.value,
             seed=self._seed.value,
             max_minutes=self._budget.value if self._budget_on.value else None,
-            bit_depth=bit_depth(self._bit_depth),
+            bit_depth=self._bit_depth.value,
         )
 
     def _start(self) -> None:

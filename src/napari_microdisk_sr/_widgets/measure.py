@@ -29,7 +29,6 @@ from ..core.outputs import metrics_path_for
 from ..core.pairs import DEGRADATIONS
 from ._controls import (
     CropSetChoice,
-    bit_depth,
     bit_depth_box,
     device_row,
     folder_edit,
@@ -267,7 +266,7 @@ class MeasureWidget(Container):
             "names": refs.names,
             "device": self._device.value,
             "error_maps": self._error_maps.value,
-            "bit_depth": bit_depth(self._bit_depth),
+            "bit_depth": self._bit_depth.value,
         }
         hint_bit_depth(self._bit_depth, dict(zip(refs.names, refs.hr_images, strict=True)))
         try:

@@ -32,7 +32,6 @@ from ..core.outputs import safe_name
 from ..core.progress import StopFlag, relay
 from ._controls import (
     FILE_CHOICE,
-    bit_depth,
     bit_depth_box,
     chosen_model,
     device_row,
@@ -183,7 +182,7 @@ class SuperResolveWidget(Container):
                 tile=self._tile.value,
                 device=self._device.value,
                 half=bool(self._half.value),
-                bit_depth=bit_depth(self._bit_depth),
+                bit_depth=self._bit_depth.value,
             )
             resolve_device(config.device)
         except MicrodiskSRError as exc:
