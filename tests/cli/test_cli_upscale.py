@@ -93,6 +93,14 @@ def test_a_bit_depth_is_used_and_recorded_and_its_absence_hinted_at(model_file, 
     assert "give bit_depth=12 (--bit-depth 12)" in caplog.text  # shown on stderr by the CLI's logging
 
 
+def test_provenance_names_the_input_by_its_absolute_path(model_file, tmp_path, monkeypatch):
+    write_tiff(tmp_path / "field.tif", gray())
+    monkeypatch.chdir(tmp_path)
+    assert main(["upscale", "field.tif", "--model", model_file, "--device", "cpu"]) == 0
+    with tifffile.TiffFile(tmp_path / "field_microdisk_sr" / "field_x4.tif") as tif:
+        assert json.loads(tif.pages.first.description)["input_path"] == str(tmp_path / "field.tif")
+
+
 def test_existing_outputs_get_numbered_never_overwritten(model_file, tmp_path):
     src = write_tiff(tmp_path / "a.tif", gray())
     out_dir = tmp_path / "results"

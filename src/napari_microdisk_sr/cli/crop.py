@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         image = io.read_image(path).data
         disks = find_disks(image, args, str(path))
         crops = crop_disks(
-            image, disks, margin=args.margin, skip_border=not args.keep_border, source=str(path)
+            image, disks, margin=args.margin, skip_border=not args.keep_border, source=str(path.resolve())
         )
         if not crops:
             raise InputError(

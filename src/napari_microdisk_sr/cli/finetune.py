@@ -53,7 +53,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "16 epochs. RUN_DIR receives model.pth (Real-ESRGAN's format: use it with --model "
             "RUN_DIR/model.pth), model.json, history.csv, weight_change.csv, config.json and a checkpoint "
             "updated after every epoch. Ctrl-C stops after the current step and saves; --resume continues "
-            "exactly where the run stopped, with the run's settings unless options are given again."
+            "exactly where the run stopped, with the run's settings (only --epochs, --max-minutes and "
+            "--device may change there; other options given anew are refused)."
         ),
     )
     parser.add_argument("crops", type=Path, metavar="CROPS_DIR", help="folder of crops with its crops.csv")

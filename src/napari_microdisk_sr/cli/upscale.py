@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             result,
             pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
             description=infer.provenance(model, config, device, events[-1] if events else None)
-            | {"input_path": str(path)},
+            | {"input_path": str(path.resolve())},
         )
         shape = "x".join(map(str, source.data.shape))
         print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.shape))}) in {seconds:.1f} s")
