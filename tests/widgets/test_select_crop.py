@@ -76,6 +76,17 @@ def test_detected_disks_are_editable_shapes_over_the_image_in_world_coordinates(
     assert set(viewer.layers["field disks"].shape_type) == {"rectangle"}
 
 
+def test_an_image_removed_during_detection_gets_no_shapes(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(scene.lr, name="field")
+    widget = _dock(viewer)
+    widget._detect.native.click()
+    viewer.layers.remove(image)
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert len(viewer.layers) == 0
+    assert "'field' was removed during the detection" in widget._status.value
+
+
 def test_detecting_again_keeps_shapes_edited_by_hand(make_napari_viewer, qtbot, notes, scene):
     viewer = make_napari_viewer()
     viewer.add_image(scene.lr, name="field")

@@ -31,7 +31,7 @@ from ..core.outputs import safe_name
 from ..core.shapes import disk_outline
 from ._controls import folder_edit, status_line
 from ._jobs import JobRunner
-from ._layers import layer_choices, layer_path, shape_boxes
+from ._layers import layer_choices, layer_named, layer_path, shape_boxes
 from ._session import CropSetRef, session_for
 
 if TYPE_CHECKING:
@@ -159,6 +159,9 @@ class SelectCropWidget(Container):
 
     def _show_disks(self, disks: list[Disk], name: str, scale: tuple, translate: tuple, units: tuple) -> None:
         self._set_running(False)
+        if layer_named(self._viewer, name) is None:
+            self._status.value = f"{name!r} was removed during the detection: no shapes added"
+            return
         if not disks:
             self._status.value = f"no disk found in {name!r}"
             show_warning(
