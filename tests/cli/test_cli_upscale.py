@@ -92,6 +92,9 @@ def test_a_bit_depth_is_used_and_recorded_and_its_absence_hinted_at(model_file, 
     assert cli(src, model=model_file) == 0
     assert "give bit_depth=12 (--bit-depth 12)" in caplog.text  # shown on stderr by the CLI's logging
 
+    rgba = np.dstack([image, image, image, np.full_like(image, 65535)])  # alpha keeps its own range
+    assert cli(write_tiff(tmp_path / "rgba.tif", rgba), "--bit-depth", "12", model=model_file) == 0
+
 
 def test_provenance_names_the_input_by_its_absolute_path(model_file, tmp_path, monkeypatch):
     write_tiff(tmp_path / "field.tif", gray())

@@ -139,14 +139,16 @@ def test_the_same_crops_are_not_added_twice(tmp_path, image, caplog):
     crops = crop_disks(image, [INSIDE, (0, 0, 10, 12)], source="field.tif")
     write_crop_set(crops, tmp_path, stem="field")
     assert write_crop_set(crops, tmp_path, stem="field") == []  # the same image cropped again
+    pasted = crop_disks(image, [(5, 5, 15, 15), (5, 5, 15, 15)], source="field.tif")  # one box twice
+    assert [p.name for p in write_crop_set(pasted, tmp_path, stem="field")] == ["field_disk003.tif"]
     assert "2 of 2 crops were in" in caplog.text
     moved = crop_disks(image, [(1, 0, 11, 12)], source="field.tif")  # another box
     changed = crop_disks(image + 1, [(0, 0, 10, 12)], source="field.tif")  # the file changed since
     other = crop_disks(image, [(0, 0, 10, 12)], source="other.tif")  # another image
     unnamed = crop_disks(image, [(0, 0, 10, 12)])  # no source to tell it by
     added = write_crop_set([*moved, *changed, *other, *unnamed], tmp_path, stem="field")
-    assert [path.name for path in added] == [f"field_disk00{n}.tif" for n in (3, 4, 5, 6)]
-    assert len(read_crop_set(tmp_path)) == 6
+    assert [path.name for path in added] == [f"field_disk00{n}.tif" for n in (4, 5, 6, 7)]
+    assert len(read_crop_set(tmp_path)) == 7
 
 
 def test_a_folder_with_a_foreign_csv_is_not_written_to(tmp_path, image):

@@ -43,7 +43,7 @@ def test_atomic_write_overwrite_replaces_owned_files(tmp_path):
     assert target.read_bytes() == b"two"
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077, 0o277])
 def test_written_files_get_the_mode_of_the_umask_like_any_new_file(tmp_path, umask):
     previous = os.umask(umask)
     try:

@@ -144,8 +144,24 @@ def test_crops_follow_the_edited_shapes_and_are_written_beside_the_file(
     assert [row["file"] for row in written.rows] == ["field_disk001.tif", "field_disk002.tif"]
     for ours, theirs in zip(crop_set.images, written.images, strict=True):
         np.testing.assert_array_equal(ours, theirs)
-    assert "2 crops in 'field crops', added to" in widget._status.value
+    assert "2 crops in 'field crops', 2 added to" in widget._status.value
     screenshot(viewer, tmp_path / "select_crop.png")
+
+    _click(qtbot, widget, widget._crop)  # the same shapes again: a crop set, but no copies in the folder
+    assert len(read_crop_set(crop_set.folder)) == 2
+    assert "2 crops in 'field crops 2', 0 added to" in widget._status.value
+    assert "(2 were there already)" in widget._status.value
+
+
+def test_closing_the_widget_during_detection_adds_no_shapes(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.lr, name="field")
+    widget = _dock(viewer)
+    widget._detect.native.click()
+    viewer.window.remove_dock_widget(widget.native)
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert [layer.name for layer in viewer.layers] == ["field"]
+    assert widget._status.value == "detection stopped: no shapes added"
 
 
 def _box(disk: Disk, *, margin: float) -> tuple[slice, slice]:

@@ -229,6 +229,14 @@ def test_bit_depth_is_hinted_at_used_and_recorded(make_napari_viewer, qtbot, not
     assert out.metadata["microdisk_sr"]["bit_depth"] == 12
     np.testing.assert_array_equal(out.data, data.repeat(4, axis=0).repeat(4, axis=1))
 
+    eight = viewer.add_image(scene.lr, name="eight")  # a uint8 layer cannot be 12-bit data
+    n_layers = len(viewer.layers)
+    widget._images.value = [viewer.layers["cam"], eight]
+    widget._run.native.click()
+    assert not widget._jobs.running  # refused before the first layer is upscaled
+    assert len(viewer.layers) == n_layers
+    assert widget._status.value.startswith("not started: 'eight': a uint8 image holds at most 8 bits")
+
 
 def test_device_choice_shows_the_resolved_device_and_half_where_it_pays(make_napari_viewer):
     _, widget = _open(make_napari_viewer)

@@ -109,6 +109,7 @@ class JobRunner:
         self._done: threading.Event | None = None
         self._failed = False
         self._owner_alive = True
+        self._closed = False
         self._name = name
         self._wait_on_close_s = wait_on_close_s
         owner.destroyed.connect(self._owner_destroyed)
@@ -117,6 +118,11 @@ class JobRunner:
     @property
     def running(self) -> bool:
         return self._worker is not None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the widget was closed (taken out of its dock, or deleted)."""
+        return self._closed
 
     @property
     def worker(self) -> Any:
@@ -158,10 +164,19 @@ class JobRunner:
             if self._owner_alive:
                 on_failed(message)
 
-        worker = create_worker(
-            _guarded, make_job(self._stop), self._done, _start_thread=False, _worker_class=_JobWorker
-        )
-        worker.quit_gracefully = self._quit
+        stop, done = self._stop, self._done
+        worker = create_worker(_guarded, make_job(stop), done, _start_thread=False, _worker_class=_JobWorker)
+
+        def quit_gracefully() -> None:
+            """napari's cancel when the viewer closes (it cancels every task it ever listed, finished ones
+            too): stop this job, and wait a while for what it keeps; a finished job returns at once."""
+            stop.set()
+            if self._wait_on_close_s > 0 and not done.wait(self._wait_on_close_s):
+                log.warning(
+                    "%s: the job did not stop within %g s of closing", self._name, self._wait_on_close_s
+                )
+
+        worker.quit_gracefully = quit_gracefully
         worker.yielded.connect(yielded)
         worker.returned.connect(returned)
         worker.errored.connect(errored)
@@ -175,20 +190,14 @@ class JobRunner:
         if self._stop is not None:
             self._stop.set()
 
-    def _quit(self) -> None:
-        """napari's cancel, when the viewer closes: stop, and wait a while for what the job keeps."""
-        done = self._done
-        self.stop()
-        if done is not None and self._wait_on_close_s > 0 and not done.wait(self._wait_on_close_s):
-            log.warning("%s: the job did not stop within %g s of closing", self._name, self._wait_on_close_s)
-
     def _owner_removed(self) -> None:
+        self._closed = True
         if self.running:
             self.stop()
             show_info(f"{self._name} was closed: its job stops at its next step")
 
     def _owner_destroyed(self) -> None:
-        self._owner_alive = False
+        self._owner_alive, self._closed = False, True
         self.stop()
 
     def _clear(self) -> None:

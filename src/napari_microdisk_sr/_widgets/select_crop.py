@@ -28,6 +28,7 @@ from ..core.crops import Crop, crop_disks, write_crop_set
 from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, Disk, detect_disks
 from ..core.io import output_dir_for
 from ..core.outputs import safe_name
+from ..core.progress import StopFlag
 from ..core.shapes import disk_outline
 from ._controls import folder_edit, status_line
 from ._jobs import JobRunner
@@ -150,15 +151,20 @@ class SelectCropWidget(Container):
         sensitivity = self._sensitivity.value
         target = (layer.name, tuple(layer.scale[-2:]), tuple(layer.translate[-2:]), tuple(layer.units[-2:]))
         if self._jobs.start(
-            lambda _stop: _detect(plane, radius_range, sensitivity),
+            lambda stop: _detect(plane, radius_range, sensitivity, stop),
             on_event=self._show_status,
             on_finished=lambda disks: self._show_disks(disks, *target),
             on_failed=self._on_failed,
         ):
             self._set_running(True)
 
-    def _show_disks(self, disks: list[Disk], name: str, scale: tuple, translate: tuple, units: tuple) -> None:
+    def _show_disks(
+        self, disks: "list[Disk] | None", name: str, scale: tuple, translate: tuple, units: tuple
+    ) -> None:
         self._set_running(False)
+        if disks is None or self._jobs.closed:  # closed while detecting (it may have finished just before)
+            self._status.value = "detection stopped: no shapes added"
+            return
         if layer_named(self._viewer, name) is None:
             self._status.value = f"{name!r} was removed during the detection: no shapes added"
             return
@@ -234,15 +240,21 @@ class SelectCropWidget(Container):
         name, stem = layer.name, safe_name(path.stem if path else layer.name)
         source = str(path) if path else name
         if self._jobs.start(
-            lambda _stop: _crop(plane, boxes, source=source, stem=stem, folder=folder),
+            lambda stop: _crop(plane, boxes, source=source, stem=stem, folder=folder, stop=stop),
             on_event=self._show_status,
-            on_finished=lambda crops: self._add_crop_set(crops, folder, name=name, skipped=skipped),
+            on_finished=lambda cropped: self._add_crop_set(cropped, folder, name=name, skipped=skipped),
             on_failed=self._on_failed,
         ):
             self._set_running(True)
 
-    def _add_crop_set(self, crops: list[Crop], folder: "Path | None", *, name: str, skipped: int) -> None:
+    def _add_crop_set(
+        self, cropped: "tuple[list[Crop], int] | None", folder: "Path | None", *, name: str, skipped: int
+    ) -> None:
         self._set_running(False)
+        if cropped is None:
+            self._status.value = "cropping stopped: no crop set made"
+            return
+        crops, written = cropped
         set_name = _unique_name(f"{name} crops", {crop_set.name for crop_set in self._session.crop_sets})
         self._session.add_crop_set(
             CropSetRef(
@@ -253,8 +265,9 @@ class SelectCropWidget(Container):
                 boxes=tuple(crop.box for crop in crops),
             )
         )
+        held = f" ({len(crops) - written} were there already)" if written < len(crops) else ""
         where = (
-            f"added to {folder}"
+            f"{written} added to {folder}{held}"
             if folder
             else "in memory only: pick a folder under 'Save under' to save them"
         )
@@ -279,11 +292,12 @@ def _unique_name(base: str, taken: set[str]) -> str:
 
 
 def _detect(
-    plane: np.ndarray, radius_range: "tuple[float, float] | None", sensitivity: float
-) -> Generator[str, None, list[Disk]]:
-    """Detection as a job: one status event, then the disks."""
+    plane: np.ndarray, radius_range: "tuple[float, float] | None", sensitivity: float, stop: StopFlag
+) -> Generator[str, None, "list[Disk] | None"]:
+    """Detection as a job: one status event, then the disks (None if stopped meanwhile)."""
     yield "detecting disks..."
-    return detect_disks(plane, radius_range=radius_range, sensitivity=sensitivity)
+    disks = detect_disks(plane, radius_range=radius_range, sensitivity=sensitivity)
+    return None if stop.is_set() else disks
 
 
 def _crop(
@@ -293,14 +307,21 @@ def _crop(
     source: str,
     stem: str,
     folder: "Path | None",
-) -> Generator[str, None, list[Crop]]:
-    """Cropping as a job: cut the boxes out of ``plane`` and add them to the crop set in ``folder``."""
+    stop: StopFlag,
+) -> Generator[str, None, "tuple[list[Crop], int] | None"]:
+    """Cropping as a job: cut the boxes out of ``plane`` and add them to the crop set in ``folder``.
+
+    Returns the crops and how many of them were written (not those ``folder`` held already), or None if
+    stopped before writing.
+    """
     yield f"cropping {len(boxes)} disks..."
     crops = crop_disks(plane, boxes, source=source)
-    if folder is not None:
-        yield f"writing {len(crops)} crops to {folder}..."
-        write_crop_set(crops, folder, stem=stem)
-    return crops
+    if stop.is_set():
+        return None
+    if folder is None:
+        return crops, 0
+    yield f"writing {len(crops)} crops to {folder}..."
+    return crops, len(write_crop_set(crops, folder, stem=stem))
 
 
 def _unwrapped(layer: Shapes) -> Shapes:

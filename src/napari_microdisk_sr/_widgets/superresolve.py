@@ -25,6 +25,7 @@ from napari.layers import Image
 from ..core import infer
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import MicrodiskSRError
+from ..core.images import image_layout, normalizations_for
 from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_path, write_tiff
 from ..core.layers import upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
@@ -189,6 +190,13 @@ class SuperResolveWidget(Container):
             refuse(self._status, str(exc))
             return
         sources = [_read_source(layer) for layer in layers]
+        for source in sources:  # every layer fits the settings before any is upscaled and written
+            try:
+                layout = image_layout(source.data.shape, rgb=source.rgb)
+                normalizations_for(source.data, layout, bit_depth=config.bit_depth)
+            except MicrodiskSRError as exc:
+                refuse(self._status, f"{source.name!r}: {exc}")
+                return
         hint_bit_depth(self._bit_depth, {source.name: source.data for source in sources})
         started = self._jobs.start(
             lambda stop: _superresolve(sources, self._models, model, config, stop),

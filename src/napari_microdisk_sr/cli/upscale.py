@@ -10,7 +10,7 @@ from tqdm import tqdm
 from ..core import infer, io
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError
-from ..core.images import validate_image, value_range
+from ..core.images import image_layout, normalizations_for, validate_image
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
 from ..core.progress import drive, relay
 
@@ -87,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
         image = io.read_image(path).data
         try:
             validate_image(image)
-            if config.bit_depth is not None:
-                value_range(image, bit_depth=config.bit_depth)
+            normalizations_for(image, image_layout(image.shape), bit_depth=config.bit_depth)
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
     device = resolve_device(config.device)

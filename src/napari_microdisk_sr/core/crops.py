@@ -198,6 +198,8 @@ def write_crop_set(crops: Sequence[Crop], out_dir: "str | os.PathLike[str]", *, 
         io.write_tiff(folder / name, crop.image, description=_description(crop))
         rows.append(_row(name, crop))
         written.append(folder / name)
+        if crop.source:  # a copy of it later in ``crops`` (a box pasted twice) is a duplicate too
+            held[crop.source, tuple(crop.box)] = name
     if written:
         io.write_csv(csv_path, rows, COLUMNS, overwrite=True)
     if len(written) < len(crops):

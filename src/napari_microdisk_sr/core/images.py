@@ -312,8 +312,8 @@ def likely_bit_depth(values: np.ndarray) -> "int | None":
     values = np.asarray(values)
     if values.dtype.kind != "u" or values.dtype.itemsize < 2 or not values.size:
         return None
-    needed = max(1, int(values.max()).bit_length())
-    if needed > 8 * values.dtype.itemsize - 2:
+    needed = int(values.max()).bit_length()
+    if not needed or needed > 8 * values.dtype.itemsize - 2:  # blank, or more than a quarter of the range
         return None
     return next((depth for depth in (10, 12, 14) if depth >= needed), None)
 

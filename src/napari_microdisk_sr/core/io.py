@@ -111,10 +111,10 @@ def atomic_write(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        os.chmod(tmp, _new_file_mode())  # mkstemp's 0o600 would hide results from colleagues
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _new_file_mode())  # mkstemp's 0o600 would hide results from colleagues
         if not overwrite and path.exists():
             raise OutputError(f"{path} appeared while writing and is not overwritten")
         os.replace(tmp, path)

@@ -1052,7 +1052,10 @@ class _Run:
                         reported_loss, reported_steps, reported_at = loss, p.step_in_epoch, now
                         yield self.event(EventKind.STEP, loss=window)
             except GeneratorExit:  # abandoned at an event: the epoch so far goes into the checkpoint
-                p.epoch_loss, p.epoch_seconds = total.item(), time.monotonic() - epoch_start
+                try:
+                    p.epoch_loss, p.epoch_seconds = total.item(), time.monotonic() - epoch_start
+                except Exception:  # a broken device: the close goes on, keep_position logs the rest
+                    log.exception("the abandoned epoch's loss could not be read")
                 raise
         yield from self._end_epoch(total, time.monotonic() - epoch_start)
         return None
