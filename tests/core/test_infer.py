@@ -387,7 +387,7 @@ def test_a_bit_depth_shows_the_network_the_data_at_full_range(caplog):
     with caplog.at_level(logging.WARNING):
         out = upscale_array(image, Probe(), scale=4, device="cpu", tile=0)
     assert max(SEEN) == pytest.approx(4095 / 65535)  # the full uint16 range: 16x too dark
-    assert "values reach only 4095: if it holds 12-bit data" in caplog.text
+    assert "reaches only 4095: if it holds 12-bit data" in caplog.text
     caplog.clear()
     SEEN.clear()
     with caplog.at_level(logging.WARNING):

@@ -218,7 +218,7 @@ def test_bit_depth_is_hinted_at_used_and_recorded(make_napari_viewer, qtbot, not
     _use_file_model(widget, nearest_model)
     _run(qtbot, widget)
     warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
-    assert any("if it is 12-bit data, set Bit depth to 12 bits" in message for message in warnings)
+    assert any("if it holds 12-bit data, set Bit depth to 12 bits" in message for message in warnings)
     assert viewer.layers[-1].metadata["microdisk_sr"]["bit_depth"] is None
 
     notes.clear()

@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QSizePolicy
 
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.images import likely_bit_depth
+from ..core.images import bit_depth_hint
 from ..core.models import DEFAULT_MODEL
 from ._session import CropSetRef, Session
 
@@ -78,13 +78,9 @@ def hint_bit_depth(box: ComboBox, images: "dict[str, np.ndarray]") -> None:
     if box.value is not None:
         return
     for name, data in images.items():
-        bits = likely_bit_depth(data)
-        if bits is not None:
-            show_warning(
-                f"{name!r} ({data.dtype}) reaches only {int(np.max(data))}: if it is {bits}-bit data, set "
-                f"Bit depth to {bits} bits; at the full {data.dtype} range it looks "
-                f"{2 ** (8 * data.dtype.itemsize - bits)}x darker to the network"
-            )
+        hint = bit_depth_hint(data, f"{name!r} ({data.dtype})", "set Bit depth to {bits} bits")
+        if hint is not None:
+            show_warning(hint)
             return
 
 

@@ -78,6 +78,15 @@ def _count_nonfinite(image: np.ndarray) -> tuple[int, int]:
     return nan, inf
 
 
+def check_finite(values: np.ndarray, what: str) -> None:
+    """Raise :class:`InputError` naming ``what`` if float ``values`` hold NaN or infinite values."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        bad = sum(_count_nonfinite(values))
+        if bad:
+            raise InputError(f"{what} has {bad:,} NaN/Inf value(s); replace them (e.g. np.nan_to_num) first")
+
+
 @dataclass(frozen=True)
 class ImageLayout:
     """How an image's axes split into planes, rows, columns and channels.
@@ -301,6 +310,23 @@ def check_bit_depth(bit_depth: object, dtype: "np.dtype | None" = None) -> int:
         if bit_depth > 8 * dtype.itemsize:
             raise InputError(f"a {dtype} image holds at most {8 * dtype.itemsize} bits, not {bit_depth}")
     return int(bit_depth)
+
+
+def bit_depth_hint(values: np.ndarray, what: str, how: str) -> "str | None":
+    """A warning for an image that seems to hold fewer bits than its dtype (see :func:`likely_bit_depth`).
+
+    ``what`` names the image; ``how`` says how to give its bit depth, with ``{bits}`` filled in. None when
+    there is nothing to say.
+    """
+    values = np.asarray(values)
+    bits = likely_bit_depth(values)
+    if bits is None:
+        return None
+    darker = 2 ** (8 * values.dtype.itemsize - bits)
+    return (
+        f"{what} reaches only {int(values.max())}: if it holds {bits}-bit data, {how.format(bits=bits)}; "
+        f"mapped by the full {values.dtype} range, it looks {darker}x darker to the network"
+    )
 
 
 def likely_bit_depth(values: np.ndarray) -> "int | None":

@@ -34,10 +34,10 @@ from .errors import InputError, MicrodiskSRError
 from .images import (
     ImageLayout,
     Normalization,
+    bit_depth_hint,
     check_bit_depth,
     from_model_output,
     image_layout,
-    likely_bit_depth,
     normalizations_for,
     resize_alpha,
     to_model_input,
@@ -218,20 +218,9 @@ def upscale(
 
 def _hint_bit_depth(values: np.ndarray) -> None:
     """Warn when an image mapped by its dtype's full range seems to hold data of fewer bits."""
-    bits = likely_bit_depth(values)
-    if bits is not None:
-        log.warning(
-            "this %s image's values reach only %d: if it holds %d-bit data (a %d-bit camera), give "
-            "bit_depth=%d (--bit-depth %d); mapped by the full %s range, it looks %dx darker to the network",
-            values.dtype,
-            int(values.max()),
-            bits,
-            bits,
-            bits,
-            bits,
-            values.dtype,
-            2 ** (8 * values.dtype.itemsize - bits),
-        )
+    hint = bit_depth_hint(values, f"this {values.dtype} image", "give bit_depth={bits} (--bit-depth {bits})")
+    if hint is not None:
+        log.warning(hint)
 
 
 def provenance(

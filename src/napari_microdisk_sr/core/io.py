@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 OUTPUT_DIR_SUFFIX = "_microdisk_sr"
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 _UNIT_BY_TIFF_CODE = {2: "inch", 3: "cm", 4: "mm", 5: "um"}  # 4 and 5: tifffile's, not in the TIFF standard
-_CM_PER_UNIT = {"m": 100.0, "cm": 1.0, "mm": 0.1, "um": 1e-4, "µm": 1e-4, "micron": 1e-4, "microns": 1e-4}
-_CM_PER_UNIT |= {"nm": 1e-7}
+_CM_PER_UNIT = {
+    "m": 100.0, "cm": 1.0, "mm": 0.1, "um": 1e-4, "µm": 1e-4, "micron": 1e-4, "microns": 1e-4, "nm": 1e-7
+}  # fmt: skip
 _TIFF_INCH, _TIFF_CENTIMETER, _TIFF_NONE = 2, 3, 1
 
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from . import io
 from .device import resolve_device
 from .errors import InputError, OutputError
-from .images import check_bit_depth, value_range
+from .images import check_bit_depth, check_finite, value_range
 
 log = logging.getLogger(__name__)
 
@@ -576,11 +576,7 @@ def _as_unit_chw(image: np.ndarray, what: str, channels: int, bit_depth: "int | 
         raise InputError(
             f"{what} is RGB but one-channel pairs were asked for; make it gray or use channels=3"
         )
-    if image.dtype.kind == "f":
-        finite = np.isfinite(image)
-        if not finite.all():
-            bad = image.size - int(finite.sum())
-            raise InputError(f"{what} has {bad:,} NaN/Inf value(s); replace them (e.g. np.nan_to_num) first")
+    check_finite(image, what)
     try:
         low, high = value_range(image, bit_depth=bit_depth)
     except InputError as exc:

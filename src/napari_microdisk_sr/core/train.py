@@ -63,7 +63,7 @@ from .archs import RRDBNet, SRVGGNetCompact
 from .crops import CropSet
 from .device import DEVICE_CHOICES, cpu_has_native_bf16, describe_device, is_device_name, resolve_device
 from .errors import InputError, MicrodiskSRError, TrainingError
-from .images import check_bit_depth
+from .images import check_bit_depth, check_finite
 from .io import atomic_write, ensure_writable_dir, write_csv, write_json
 from .models import DEFAULT_MODEL, LoadedModel, ModelSpec, load_model, save_model
 from .pairs import (
@@ -734,11 +734,8 @@ def _crop_images(
     if not images:
         raise InputError(f"no {what} to train on; select and crop at least one disk")
     names = record.get("files") or [f"{what} {i}" for i in range(len(images))]
-    for name, image in zip(names, images, strict=True):
-        image = np.asarray(image)
-        if image.dtype.kind == "f" and not np.isfinite(image).all():
-            bad = image.size - int(np.isfinite(image).sum())
-            raise InputError(f"{name} has {bad:,} NaN/Inf value(s); replace them (e.g. np.nan_to_num) first")
+    for name, image in zip(names, images, strict=True):  # by name here: the pairs count after the split
+        check_finite(image, name)
     return images, record
 
 
