@@ -1,10 +1,21 @@
-"""Our RRDBNet and SRVGGNetCompact against basicsr 1.4.2, the reference implementation."""
+"""Our RRDBNet and SRVGGNetCompact against basicsr 1.4.2, the reference implementation; their adapters."""
 
 import pytest
 import torch
+from torch import nn
 
-from napari_microdisk_sr.core.archs import ResidualDenseBlock, RRDBNet, SRVGGNetCompact
-from napari_microdisk_sr.core.errors import InputError
+from napari_microdisk_sr.core.archs import (
+    ARCHITECTURES,
+    ResidualDenseBlock,
+    RRDBNet,
+    SRVGGNetCompact,
+    architecture,
+    architecture_of,
+    detect_architecture,
+    freeze_first_blocks,
+    layer_groups,
+)
+from napari_microdisk_sr.core.errors import InputError, TrainingError, WeightsError
 
 RRDB_CONFIGS = [
     pytest.param({"num_in_ch": 3, "num_out_ch": 3}, id="x4plus"),
@@ -102,3 +113,78 @@ def test_dense_blocks_start_near_identity():
 def test_invalid_hyper_parameters_are_refused(cls, kwargs, match):
     with pytest.raises(InputError, match=match):
         cls(**kwargs)
+
+
+# -- adapters --------------------------------------------------------------------------------------------
+
+RRDB_PARAMS = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_block": 2, "num_grow_ch": 4}
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("RRDBNet", RRDB_PARAMS | {"scale": 4}),
+        ("RRDBNet", RRDB_PARAMS | {"scale": 2}),
+        ("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 3}),
+    ],
+)
+def test_each_adapter_builds_and_recognises_its_own_network(name, params):
+    arch = architecture(name)
+    net = arch.build(params)
+    assert architecture_of(net) is arch
+    detected, found = detect_architecture(net.state_dict())
+    assert detected is arch
+    assert {k: found[k] for k in params} == params
+
+
+def test_the_registry_knows_each_network_by_its_basicsr_name():
+    assert sorted(ARCHITECTURES) == ["RRDBNet", "SRVGGNetCompact"]
+    assert all(arch.name == name for name, arch in ARCHITECTURES.items())
+    with pytest.raises(InputError, match="unknown architecture 'EDSR'; choose one of RRDBNet, SRVGG"):
+        architecture("EDSR")
+    with pytest.raises(TrainingError, match="cannot fine-tune a Linear"):
+        architecture_of(nn.Linear(2, 2))
+    with pytest.raises(WeightsError, match="neither an RRDBNet nor an SRVGGNetCompact"):
+        detect_architecture({"head.weight": torch.zeros(1)})
+
+
+def test_layer_groups_of_both_networks():
+    groups = layer_groups(RRDBNet(**RRDB_PARAMS))
+    assert {k for k, g in groups.items() if g == "first"} == {"conv_first.weight", "conv_first.bias"}
+    assert {k.split(".")[0] for k, g in groups.items() if g == "upsampler"} == {
+        "conv_up1",
+        "conv_up2",
+        "conv_hr",
+        "conv_last",
+    }
+    assert groups["conv_body.weight"] == "body"
+    assert groups["body.1.rdb3.conv5.bias"] == "body"
+    groups = layer_groups(SRVGGNetCompact(num_feat=8, num_conv=2))
+    assert groups["body.0.weight"] == "first"
+    assert groups["body.1.weight"] == "body"
+    assert groups["body.6.weight"] == "upsampler"
+    assert groups["body.5.weight"] == "body"
+
+
+def test_freeze_blocks_skips_their_gradients():
+    net = RRDBNet(**RRDB_PARAMS)
+    frozen = freeze_first_blocks(net, 1)
+    assert {name.split(".")[0] for name in frozen} == {"conv_first", "body"}
+    assert all(name.startswith(("conv_first.", "body.0.")) for name in frozen)
+    net(torch.rand(1, 3, 8, 8)).mean().backward()
+    for name, param in net.named_parameters():
+        assert (param.grad is None) == (name in frozen), name
+
+    srvgg = SRVGGNetCompact(num_feat=8, num_conv=2)
+    assert freeze_first_blocks(srvgg, 2) == [
+        "body.0.weight",
+        "body.0.bias",
+        "body.1.weight",
+        "body.2.weight",
+        "body.2.bias",
+        "body.3.weight",
+    ]
+    with pytest.raises(InputError, match="at most 3"):
+        freeze_first_blocks(SRVGGNetCompact(num_feat=8, num_conv=2), 4)
+    with pytest.raises(InputError, match="at most 2"):
+        freeze_first_blocks(RRDBNet(**RRDB_PARAMS), 3)

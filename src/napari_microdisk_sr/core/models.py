@@ -10,7 +10,6 @@ import inspect
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .archs import ARCHITECTURES
+from .archs import Architecture, architecture, detect_architecture
 from .device import resolve_device
 from .errors import InputError, MicrodiskSRError, OutputError, WeightsError, short_list
 from .io import atomic_write, write_json
@@ -51,10 +50,6 @@ __all__ = [
 ]
 
 SIDECAR_FORMAT = "napari-microdisk-sr model 1"
-_RRDB_TRUNK_PAD = 32
-"""Tile padding of RRDBNet in trunk pixels. Its exact receptive radius (349 pixels for x4plus) is far larger
-than its effective one: x4plus tiles padded by 32 pixels differ from the untiled output by ~46 dB PSNR, by 48
-pixels ~59 dB; 32 keeps the overhead of 256-pixel tiles near 1.6x."""
 
 ParamValue = int | str
 
@@ -87,9 +82,7 @@ class ModelSpec:
     params: "tuple[tuple[str, ParamValue], ...] | Mapping[str, ParamValue]" = field(default=())
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise InputError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-        cls = ARCHITECTURES[self.arch]
+        cls = architecture(self.arch).network
         try:
             given = dict(self.params)
         except (TypeError, ValueError) as exc:
@@ -113,6 +106,11 @@ class ModelSpec:
         object.__setattr__(self, "params", tuple(full.items()))
 
     @property
+    def architecture(self) -> Architecture:
+        """The network's adapter: what the package knows about it."""
+        return architecture(self.arch)
+
+    @property
     def kwargs(self) -> dict[str, ParamValue]:
         """The constructor arguments as a dict."""
         return dict(self.params)
@@ -120,8 +118,7 @@ class ModelSpec:
     @property
     def scale(self) -> int:
         """Upscaling factor: output size / input size."""
-        kwargs = self.kwargs
-        return int(kwargs["scale"] if self.arch == "RRDBNet" else kwargs["upscale"])
+        return self.architecture.scale(self.kwargs)
 
     @property
     def in_channels(self) -> int:
@@ -136,12 +133,12 @@ class ModelSpec:
     @property
     def size_multiple(self) -> int:
         """Input height and width must be multiples of this (RRDBNet x2: 2, x1: 4, else 1)."""
-        return 4 // self.scale if self.arch == "RRDBNet" else 1
+        return self.architecture.size_multiple(self.kwargs)
 
     @property
     def receptive_radius(self) -> int:
         """Input pixels on each side that an output pixel can depend on (exact; the tests measure it)."""
-        return ARCHITECTURES[self.arch].receptive_radius(**self.kwargs)
+        return self.architecture.receptive_radius(self.kwargs)
 
     @property
     def tile_pad(self) -> int:
@@ -151,13 +148,11 @@ class ModelSpec:
         output exactly. RRDBNet: 32 trunk pixels (x4plus: 32 input pixels; x2: 64; x1: 128), or its
         receptive radius if smaller; a multiple of :attr:`size_multiple`.
         """
-        if self.arch == "SRVGGNetCompact":
-            return self.receptive_radius
-        return min(self.receptive_radius, self.size_multiple * _RRDB_TRUNK_PAD)
+        return self.architecture.tile_pad(self.kwargs)
 
     def build(self) -> nn.Module:
         """A new, randomly initialised network of this spec (float32, CPU, training mode)."""
-        return ARCHITECTURES[self.arch](**self.kwargs)
+        return self.architecture.build(self.kwargs)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict: ``arch`` and ``params``, plus ``scale`` and channel counts for the reader."""
@@ -486,15 +481,14 @@ def save_model(
 # --------------------------------------------------------------------------------------------------------
 # Inferring the architecture from a state dict
 
-_SRVGG_CONV = re.compile(r"body\.(\d+)\.weight")
-
 
 def spec_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> ModelSpec:
     """Infer the architecture and hyper-parameters of a state dict from its keys and tensor shapes.
 
-    Recognises RRDBNet (any width, depth, growth and channel count; x4, and x2/x1 by the pixel-unshuffled
-    input of ``conv_first``, assuming as many input as output channels for those) and SRVGGNetCompact with
-    PReLU activations (ReLU and leaky ReLU leave no trace in the weights: their files need a sidecar).
+    Each network's adapter recognises its own weights (see :mod:`.archs`): RRDBNet of any width, depth,
+    growth and channel count (x4, and x2/x1 by the pixel-unshuffled input of ``conv_first``), and
+    SRVGGNetCompact with PReLU activations (ReLU and leaky ReLU leave no trace in the weights: their files
+    need a sidecar).
 
     Parameters
     ----------
@@ -510,73 +504,8 @@ def spec_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> ModelSpec:
     WeightsError
         If the keys match neither network, or leave the activation of an SRVGGNetCompact unknown.
     """
-    if "conv_first.weight" in state_dict and "conv_last.weight" in state_dict:
-        return _rrdbnet_spec(state_dict)
-    if "body.0.weight" in state_dict and "conv_first.weight" not in state_dict:
-        return _srvgg_spec(state_dict)
-    raise WeightsError(
-        f"the weights are neither an RRDBNet nor an SRVGGNetCompact (keys: {short_list(list(state_dict), 4)})"
-    )
-
-
-def _shape(state_dict: Mapping[str, torch.Tensor], key: str, ndim: int) -> tuple[int, ...]:
-    if key not in state_dict:
-        raise WeightsError(f"the weights lack {key}, which the architecture needs")
-    shape = tuple(state_dict[key].shape)
-    if len(shape) != ndim:
-        raise WeightsError(f"the weights' {key} has shape {shape}, expected {ndim} dimensions")
-    return shape
-
-
-def _inferred(arch: str, params: dict[str, ParamValue]) -> ModelSpec:
+    arch, params = detect_architecture(state_dict)
     try:
-        return ModelSpec(arch, params)
+        return ModelSpec(arch.name, params)
     except InputError as exc:
-        raise WeightsError(f"the weights' shapes give no valid {arch} ({exc})") from exc
-
-
-def _rrdbnet_spec(state_dict: Mapping[str, torch.Tensor]) -> ModelSpec:
-    num_feat, first_in, _, _ = _shape(state_dict, "conv_first.weight", 4)
-    num_out_ch = _shape(state_dict, "conv_last.weight", 4)[0]
-    num_grow_ch = _shape(state_dict, "body.0.rdb1.conv1.weight", 4)[0]
-    blocks = {
-        int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"body\.(\d+)\.rdb1\.conv1\.weight", k))
-    }
-    ratio, rest = divmod(first_in, num_out_ch)
-    scale = {16: 1, 4: 2}.get(ratio, 4) if rest == 0 else 4
-    params = {
-        "num_in_ch": first_in // (4 // scale) ** 2,
-        "num_out_ch": num_out_ch,
-        "scale": scale,
-        "num_feat": num_feat,
-        "num_block": max(blocks) + 1,
-        "num_grow_ch": num_grow_ch,
-    }
-    return _inferred("RRDBNet", params)
-
-
-def _srvgg_spec(state_dict: Mapping[str, torch.Tensor]) -> ModelSpec:
-    if "body.1.weight" not in state_dict:
-        raise WeightsError(
-            "an SRVGGNetCompact without PReLU weights (ReLU or leaky ReLU) cannot be identified from its "
-            "weights; keep the sidecar .json that was saved with it"
-        )
-    num_feat, num_in_ch, _, _ = _shape(state_dict, "body.0.weight", 4)
-    last = max(
-        int(m.group(1)) for k in state_dict if (m := _SRVGG_CONV.fullmatch(k)) and state_dict[k].ndim == 4
-    )
-    last_out = _shape(state_dict, f"body.{last}.weight", 4)[0]
-    upscale = round((last_out / num_in_ch) ** 0.5)
-    if upscale**2 * num_in_ch != last_out:
-        raise WeightsError(
-            f"the last convolution's {last_out} outputs are not {num_in_ch} channels x upscale^2"
-        )
-    params = {
-        "num_in_ch": num_in_ch,
-        "num_out_ch": num_in_ch,
-        "num_feat": num_feat,
-        "num_conv": (last - 2) // 2,
-        "upscale": upscale,
-        "act_type": "prelu",
-    }
-    return _inferred("SRVGGNetCompact", params)
+        raise WeightsError(f"the weights' shapes give no valid {arch.name} ({exc})") from exc

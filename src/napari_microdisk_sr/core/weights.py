@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .archs import ARCHITECTURES
+from .archs import architecture
 from .errors import WeightsError, short_list
 from .io import atomic_write
 
@@ -540,7 +540,7 @@ def embedded_weights(name: str) -> Path:
         return target
     param_path, bin_path = embedded_files(name)
     with torch.device("meta"):
-        template = ARCHITECTURES[entry.arch](**dict(entry.kwargs)).state_dict()
+        template = architecture(entry.arch).build(dict(entry.kwargs)).state_dict()
     state = read_ncnn(param_path, bin_path, template)
     n_params = sum(t.numel() for t in state.values())
     if n_params != entry.n_params:
