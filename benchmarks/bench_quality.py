@@ -31,7 +31,7 @@ from napari_microdisk_sr.core.device import describe_device
 from napari_microdisk_sr.core.metrics import BICUBIC, MEAN, evaluate
 from napari_microdisk_sr.core.progress import drive
 from napari_microdisk_sr.core.sample import make_scene
-from napari_microdisk_sr.core.train import FineTuneConfig, RunState, fine_tune
+from napari_microdisk_sr.core.train import FineTuneConfig, Outcome, fine_tune
 
 NAME = "bench_quality"
 TRAIN_SEEDS = (1, 2, 3)
@@ -79,9 +79,9 @@ def finetune(
     start = time.perf_counter()
     result = drive(fine_tune(crops, config, run_dir))
     seconds = time.perf_counter() - start
-    if result.state is not RunState.FINISHED:
+    if result.outcome is not Outcome.FINISHED:
         raise RuntimeError(
-            f"fine-tuning with {degradation} pairs ended {result.state.value}: {result.message}"
+            f"fine-tuning with {degradation} pairs ended {result.outcome.value}: {result.message}"
         )
     return result.model_path, seconds
 

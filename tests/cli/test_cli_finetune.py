@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from napari_microdisk_sr.cli import main
-from napari_microdisk_sr.core import models, train
+from napari_microdisk_sr.core import models
 from napari_microdisk_sr.core.crops import Crop, write_crop_set
 from napari_microdisk_sr.core.io import read_csv
 from napari_microdisk_sr.core.sample import make_scene
-from napari_microdisk_sr.core.train import FineTuneConfig, read_run_config
+from napari_microdisk_sr.core.train import FineTuneConfig, read_run_config, trainer
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +71,14 @@ def test_resume_keeps_the_run_settings_and_extends_it(files, tmp_path, capsys):
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(files, tmp_path, capsys, monkeypatch):
     out, handler = tmp_path / "run", signal.getsignal(signal.SIGINT)
-    real_step = train._Trainer.step
+    real_step = trainer.Trainer.step
 
     def step_then_interrupt(self, lr, hr):
         loss = real_step(self, lr, hr)
         os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
         return loss
 
-    monkeypatch.setattr(train._Trainer, "step", step_then_interrupt)
+    monkeypatch.setattr(trainer.Trainer, "step", step_then_interrupt)
     assert main(_argv(files, out)) == 130
     captured = capsys.readouterr()
     assert "stopping after this step and saving" in captured.err

@@ -20,7 +20,7 @@ from napari_microdisk_sr.core.errors import InputError, TrainingError
 from napari_microdisk_sr.core.io import read_csv
 from napari_microdisk_sr.core.models import ModelSpec, load_model, save_model
 from napari_microdisk_sr.core.progress import StopFlag, drive
-from napari_microdisk_sr.core.train import EventKind, FineTuneConfig, RunState
+from napari_microdisk_sr.core.train import EventKind, FineTuneConfig, Outcome
 from napari_microdisk_sr.core.weights import file_sha256
 
 SRVGG_PARAMS = {"num_feat": 8, "num_conv": 2}
@@ -153,14 +153,13 @@ def test_run_yields_events_and_writes_its_folder(srvgg, tmp_path):
     run_dir = tmp_path / "run"
     result, events = _run(config, run_dir)
 
-    assert result.state is RunState.FINISHED
+    assert result.outcome is Outcome.FINISHED
     assert result.epochs_done == 3
     kinds = [event.kind for event in events]
     assert kinds[:2] == [EventKind.STARTED, EventKind.BASELINE]
     assert kinds[-1] is EventKind.FINISHED
     assert kinds.count(EventKind.EPOCH) == 3
     assert kinds.count(EventKind.CHECKPOINT) == 3
-    assert EventKind.ERROR not in kinds
     assert EventKind.STOPPED not in kinds
     steps = [event for event in events if event.kind is EventKind.STEP]
     assert steps
@@ -247,7 +246,7 @@ def straight(stateful, tmp_path_factory):
 
 
 def _assert_same_run(result, reference):
-    assert result.state is RunState.FINISHED
+    assert result.outcome is Outcome.FINISHED
     assert result.epochs_done == reference.epochs_done
     for row, ref in zip(result.history, reference.history, strict=True):
         for key in ("train_l1", "val_l1", "val_psnr", "lr"):
@@ -259,7 +258,7 @@ def _assert_same_run(result, reference):
 def test_resume_after_the_last_epoch_continues_exactly(stateful, straight, tmp_path):
     run_dir = tmp_path / "run"
     first, _ = _run(dataclasses.replace(stateful, epochs=2), run_dir)
-    assert first.state is RunState.FINISHED
+    assert first.outcome is Outcome.FINISHED
     assert first.epochs_done == 2
     result, events = _run(stateful, run_dir, resume=True)
     assert "resuming at the end of epoch 2" in events[0].message
@@ -275,7 +274,7 @@ def test_stop_mid_epoch_saves_a_checkpoint_that_resumes_exactly(stateful, straig
             stop.set()
 
     result = drive(train.fine_tune(CROPS, stateful, run_dir, stop=stop), stop_in_second_epoch)
-    assert result.state is RunState.STOPPED
+    assert result.outcome is Outcome.STOPPED
     assert result.epochs_done == 1
     assert "stopped on request at epoch 2, step 1" in result.message
     assert result.model_path.is_file()
@@ -304,7 +303,7 @@ def test_stop_before_the_first_step_keeps_the_parent(srvgg, tmp_path):
     stop = StopFlag()
     stop.set()
     result, events = _run(_config(srvgg), tmp_path / "run", stop=stop)
-    assert result.state is RunState.STOPPED
+    assert result.outcome is Outcome.STOPPED
     assert result.epochs_done == 0
     assert [e.kind for e in events][-3:] == [EventKind.CHECKPOINT, EventKind.STOPPED, EventKind.FINISHED]
     _assert_same_weights(_saved_weights(result.model_path), load_model(srvgg).module.state_dict())
@@ -317,7 +316,7 @@ def test_early_stopping_keeps_the_best_epoch(srvgg, tmp_path):
     # With this learning rate the validation L1 falls for six epochs, then rises.
     easy = {"lr": 1e-2, "batch_size": 4}
     result, events = _run(_config(srvgg, epochs=30, early_stop=2, **easy), tmp_path / "early")
-    assert result.state is RunState.EARLY_STOPPED
+    assert result.outcome is Outcome.EARLY_STOPPED
     val_l1 = [row["val_l1"] for row in result.history]
     assert result.best_epoch == int(np.argmin(val_l1)) > 0
     assert result.epochs_done == result.best_epoch + 2
@@ -328,28 +327,10 @@ def test_early_stopping_keeps_the_best_epoch(srvgg, tmp_path):
     _assert_same_weights(_saved_weights(result.model_path), _saved_weights(shorter.model_path))
 
 
-def test_layer_groups_of_both_networks():
-    groups = train.layer_groups(RRDBNet(**RRDB_PARAMS))
-    assert {k for k, g in groups.items() if g == "first"} == {"conv_first.weight", "conv_first.bias"}
-    assert {k.split(".")[0] for k, g in groups.items() if g == "upsampler"} == {
-        "conv_up1",
-        "conv_up2",
-        "conv_hr",
-        "conv_last",
-    }
-    assert groups["conv_body.weight"] == "body"
-    assert groups["body.1.rdb3.conv5.bias"] == "body"
-    groups = train.layer_groups(SRVGGNetCompact(num_feat=8, num_conv=2))
-    assert groups["body.0.weight"] == "first"
-    assert groups["body.1.weight"] == "body"
-    assert groups["body.6.weight"] == "upsampler"
-    assert groups["body.5.weight"] == "body"
-
-
 def test_layer_wise_learning_rates(rrdb, tmp_path):
     run_dir = tmp_path / "run"
     result, events = _run(_config(rrdb, epochs=1, layer_lrs=train.STUDY_LAYER_LRS), run_dir)
-    assert result.state is RunState.FINISHED
+    assert result.outcome is Outcome.FINISHED
     groups = _checkpoint(run_dir)["trainer"]["optimizer"]["param_groups"]
     assert [(g["name"], g["lr"]) for g in groups] == list(
         zip(train.LAYER_GROUPS, train.STUDY_LAYER_LRS, strict=True)
@@ -357,30 +338,6 @@ def test_layer_wise_learning_rates(rrdb, tmp_path):
     by_group = list(train.layer_groups(RRDBNet(**RRDB_PARAMS)).values())
     assert [len(g["params"]) for g in groups] == [by_group.count(name) for name in train.LAYER_GROUPS]
     assert all(e.lr == 1e-4 for e in events if e.kind is EventKind.STEP)  # the body's rate is reported
-
-
-def test_freeze_blocks_skips_their_gradients():
-    net = RRDBNet(**RRDB_PARAMS)
-    frozen = train.freeze_first_blocks(net, 1)
-    assert {name.split(".")[0] for name in frozen} == {"conv_first", "body"}
-    assert all(name.startswith(("conv_first.", "body.0.")) for name in frozen)
-    net(torch.rand(1, 3, 8, 8)).mean().backward()
-    for name, param in net.named_parameters():
-        assert (param.grad is None) == (name in frozen), name
-
-    srvgg = SRVGGNetCompact(num_feat=8, num_conv=2)
-    assert train.freeze_first_blocks(srvgg, 2) == [
-        "body.0.weight",
-        "body.0.bias",
-        "body.1.weight",
-        "body.2.weight",
-        "body.2.bias",
-        "body.3.weight",
-    ]
-    with pytest.raises(InputError, match="at most 3"):
-        train.freeze_first_blocks(SRVGGNetCompact(num_feat=8, num_conv=2), 4)
-    with pytest.raises(InputError, match="at most 2"):
-        train.freeze_first_blocks(RRDBNet(**RRDB_PARAMS), 3)
 
 
 def test_frozen_blocks_keep_their_weights(rrdb, tmp_path):
@@ -416,7 +373,7 @@ def test_ema_is_what_gets_saved(srvgg, tmp_path):
 def test_time_budget_ends_cleanly(srvgg, tmp_path):
     config = _config(srvgg, epochs=10_000, max_minutes=0.03)
     result, events = _run(config, tmp_path / "run")
-    assert result.state is RunState.TIME_BUDGET
+    assert result.outcome is Outcome.TIME_BUDGET
     assert result.epochs_done < 10_000
     assert "time budget of 0.03 min spent" in result.message
     assert result.model_path.is_file()
@@ -432,14 +389,14 @@ def test_divergence_fails_cleanly_and_keeps_the_last_good_checkpoint(srvgg, tmp_
     # steps are about lr in size), so the second epoch's forward pass overflows.
     run_dir = tmp_path / "run"
     config = _config(srvgg, epochs=3, lr=1e10, pairs_per_epoch=2, val_fraction=0.0)
-    result, events = _run(config, run_dir)
-    assert result.state is RunState.FAILED
-    assert result.model_path is None
-    assert events[-1].kind is EventKind.ERROR
-    assert events[-1].message == result.message
-    assert "training diverged at epoch 2, step 1" in result.message
-    assert "lower the learning rate" in result.message
-    assert "the end of epoch 1" in result.message
+    events = []
+    with pytest.raises(TrainingError) as failed:
+        drive(train.fine_tune(CROPS, config, run_dir), events.append)
+    message = str(failed.value)
+    assert events[-1].kind is not EventKind.FINISHED
+    assert "training diverged at epoch 2, step 1" in message
+    assert "lower the learning rate" in message
+    assert "the end of epoch 1" in message
     assert _checkpoint(run_dir)["progress"]["epoch"] == 1
     assert not (run_dir / train.MODEL_FILE).exists()
 
@@ -456,11 +413,10 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(srvgg, tmp_path, monke
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save_then_fail)
-    result, events = _run(_config(srvgg, epochs=3), run_dir)
-    assert result.state is RunState.FAILED
-    assert events[-1].kind is EventKind.ERROR
-    assert "No space left on device" in result.message
-    assert "the end of epoch 1" in result.message
+    with pytest.raises(TrainingError) as failed:
+        _run(_config(srvgg, epochs=3), run_dir)
+    assert "No space left on device" in str(failed.value)
+    assert "the end of epoch 1" in str(failed.value)
     assert _checkpoint(run_dir)["progress"]["epoch"] == 1
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pth", "config.json", "history.csv"]
 
@@ -489,7 +445,7 @@ def test_run_folder_rules(srvgg, rrdb, tmp_path):
     with pytest.raises(InputError, match="crops 5 has 1 NaN/Inf value"):  # named before the split
         train.fine_tune(holed, _config(srvgg), tmp_path / "other")
     result, _ = _run(_config(srvgg, epochs=1, device="auto"), run_dir, resume=True)  # nothing left to train
-    assert result.state is RunState.FINISHED
+    assert result.outcome is Outcome.FINISHED
     assert result.epochs_done == 1
 
 
@@ -498,7 +454,7 @@ def test_cpu_precision_is_bfloat16_where_the_cpu_computes_it(srvgg, tmp_path, am
     result, _ = _run(_config(srvgg, epochs=1, amp=amp), tmp_path / "run")
     info = json.loads((tmp_path / "run" / "model.json").read_text())["info"]
     bf16 = amp or (amp is None and cpu_has_native_bf16())
-    assert result.state is RunState.FINISHED
+    assert result.outcome is Outcome.FINISHED
     assert info["provenance"]["precision"] == ("torch.bfloat16" if bf16 else "float32")
 
 
@@ -509,6 +465,6 @@ def test_training_on_cuda(srvgg, tmp_path, amp):
     result, _ = _run(_config(srvgg, device="cuda", epochs=3, lr=3e-3, amp=amp), tmp_path / "run")
     info = json.loads((tmp_path / "run" / "model.json").read_text())["info"]
     mixed = "torch.bfloat16" if torch.cuda.is_bf16_supported() else "torch.float16"
-    assert result.state is RunState.FINISHED
+    assert result.outcome is Outcome.FINISHED
     assert info["provenance"]["precision"] == (mixed if amp else "float32")
     assert result.history[-1]["val_l1"] < result.history[0]["val_l1"]

@@ -20,9 +20,10 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
     SpinBox,
+    Widget,
 )
 from napari.layers import Image, Shapes
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 from superqt import QCollapsible
 
 from ..core.crops import CropSet, crop_disks, read_crop_set
@@ -31,16 +32,16 @@ from ..core.models import REGISTRY
 from ..core.outputs import run_dir_for
 from ..core.pairs import DEGRADATIONS
 from ..core.train import (
-    CHECKPOINT_FILE,
     DEFAULT_PATIENCE,
-    RESUMABLE_CHANGES,
     STUDY_LAYER_LRS,
     EventKind,
     FineTuneConfig,
     FineTuneResult,
-    RunState,
+    Outcome,
     TrainEvent,
+    can_resume,
     fine_tune,
+    resume_conflicts,
 )
 from ._controls import (
     FILE_CHOICE,
@@ -107,12 +108,28 @@ class FineTuneWidget(Container):
         self._last: _Run | None = None
         self._position = "the start"  # of the run in progress, for the progress bar once it has ended
         defaults = FineTuneConfig()
+        self._form = Container(widgets=[*self._source_part(), *self._recipe_part(defaults)])
+        self._advanced = self._advanced_part(defaults)
+        self._advanced_box = QCollapsible("Advanced settings")
+        self._advanced_box.addWidget(self._advanced.native)
+        self._plot = LossPlot()
+        self.extend([self._form, hosted(self._advanced_box), *self._run_part(), hosted(self._plot)])
+        self._update_fields()
 
+    # -- the form's parts ---------------------------------------------------------------------------------
+
+    def _source_part(self) -> list[Widget]:
+        """Where the crops come from: a crop set, shapes over an image, or a folder."""
         self._source = ComboBox(label="Crops from", choices=[(s.value, s) for s in _Source])
         self._crop_set = CropSetChoice(self._session)
-        self._image = ComboBox(label="Image", choices=layer_choices(viewer, Image))
-        self._shapes = ComboBox(label="Shapes", choices=layer_choices(viewer, Shapes))
+        self._image = ComboBox(label="Image", choices=layer_choices(self._viewer, Image))
+        self._shapes = ComboBox(label="Shapes", choices=layer_choices(self._viewer, Shapes))
         self._folder = folder_edit("Crops folder")
+        self._source.changed.connect(self._update_fields)
+        return [self._source, self._crop_set, self._image, self._shapes, self._folder]
+
+    def _recipe_part(self, defaults: FineTuneConfig) -> list[Widget]:
+        """The model, the study's recipe, the device and the output folder."""
         self._model, self._weights = model_row([*((name, name) for name in REGISTRY), FILE_CHOICE])
         self._epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
         self._lr = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-7, max=1.0, step=1e-6)
@@ -128,14 +145,13 @@ class FineTuneWidget(Container):
             tooltip="Where the run folder goes. Empty: beside the crops folder, or in the\n"
             "<image>_microdisk_sr folder of the image the crops were cut from.",
         )
-        self._form = Container(
-            widgets=[
-                self._source, self._crop_set, self._image, self._shapes, self._folder, self._model,
-                self._weights, self._epochs, self._lr, self._batch, self._patch, self._pairs,
-                self._degradation, self._bit_depth, self._device, self._device_info, self._output,
-            ]
-        )  # fmt: skip
+        return [
+            self._model, self._weights, self._epochs, self._lr, self._batch, self._patch, self._pairs,
+            self._degradation, self._bit_depth, self._device, self._device_info, self._output,
+        ]  # fmt: skip
 
+    def _advanced_part(self, defaults: FineTuneConfig) -> Container:
+        """The study's options: layer-wise rates, frozen blocks, early stopping, validation, EMA, budget."""
         first, body, upsampler = STUDY_LAYER_LRS
         self._layer_lrs = CheckBox(
             text="layer-wise learning rates",
@@ -152,15 +168,17 @@ class FineTuneWidget(Container):
         self._seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
         self._budget_on = CheckBox(text="time budget", value=defaults.max_minutes is not None)
         self._budget = FloatSpinBox(label="Budget (min)", value=60.0, min=0.1, max=100_000.0, step=1.0)
-        self._advanced = Container(
+        self._early_stop.changed.connect(self._update_fields)
+        self._budget_on.changed.connect(self._update_fields)
+        return Container(
             widgets=[
                 self._layer_lrs, self._freeze, self._early_stop, self._patience, self._val_fraction,
                 self._ema, self._seed, self._budget_on, self._budget,
             ]
         )  # fmt: skip
-        self._advanced_box = QCollapsible("Advanced settings")
-        self._advanced_box.addWidget(self._advanced.native)
 
+    def _run_part(self) -> list[Widget]:
+        """Start, Stop and Resume, the progress bar and the status line."""
         self._start_button = PushButton(text="Start")
         self._stop_button = PushButton(
             text="Stop", enabled=False, tooltip="Stop and keep a resumable checkpoint"
@@ -170,6 +188,9 @@ class FineTuneWidget(Container):
             enabled=False,
             tooltip="Continue the last run (with the epochs and time budget above)",
         )
+        self._start_button.changed.connect(self._start)
+        self._stop_button.changed.connect(self._stop)
+        self._resume_button.changed.connect(self._resume)
         buttons = Container(
             widgets=[self._start_button, self._stop_button, self._resume_button],
             layout="horizontal",
@@ -177,25 +198,7 @@ class FineTuneWidget(Container):
         )
         self._progress = ProgressBar(value=0, min=0, max=1)
         self._status = status_line("Choose the crops and a model, then Start.")
-        self._plot = LossPlot()
-        self.extend(
-            [
-                self._form,
-                hosted(self._advanced_box),
-                buttons,
-                self._progress,
-                self._status,
-                hosted(self._plot),
-            ]
-        )
-
-        self._source.changed.connect(self._update_fields)
-        self._early_stop.changed.connect(self._update_fields)
-        self._budget_on.changed.connect(self._update_fields)
-        self._start_button.changed.connect(self._start)
-        self._stop_button.changed.connect(self._stop)
-        self._resume_button.changed.connect(self._resume)
-        self._update_fields()
+        return [buttons, self._progress, self._status]
 
     # -- choices ------------------------------------------------------------------------------------------
 
@@ -295,12 +298,7 @@ class FineTuneWidget(Container):
             form = self._config()
         except MicrodiskSRError:
             return
-        ignored = [
-            field.name
-            for field in dataclasses.fields(FineTuneConfig)
-            if field.name not in RESUMABLE_CHANGES
-            and getattr(form, field.name) != getattr(config, field.name)
-        ]
+        ignored = resume_conflicts(config, form)
         if ignored:
             show_warning(
                 f"resuming with the run's own {', '.join(ignored)}: a resumed run changes only its epochs, "
@@ -339,7 +337,7 @@ class FineTuneWidget(Container):
         self._start_button.enabled = not running
         self._stop_button.enabled = running
         self._resume_button.enabled = (
-            not running and self._last is not None and (self._last.run_dir / CHECKPOINT_FILE).is_file()
+            not running and self._last is not None and can_resume(self._last.run_dir)
         )
 
     # -- progress -----------------------------------------------------------------------------------------
@@ -359,33 +357,26 @@ class FineTuneWidget(Container):
             self._plot.add_train(event.step * event.epochs / event.steps, event.loss)
         elif event.kind is EventKind.EPOCH and event.val_l1 is not None:
             self._plot.add_val(event.epoch, event.val_l1)
-        elif event.kind is EventKind.ERROR:
-            show_error(event.message)
         self._status.value = _describe(event)
 
     def _on_finished(self, result: FineTuneResult) -> None:
         self._set_running(False)
-        self._progress.native.setFormat(f"{_ENDINGS[result.state]} at {self._position}")
-        if result.model_path is not None:
-            self._session.add_run(RunRef(result.run_dir.name, result.model_path, result.run_dir))
-        if result.state is RunState.FAILED:
-            self._status.value = f"failed: {result.message}"
-        else:
-            self._status.value = result.message
-            show_info(f"fine-tuning {result.state.value}: {result.message}")
+        self._progress.native.setFormat(f"{_ENDINGS[result.outcome]} at {self._position}")
+        self._session.add_run(RunRef(result.run_dir.name, result.model_path, result.run_dir))
+        self._status.value = result.message
+        show_info(f"fine-tuning {result.outcome.value}: {result.message}")
 
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
-        self._progress.native.setFormat(f"{_ENDINGS[RunState.FAILED]} at {self._position}")
+        self._progress.native.setFormat(f"failed at {self._position}")
         self._status.value = f"failed: {message}"
 
 
 _ENDINGS = {
-    RunState.FINISHED: "finished",
-    RunState.STOPPED: "stopped",
-    RunState.EARLY_STOPPED: "stopped early",
-    RunState.TIME_BUDGET: "time budget reached",
-    RunState.FAILED: "failed",
+    Outcome.FINISHED: "finished",
+    Outcome.STOPPED: "stopped",
+    Outcome.EARLY_STOPPED: "stopped early",
+    Outcome.TIME_BUDGET: "time budget reached",
 }
 """What the progress bar says once a run has ended (instead of the time left)."""
 

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if result.model_path is None:
         raise TrainingError(result.message)
     tuned_s = time.perf_counter() - tuned_at
-    how = f"{result.state.value}, {result.epochs_done} epochs"
+    how = f"{result.outcome.value}, {result.epochs_done} epochs"
     print(f"3. fine-tuned in {tuned_s:.0f} s ({how}): {result.model_path}")
 
     fine_tuned = str(result.model_path)

@@ -13,10 +13,9 @@ from tqdm import tqdm
 
 from ..core import train
 from ..core.crops import read_crop_set
-from ..core.errors import TrainingError
 from ..core.pairs import DEGRADATIONS, SMALL_CROP_POLICIES
 from ..core.progress import StopFlag, drive
-from ..core.train import EventKind, FineTuneConfig, RunState, TrainEvent
+from ..core.train import EventKind, FineTuneConfig, Outcome, TrainEvent
 from .upscale import add_bit_depth_option
 
 _DEFAULTS = FineTuneConfig()
@@ -163,9 +162,7 @@ def run(args: argparse.Namespace) -> int:
     job = train.fine_tune(crops, config, args.out, stop=stop, resume=args.resume)
     with stop_on_interrupt(stop), TrainProgress() as progress:
         result = drive(job, progress.show)
-    if result.state is RunState.FAILED:
-        raise TrainingError(result.message)
-    print(f"{result.state.value}: {result.message}")
+    print(f"{result.outcome.value}: {result.message}")
     scored = [row for row in result.history if row["val_psnr"] is not None]
     if scored:
         best = next(row for row in scored if row["epoch"] == result.best_epoch)
@@ -173,9 +170,9 @@ def run(args: argparse.Namespace) -> int:
             f"validation PSNR: {scored[0]['val_psnr']:.2f} dB pretrained, {best['val_psnr']:.2f} dB at epoch "
             f"{best['epoch']} (lowest L1), {scored[-1]['val_psnr']:.2f} dB at epoch {scored[-1]['epoch']}"
         )
-    if result.state in (RunState.STOPPED, RunState.TIME_BUDGET):
+    if result.outcome in (Outcome.STOPPED, Outcome.TIME_BUDGET):
         print(f"continue with: microdisk-sr finetune {args.crops} --out {args.out} --resume")
-    return _STOPPED_EXIT if result.state is RunState.STOPPED else 0
+    return _STOPPED_EXIT if result.outcome is Outcome.STOPPED else 0
 
 
 class TrainProgress:

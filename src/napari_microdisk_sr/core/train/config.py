@@ -1,0 +1,273 @@
+"""The settings of a fine-tuning run: :class:`FineTuneConfig`, reading a run's own, what a resume may change.
+
+One frozen dataclass, validated in ``__post_init__``, shared by the widget, the command line, the tests and
+the run folder's ``config.json``.
+"""
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..archs import LAYER_GROUPS
+from ..device import DEVICE_CHOICES, is_device_name
+from ..errors import InputError
+from ..images import check_bit_depth
+from ..models import DEFAULT_MODEL
+from ..pairs import check_degradation, check_small_crops
+
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_PATIENCE",
+    "RESUMABLE_CHANGES",
+    "STUDY_LAYER_LRS",
+    "FineTuneConfig",
+    "read_run_config",
+    "resume_conflicts",
+]
+
+CONFIG_FILE = "config.json"
+STUDY_LAYER_LRS = (1e-5, 1e-4, 1e-3)
+"""The study's layer-wise learning rates, in the order of :data:`~..archs.LAYER_GROUPS`."""
+DEFAULT_PATIENCE = 5
+"""Epochs without a better validation L1 before early stopping, when it is asked for without a number."""
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "device")
+"""The settings a resumed run may change; the others stay the run's own."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Settings of a fine-tuning run; the defaults are the study's recipe.
+
+    Attributes
+    ----------
+    model : str
+        Registry name (see :data:`~.models.REGISTRY`) or weights file of the network to fine-tune, loaded
+        strictly (every key, every shape).
+    epochs : int
+        Epochs to train.
+    lr : float
+        Adam's learning rate (of every layer unless ``layer_lrs`` is given).
+    betas : (float, float)
+        Adam's moment decays.
+    lr_step, lr_gamma : int, float
+        The learning rate is multiplied by ``lr_gamma`` every ``lr_step`` epochs (``StepLR``).
+    batch_size : int or None
+        Pairs per step; None picks 4 on a GPU and 2 on the CPU.
+    patch : int
+        Side of the square HR patches, a multiple of the model's scale.
+    pairs_per_epoch : int
+        Training pairs per epoch (pairs are drawn afresh every epoch).
+    augment : bool
+        Random flips and quarter turns of each pair.
+    degradation : {"bicubic", "realistic"}
+        How LR patches are made from HR ones (see :func:`~.pairs.degrade`).
+    small_crops : {"pad", "refuse"}
+        Mirror-pad crops smaller than the patch, or refuse them.
+    val_fraction : float
+        Share of the crops (whole disks, not patches) kept apart for validation, in ``[0, 1)``; 0 disables
+        validation.
+    early_stop : int or None
+        Patience: stop once the validation L1 has not improved for this many epochs, and save the weights of
+        the best epoch (the pretrained weights count as epoch 0). None disables early stopping.
+    layer_lrs : (float, float, float) or None
+        Learning rates of the first convolution, the body and the upsampler with the last convolution
+        (:data:`~..archs.LAYER_GROUPS`); :data:`STUDY_LAYER_LRS` are the study's. None uses ``lr`` everywhere.
+    freeze_blocks : int
+        Freeze the first convolution and the first N RRDB blocks (SRVGGNetCompact: its first N convolutions
+        with their activations), so that neither their weights nor their gradients are computed.
+    ema : bool
+        Keep an exponential moving average of the weights, validate it and save it instead of the weights.
+    ema_decay : float
+        Decay of the moving average per step, in ``[0, 1)``.
+    amp : bool or None
+        Mixed precision. None (the default) chooses per device: bfloat16 autocast on a CPU with native
+        bfloat16 instructions (AVX512-BF16 or AMX), float32 elsewhere. True: bfloat16 autocast on CUDA where
+        the GPU supports it, else float16 with loss scaling, and bfloat16 on any CPU. False: float32
+        everywhere. On CUDA it is off by default: eager steps at these batch sizes are bound by kernel
+        launches, and autocast's casts cost more than they save (the figures are in benchmarks/README.md).
+    device : str
+        ``"auto"`` (CUDA, then Apple MPS, then the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    seed : int
+        Seed of the pairs, of the train/validation split and of torch, numpy and Python's random numbers.
+    max_minutes : float or None
+        Time budget of one call: training ends cleanly after the step during which it runs out, and saves.
+    bit_depth : int or None
+        Significant bits of unsigned integer crops, e.g. 12 for a 12-bit camera writing uint16 files (see
+        :func:`.images.value_range`); None maps integers by their dtype's full range. Give the same to
+        :func:`.infer.upscale` and :func:`.metrics.evaluate` for images of that camera.
+    """
+
+    model: str = DEFAULT_MODEL
+    epochs: int = 50
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_step: int = 16
+    lr_gamma: float = 0.5
+    batch_size: "int | None" = None
+    patch: int = 128
+    pairs_per_epoch: int = 500
+    augment: bool = True
+    degradation: str = "bicubic"
+    small_crops: str = "pad"
+    val_fraction: float = 0.1
+    early_stop: "int | None" = None
+    layer_lrs: "tuple[float, float, float] | None" = None
+    freeze_blocks: int = 0
+    ema: bool = False
+    ema_decay: float = 0.999
+    amp: "bool | None" = None
+    device: str = "auto"
+    seed: int = 0
+    max_minutes: "float | None" = None
+    bit_depth: "int | None" = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InputError(f"model must be a registry name or a weights file, got {self.model!r}")
+        for name, least in (("epochs", 1), ("lr_step", 1), ("patch", 1), ("pairs_per_epoch", 1)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < least:
+                raise InputError(f"{name} must be a whole number of at least {least}, got {value!r}")
+        if not _is_number(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise InputError(f"lr must be a positive number (the study's is 1e-4), got {self.lr!r}")
+        if len(self.betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in self.betas):
+            raise InputError(
+                f"betas must be two numbers in [0, 1) (Adam's are 0.9, 0.999), got {self.betas!r}"
+            )
+        if not _is_number(self.lr_gamma) or not 0 < self.lr_gamma <= 1:
+            raise InputError(f"lr_gamma must be in (0, 1] (1 keeps the learning rate), got {self.lr_gamma!r}")
+        if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
+            raise InputError(
+                f"batch_size must be a whole number of at least 1, or None (auto), got {self.batch_size!r}"
+            )
+        if self.batch_size is not None and self.batch_size > self.pairs_per_epoch:
+            raise InputError(
+                f"batch_size {self.batch_size} is larger than the {self.pairs_per_epoch} pairs of an epoch; "
+                "lower the batch size or raise pairs_per_epoch"
+            )
+        check_degradation(self.degradation)
+        check_small_crops(self.small_crops)
+        if not _is_number(self.val_fraction) or not 0 <= self.val_fraction < 1:
+            raise InputError(
+                f"val_fraction must be in [0, 1) (0 disables validation), got {self.val_fraction!r}"
+            )
+        if self.early_stop is not None:
+            if not _is_int(self.early_stop) or self.early_stop < 1:
+                raise InputError(
+                    f"early_stop must be a patience of at least 1 epoch, or None, got {self.early_stop!r}"
+                )
+            if self.val_fraction == 0:
+                raise InputError(
+                    "early stopping needs a validation set: set val_fraction > 0 or early_stop=None"
+                )
+        if self.layer_lrs is not None and (
+            len(self.layer_lrs) != len(LAYER_GROUPS)
+            or not all(_is_number(v) and math.isfinite(v) and v > 0 for v in self.layer_lrs)
+        ):
+            raise InputError(
+                f"layer_lrs must be three positive learning rates (first conv, body, upsampler), e.g. "
+                f"{STUDY_LAYER_LRS}, or None; got {self.layer_lrs!r}"
+            )
+        if not _is_int(self.freeze_blocks) or self.freeze_blocks < 0:
+            raise InputError(f"freeze_blocks must be a whole number >= 0, got {self.freeze_blocks!r}")
+        for name in ("augment", "ema"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.amp is not None and not isinstance(self.amp, bool):
+            raise InputError(f"amp must be True, False or None (automatic), got {self.amp!r}")
+        if not _is_number(self.ema_decay) or not 0 <= self.ema_decay < 1:
+            raise InputError(f"ema_decay must be in [0, 1) (typically 0.999), got {self.ema_decay!r}")
+        if not isinstance(self.device, str) or not is_device_name(self.device):
+            raise InputError(
+                f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)} or cuda:N"
+            )
+        if not _is_int(self.seed) or self.seed < 0:
+            raise InputError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.max_minutes is not None and (
+            not _is_number(self.max_minutes) or not math.isfinite(self.max_minutes) or self.max_minutes <= 0
+        ):
+            raise InputError(
+                f"max_minutes must be a positive number of minutes, or None, got {self.max_minutes!r}"
+            )
+        if self.bit_depth is not None:
+            check_bit_depth(self.bit_depth)
+
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "FineTuneConfig":
+        """Rebuild a configuration written by :meth:`to_json`, validating it.
+
+        Raises
+        ------
+        InputError
+            If ``data`` has unknown fields or invalid values.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError(
+                f"unknown fine-tuning setting(s) {', '.join(unknown)}; was it written by a newer version?"
+            )
+        values = dict(data)
+        for name in ("betas", "layer_lrs"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def read_run_config(run_dir: "str | Path") -> FineTuneConfig:
+    """The configuration of the run in ``run_dir`` (its ``config.json``), to resume it with a few changes.
+
+    Raises
+    ------
+    InputError
+        If the folder holds no readable run configuration.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise InputError(
+            f"{run_dir} holds no fine-tuning run ({CONFIG_FILE} is missing); start a new run"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is not a fine-tuning configuration")
+    return FineTuneConfig.from_json(data)
+
+
+def resume_conflicts(saved: FineTuneConfig, new: FineTuneConfig) -> list[str]:
+    """The settings of ``new`` that differ from the run's ``saved`` ones and that a resume does not take.
+
+    Only :data:`RESUMABLE_CHANGES` may change when a run resumes. ``model`` is listed when its name differs;
+    :func:`~.loop.fine_tune` checks the weights themselves (their network and SHA-256), so that a run
+    resumes with the same file given by another path.
+
+    Returns
+    -------
+    list of str
+        Field names, in the order of :class:`FineTuneConfig`.
+    """
+    return [
+        f.name
+        for f in dataclasses.fields(FineTuneConfig)
+        if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(new, f.name)
+    ]
