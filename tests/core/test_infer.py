@@ -22,7 +22,6 @@ from napari_microdisk_sr.core.infer import (
     TileEvent,
     UpscaleConfig,
     _prepared,
-    provenance,
     upscale,
     upscale_array,
 )
@@ -243,7 +242,7 @@ def test_memory_is_bounded_by_the_tile():
     job = upscale(image, Nearest(), scale=4, tile=32, tile_pad=2, device="cpu")
     tracemalloc.start()
     try:
-        out = drive(job)
+        out = drive(job).image
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -319,6 +318,10 @@ def test_out_of_memory_skips_halved_tiles_that_would_not_shrink_the_inputs(caplo
     assert "restarting the plane with 32-pixel tiles (inputs of 92 pixels)" in caplog.text
     assert [e.tile for e in events] == [32] * 4
     assert out.shape == (480, 480)
+    # what the job used at its end is what its result records: the smaller tile
+    job = upscale(rng_image((120, 120)), OutOfMemoryAbove(Nearest(), limit=100), scale=4, tile=0, tile_pad=32,
+                  device="cpu")  # fmt: skip
+    assert drive(job).provenance["tile"] == 32
 
 
 def test_out_of_memory_at_the_smallest_tile_is_a_clear_error():
@@ -343,12 +346,12 @@ def test_loaded_model_gives_scale_and_padding():
         upscale(image, model, scale=2)
 
 
-def test_provenance_records_the_settings_in_effect():
+def test_the_result_carries_the_settings_in_effect():
     spec = ModelSpec("RRDBNet", {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 8, "num_block": 1,
                                  "num_grow_ch": 4})  # fmt: skip
     model = LoadedModel(spec.build().eval(), spec, "tiny-x2", "/models/tiny.pth", "ab" * 32)
-    cpu = torch.device("cpu")
-    given = provenance(model, UpscaleConfig(tile=64, tile_pad=37, half=True), cpu, None)
+    image = rng_image((8, 8, 3))
+    given = drive(upscale(image, model, tile=64, tile_pad=37, half=True, device="cpu")).provenance
     assert given.pop("device").startswith("CPU")
     assert given == {
         "model": "tiny-x2",
@@ -361,12 +364,9 @@ def test_provenance_records_the_settings_in_effect():
         "precision": "bfloat16" if cpu_has_native_bf16() else "float32",
         "bit_depth": None,
     }
-    assert provenance(model, UpscaleConfig(), cpu, None)["tile_pad"] == spec.tile_pad == 38
-    # what the job reports at its end wins: a smaller tile after running out of memory, float32 after a
-    # non-finite half-precision output
-    last = TileEvent(4, 4, 0, 1, 32, "float32")
-    ended = provenance(model, UpscaleConfig(tile=64, half=True), cpu, last)
-    assert (ended["tile"], ended["half"], ended["precision"]) == (32, False, "float32")
+    assert drive(upscale(image, model, device="cpu")).provenance["tile_pad"] == spec.tile_pad == 38
+    bare = drive(upscale(image[:4, :4], Nearest(), scale=4, device="cpu")).provenance
+    assert (bare["model"], bare["model_source"], bare["model_sha256"]) == ("Nearest", None, None)
 
 
 SEEN: list[float] = []  # outside the module: upscale runs a copy of it
@@ -397,15 +397,7 @@ def test_a_bit_depth_shows_the_network_the_data_at_full_range(caplog):
     np.testing.assert_array_equal(out12, out)  # nearest neighbour: the mapping goes back exactly
     with pytest.raises(InputError, match="values reach 5000, above 4095"):
         upscale(np.full((8, 8), 5000, np.uint16), Probe(), scale=4, bit_depth=12)
-    assert (
-        provenance(
-            LoadedModel(Nearest(), ModelSpec("SRVGGNetCompact", SRVGG_PARAMS), "n", "n", "0" * 64),
-            UpscaleConfig(bit_depth=12),
-            torch.device("cpu"),
-            None,
-        )["bit_depth"]
-        == 12
-    )
+    assert drive(upscale(image, Probe(), scale=4, device="cpu", bit_depth=12)).provenance["bit_depth"] == 12
 
 
 def test_bare_module_needs_its_scale():
@@ -492,9 +484,8 @@ def test_half_precision_on_a_cpu_with_native_bfloat16_is_a_close_preview(caplog)
     error = np.abs(half - full) / (image.max() - image.min())
     assert 0 < error.max() < 0.02  # bfloat16 keeps 8 bits of mantissa
     events: list[TileEvent] = []
-    upscale_array(image, model, tile=0, device="cpu", half=True, on_event=events.append)
+    ended = drive(upscale(image, model, tile=0, device="cpu", half=True), events.append).provenance
     assert [e.precision for e in events] == ["bfloat16"]
-    ended = provenance(model, UpscaleConfig(half=True), torch.device("cpu"), events[-1])
     assert (ended["half"], ended["precision"]) == (True, "bfloat16")
 
 
@@ -519,6 +510,10 @@ def test_a_non_finite_half_precision_output_falls_back_to_float32_and_says_so(ca
     assert "continuing in float32" in caplog.text
     assert {e.precision for e in events} == {"float32"}
     np.testing.assert_array_equal(out, run(image, net, scale=4, tile=8, tile_pad=SRVGG_RADIUS)[0])
+    job = upscale(
+        image, NaNUnderAutocast(net), scale=4, tile=8, tile_pad=SRVGG_RADIUS, half=True, device="cpu"
+    )
+    assert drive(job).provenance["precision"] == "float32"  # what the job used at its end
 
 
 @pytest.mark.parametrize(
@@ -574,7 +569,7 @@ def test_cuda_matches_cpu_and_recovers_from_a_real_out_of_memory():
     job = upscale(
         image, AllocatesPerPixel(net, limit=60), scale=4, tile=0, tile_pad=SRVGG_RADIUS, device="cuda"
     )
-    recovered = drive(job, events.append)
+    recovered = drive(job, events.append).image
     assert {e.tile for e in events} == {45}
     assert np.abs(recovered - on_gpu).max() <= 1e-3 * (image.max() - image.min())
 

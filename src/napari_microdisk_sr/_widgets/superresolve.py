@@ -30,7 +30,7 @@ from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_pat
 from ..core.layers import upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
 from ..core.outputs import safe_name
-from ..core.progress import StopFlag, relay
+from ..core.progress import StopFlag
 from ._controls import (
     FILE_CHOICE,
     bit_depth_box,
@@ -312,11 +312,10 @@ def _superresolve(
             stop=stop,
             rgb=source.rgb,
         )
-        events: list[infer.TileEvent] = []
-        result = yield from relay(job, events.append)
+        result = yield from job
         if result is None:
             return index
-        provenance = infer.provenance(model, config, device, events[-1] if events else None) | {
+        provenance = result.provenance | {
             "input_layer": source.name,
             "input_path": None if source.path is None else str(source.path),
             "output_path": None,
@@ -326,6 +325,6 @@ def _superresolve(
             target = unique_path(folder / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif")
             pixel_size = None if source.pixel_size is None else source.pixel_size.scaled(1 / factor)
             provenance["output_path"] = str(target)
-            write_tiff(target, result, pixel_size=pixel_size, description=provenance)
-        yield _Upscaled(source, result, f"{source.name}_x{factor} ({model.name})", factor, provenance)
+            write_tiff(target, result.image, pixel_size=pixel_size, description=provenance)
+        yield _Upscaled(source, result.image, f"{source.name}_x{factor} ({model.name})", factor, provenance)
     return len(sources)

@@ -12,7 +12,7 @@ from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError
 from ..core.images import image_layout, normalizations_for, validate_image
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
-from ..core.progress import drive, relay
+from ..core.progress import drive
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -113,19 +113,17 @@ def run(args: argparse.Namespace) -> int:
             half=config.half,
             bit_depth=config.bit_depth,
         )
-        events: list[infer.TileEvent] = []
         with tqdm(desc=path.name, unit="tile", leave=False) as bar:
-            result = drive(relay(job, events.append), _progress_on(bar))
+            result = drive(job, _progress_on(bar))
         seconds = time.perf_counter() - started
         out = io.write_tiff(
             io.unique_path(target),
-            result,
+            result.image,
             pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
-            description=infer.provenance(model, config, device, events[-1] if events else None)
-            | {"input_path": str(path.resolve())},
+            description=result.provenance | {"input_path": str(path.resolve())},
         )
         shape = "x".join(map(str, source.data.shape))
-        print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.shape))}) in {seconds:.1f} s")
+        print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.image.shape))}) in {seconds:.1f} s")
     return 0
 
 

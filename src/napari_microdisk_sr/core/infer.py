@@ -84,6 +84,26 @@ class TileEvent:
     precision: str
 
 
+@dataclass(frozen=True, eq=False)
+class UpscaleResult:
+    """What an upscaling job returns: the image and what it was made with.
+
+    Attributes
+    ----------
+    image : ndarray
+        The upscaled image, shape ``(..., H * scale, W * scale[, C])``, of the input's dtype and range.
+    provenance : dict
+        ``model``, ``model_source``, ``model_sha256`` (None for a bare module), ``scale``, and the settings in
+        effect at the end: ``tile`` (smaller than asked for after running out of memory), ``tile_pad`` (the
+        model's when not given, rounded up to its input size multiple), ``device`` (in words), ``half``
+        (whether 16-bit floats were used), ``precision`` (``float32``, ``float16`` or ``bfloat16``: float32
+        after a non-finite half-precision output) and ``bit_depth``.
+    """
+
+    image: np.ndarray
+    provenance: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class UpscaleConfig:
     """Settings of an upscaling job, shared by the command line and the widgets.
@@ -145,12 +165,14 @@ def upscale(
     stop: "StopFlag | None" = None,
     rgb: "bool | None" = None,
     scale: "int | None" = None,
-) -> Generator[TileEvent, None, "np.ndarray | None"]:
+) -> Generator[TileEvent, None, "UpscaleResult | None"]:
     """Super-resolve an image tile by tile, as a job generator.
 
     The arguments are checked when ``upscale`` is called (bad input raises before any work); the returned
-    generator does the work, yields a :class:`TileEvent` after each tile and returns the result. Drive it
-    with :func:`~napari_microdisk_sr.core.progress.drive` or use :func:`upscale_array`.
+    generator does the work, yields a :class:`TileEvent` after each tile and returns an
+    :class:`UpscaleResult` (the image with its provenance). Drive it with
+    :func:`~napari_microdisk_sr.core.progress.drive` or use :func:`upscale_array`. Like every job of the
+    package, it reports a failure by raising.
 
     Parameters
     ----------
@@ -173,9 +195,8 @@ def upscale(
 
     Returns
     -------
-    Generator[TileEvent, None, ndarray or None]
-        Its return value is the upscaled image, shape ``(..., H * scale, W * scale[, C])`` with the input's
-        dtype and value range, or None if stopped.
+    Generator[TileEvent, None, UpscaleResult or None]
+        Its return value is the upscaled image with its provenance, or None if stopped.
 
     Raises
     ------
@@ -213,6 +234,8 @@ def upscale(
         pad=_round_up(pad, multiple),
         multiple=multiple,
         stop=stop,
+        made_with=_model_record(model),
+        bit_depth=config.bit_depth,
     )
 
 
@@ -223,42 +246,11 @@ def _hint_bit_depth(values: np.ndarray) -> None:
         log.warning(hint)
 
 
-def provenance(
-    model: LoadedModel, config: UpscaleConfig, device: torch.device, last: "TileEvent | None"
-) -> dict[str, Any]:
-    """What an image upscaled by :func:`upscale` was made with, for its metadata and its file.
-
-    Parameters
-    ----------
-    model, config, device
-        The job's model, settings and resolved device.
-    last : TileEvent or None
-        The job's last event, which tells the tile and precision in use at the end; None (no tile was
-        computed) records the settings asked for.
-
-    Returns
-    -------
-    dict
-        ``model``, ``model_source``, ``model_sha256``, ``scale``, and the settings in effect at the end:
-        ``tile`` (smaller than asked for after running out of memory), ``tile_pad`` (the model's when not
-        given, rounded up to its input size multiple), ``device`` (in words), ``half`` (whether 16-bit
-        floats were used), ``precision`` (``float32``, ``float16`` or ``bfloat16``) and ``bit_depth``.
-    """
-    _, scale, pad, multiple = _unpack_model(model, scale=None, tile_pad=config.tile_pad)
-    asked = half_dtype(device) if config.half else None
-    precision = _precision_name(asked) if last is None else last.precision
-    return {
-        "model": model.name,
-        "model_source": model.source,
-        "model_sha256": model.sha256,
-        "scale": scale,
-        "tile": config.tile if last is None else last.tile,
-        "tile_pad": _round_up(pad, multiple),
-        "device": describe_device(device),
-        "half": precision != "float32",
-        "precision": precision,
-        "bit_depth": config.bit_depth,
-    }
+def _model_record(model: "LoadedModel | nn.Module") -> dict[str, Any]:
+    """How a result's provenance names its model: a LoadedModel's name and file, a bare module's class."""
+    if isinstance(model, LoadedModel):
+        return {"model": model.name, "model_source": model.source, "model_sha256": model.sha256}
+    return {"model": type(model).__name__, "model_source": None, "model_sha256": None}
 
 
 def _precision_name(half: "torch.dtype | None") -> str:
@@ -276,7 +268,8 @@ def upscale_array(
     on_event: "Callable[[TileEvent], None] | None" = None,
     **options: Any,
 ) -> "np.ndarray | None":
-    """Run :func:`upscale` to its end and return the upscaled image (None if ``options["stop"]`` was set).
+    """Run :func:`upscale` to its end and return the upscaled image alone (None if ``options["stop"]`` was
+    set).
 
     Parameters
     ----------
@@ -288,7 +281,8 @@ def upscale_array(
         Keyword arguments of :func:`upscale` (``tile``, ``tile_pad``, ``device``, ``half``, ``bit_depth``,
         ``stop``, ``rgb``, ``scale``).
     """
-    return drive(upscale(image, model, **options), on_event)
+    result = drive(upscale(image, model, **options), on_event)
+    return None if result is None else result.image
 
 
 def _unpack_model(
@@ -426,8 +420,13 @@ def _upscale_job(
     pad: int,
     multiple: int,
     stop: "StopFlag | None",
-) -> Generator[TileEvent, None, "np.ndarray | None"]:
-    """The work of :func:`upscale`, plane by plane, restarting a plane with smaller tiles on out-of-memory."""
+    made_with: dict[str, Any],
+    bit_depth: "int | None",
+) -> Generator[TileEvent, None, "UpscaleResult | None"]:
+    """The work of :func:`upscale`, plane by plane, restarting a plane with smaller tiles on out-of-memory.
+
+    ``made_with`` names the model in the result's provenance, to which the job adds the settings it used.
+    """
     network = _Network(module, device, scale=scale, half=half, reuse=reuse)
     color_norm, alpha_norm = norms
     out = np.empty(layout.output_shape(network.scale), dtype=image.dtype)
@@ -458,7 +457,16 @@ def _upscale_job(
             tile = _smaller_tile(tile, (height, width), pad, multiple, network.device)
     if stop is not None and stop.is_set():
         return None
-    return out
+    provenance = made_with | {
+        "scale": network.scale,
+        "tile": tile,
+        "tile_pad": pad,
+        "device": describe_device(network.device),
+        "half": network.half is not None,
+        "precision": network.precision,
+        "bit_depth": bit_depth,
+    }
+    return UpscaleResult(out, provenance)
 
 
 def _spans(size: int, tile: int, pad: int, multiple: int) -> list[tuple[int, int]]:

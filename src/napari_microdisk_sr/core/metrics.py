@@ -550,9 +550,10 @@ def _evaluate_job(
                 job = infer.upscale(
                     lr, loaded[method], tile=tile, device=device, stop=stop, bit_depth=bit_depth
                 )
-                output = yield from _relay(job, done, total, case.name, method)
-                if output is None:
+                result = yield from _relay(job, done, total, case.name, method)
+                if result is None:
                     return None
+                output = result.image
             out = case.lr_norm.to_unit(output)
             scores[case.name, method] = (psnr(ref, out, data_range=1.0), ssim(ref, out, data_range=1.0))
             if error_maps:
