@@ -7,6 +7,7 @@ never half of one; an output that exists gets a ``-1``, ``-2``, ... suffix inste
 
 import csv
 import dataclasses
+import glob
 import io as _io
 import json
 import logging
@@ -108,7 +109,8 @@ def atomic_write(
     path = Path(path)
     if not overwrite and path.exists():
         raise OutputError(f"{path} exists and is not overwritten")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    prefix, suffix = _temporary_affixes(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -123,6 +125,30 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _temporary_affixes(path: Path) -> tuple[str, str]:
+    """The prefix and suffix of :func:`atomic_write`'s temporary files for ``path``: hidden, and named."""
+    return f".{path.stem}.", f".tmp{path.suffix}"
+
+
+def remove_stale_temporaries(path: "str | os.PathLike[str]") -> list[Path]:
+    """Remove the temporary files that interrupted :func:`atomic_write` calls for ``path`` left behind.
+
+    A process killed while writing (SIGKILL, a power cut) leaves its hidden temporary file beside ``path``.
+    Call this only where no other process writes ``path`` (a run folder that this process owns).
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    path = Path(path)
+    prefix, suffix = _temporary_affixes(path)
+    stale = [p for p in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}") if p.is_file()]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def _new_file_mode() -> int:
