@@ -50,7 +50,7 @@ def _is_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class FineTuneConfig:
-    """Settings of a fine-tuning run; the defaults are the study's recipe.
+    """Settings of a fine-tuning run; the defaults are the study's recipe, with realistic degradation.
 
     Attributes
     ----------
@@ -73,8 +73,10 @@ class FineTuneConfig:
         Training pairs per epoch (pairs are drawn afresh every epoch).
     augment : bool
         Random flips and quarter turns of each pair.
-    degradation : {"bicubic", "realistic"}
-        How LR patches are made from HR ones (see :func:`~.pairs.degrade`).
+    degradation : {"realistic", "bicubic"}
+        How LR patches are made from HR ones (see :func:`~..pairs.degrade`): "realistic" (the default: blur
+        and Poisson-Gaussian noise drawn from a wide family) or the study's plain "bicubic" down-sampling,
+        which leaves a model unprepared for a camera's noise.
     small_crops : {"pad", "refuse"}
         Mirror-pad crops smaller than the patch, or refuse them.
     val_fraction : float
@@ -121,7 +123,7 @@ class FineTuneConfig:
     patch: int = 128
     pairs_per_epoch: int = 500
     augment: bool = True
-    degradation: str = "bicubic"
+    degradation: str = "realistic"
     small_crops: str = "pad"
     val_fraction: float = 0.1
     early_stop: "int | None" = None

@@ -457,6 +457,13 @@ class _Run:
             return
         log.info("fine-tuning abandoned at %s: checkpoint saved in %s", self.saved, self.run_dir)
 
+    def _saved_epoch(self) -> "int | None":
+        """The epoch whose weights are saved; None for weights of no complete epoch (or the parent's)."""
+        p = self.progress
+        if self.config.early_stop is not None:
+            return p.best_epoch
+        return p.epoch if p.epoch and not p.step_in_epoch else None
+
     def finish(self, outcome: Outcome, reason: str) -> FineTuneResult:
         """Write the model, its sidecar, the history and the weight changes; return the result."""
         p = self.progress
@@ -486,4 +493,5 @@ class _Run:
             best_epoch=p.best_epoch,
             history=tuple(p.history),
             message=f"{reason}; model{kept} saved to {model_path}",
+            saved_epoch=self._saved_epoch(),
         )
