@@ -41,6 +41,7 @@ from ._controls import (
 from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path
+from ._scroll import make_scrollable
 from ._session import session_for
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class MeasureWidget(Container):
         self._table.setSortingEnabled(True)
         self._table.setMinimumHeight(240)
         self.extend([self._form, buttons, self._progress, self._status, hosted(self._table)])
+        make_scrollable(self)
 
         self._reference.changed.connect(self._update_fields)
         self._measure_button.changed.connect(self._start)

@@ -33,6 +33,7 @@ from ..core.shapes import disk_outline
 from ._controls import folder_edit, status_line
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path, shape_boxes
+from ._scroll import make_scrollable
 from ._session import CropSetRef, session_for
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class SelectCropWidget(Container):
                 self._status,
             ]
         )
+        make_scrollable(self)
 
     def _on_auto_radius(self, auto: bool) -> None:
         self._min_radius.enabled = self._max_radius.enabled = not auto

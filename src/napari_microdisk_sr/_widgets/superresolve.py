@@ -45,6 +45,7 @@ from ._controls import (
 )
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_path
+from ._scroll import make_scrollable
 from ._session import session_for
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class SuperResolveWidget(Container):
                 self._status,
             ]
         )
+        make_scrollable(self)
         self._on_device_changed()
 
     # -- choices ------------------------------------------------------------------------------------------
