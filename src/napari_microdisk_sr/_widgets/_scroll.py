@@ -7,7 +7,7 @@ scroll area inside ``native``, which stays the widget napari docks.
 """
 
 from magicgui.widgets import Container
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 _SHORTEST = 8  # lines of text: a dock shows at least this much of its rows (all of them if fewer)
@@ -19,7 +19,7 @@ def make_scrollable(widget: Container) -> QScrollArea:
 
     Call it once the rows are in place; rows added later go into the scroll area too (magicgui keeps adding
     them to the same layout). The dock can then be as short as a few rows (``_SHORTEST`` lines of text), and
-    as narrow as the widest row: a row is never cut, the rest scrolls into view.
+    it stays as wide as the widest row, also when rows change: a row is never cut, the rest scrolls into view.
 
     Returns
     -------
@@ -32,18 +32,33 @@ def make_scrollable(widget: Container) -> QScrollArea:
     layout = rows.layout()
     if not any(_grows(layout.itemAt(i).widget()) for i in range(layout.count())):
         layout.addStretch()  # short forms stay at the top, as napari's docks keep them
-    area = QScrollArea()
-    area.setWidget(rows)
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    scrollbar = area.verticalScrollBar().sizeHint().width()
-    area.setMinimumWidth(rows.minimumSizeHint().width() + scrollbar)
-    area.setMinimumHeight(min(rows.minimumSizeHint().height(), _SHORTEST * area.fontMetrics().height()))
+    area = _RowsArea(rows)
     outer = QVBoxLayout(native)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(area)
     return area
+
+
+class _RowsArea(QScrollArea):
+    """A vertical scroll area whose minimum is as wide as its rows and a few lines of text high."""
+
+    def __init__(self, rows: QWidget) -> None:
+        super().__init__()
+        self.setWidget(rows)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        rows.installEventFilter(self)
+
+    def minimumSizeHint(self) -> QSize:
+        rows = self.widget().minimumSizeHint()
+        shortest = _SHORTEST * self.fontMetrics().height()
+        return QSize(rows.width() + self.verticalScrollBar().sizeHint().width(), min(rows.height(), shortest))
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # a row was shown, hidden or resized: the minimum width may change
+        return super().eventFilter(watched, event)
 
 
 def _grows(widget: "QWidget | None") -> bool:
