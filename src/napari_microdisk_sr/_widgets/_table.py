@@ -26,6 +26,7 @@ def results_table(columns: Sequence[tuple[str, str]], *, rows: int) -> QTableWid
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
     line = table.fontMetrics().height() + 8
     table.setMinimumHeight((rows + 1) * line + 2 * table.frameWidth())
     return table
