@@ -9,6 +9,7 @@ import torch
 from napari.utils.notifications import NotificationSeverity
 
 from napari_microdisk_sr._widgets._session import RunRef, session_for
+from napari_microdisk_sr._widgets.superresolve import SuperResolveWidget
 from napari_microdisk_sr.core import infer, models
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.io import read_image
@@ -248,3 +249,12 @@ def test_device_choice_shows_the_resolved_device_and_half_where_it_pays(make_nap
     if not torch.cuda.is_available():
         assert "no CUDA GPU" in widget._device_info.value
     assert widget._tile.value == infer.UpscaleConfig().tile
+
+
+def test_only_a_visible_active_image_layer_is_preselected(make_napari_viewer, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.lr, name="hidden", visible=False)  # the active layer, but hidden
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget._images.value == []
+    shown = viewer.add_image(scene.lr, name="shown")
+    assert SuperResolveWidget(viewer)._images.value == [shown]

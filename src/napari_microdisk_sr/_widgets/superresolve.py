@@ -102,7 +102,7 @@ class SuperResolveWidget(Container):
         self._images = Select(label="Images", choices=layer_choices(viewer, Image))
         show_rows(self._images, 5)
         active = viewer.layers.selection.active
-        if isinstance(active, Image):
+        if isinstance(active, Image) and active.visible:
             self._images.value = [active]
         self._model, self._weights = model_row(self._model_choices)
         self._tile = SpinBox(
