@@ -25,7 +25,7 @@ from ..core.crops import crop_boxes
 from ..core.errors import InputError, MicrodiskSRError
 from ..core.io import ensure_writable_dir
 from ..core.models import DEFAULT_MODEL, REGISTRY
-from ..core.outputs import metrics_path_for
+from ..core.outputs import metrics_path_for, unique_name
 from ..core.pairs import DEGRADATIONS
 from ._controls import (
     CropSetChoice,
@@ -217,7 +217,8 @@ class MeasureWidget(Container):
             if str(run.model_path) in self._runs.value
         }
         for path in map(Path, self._files.value or ()):
-            labels[str(path)] = _unique(_file_label(path), {v for k, v in labels.items() if k != str(path)})
+            taken = {label for method, label in labels.items() if method != str(path)}
+            labels[str(path)] = unique_name(_file_label(path), taken)
         if not labels:
             raise InputError(
                 "choose at least one method to compare: bicubic, a pretrained model, a run or a file"
@@ -429,15 +430,6 @@ def _area(layer: Image) -> int:
 def _file_label(path: Path) -> str:
     """A model file's name in the table: its run's folder for a run's weights, else the file's stem."""
     return path.parent.name if path.stem == _RUN_FILE_STEM and path.parent.name else path.stem
-
-
-def _unique(label: str, taken: set[str]) -> str:
-    """``label``, or ``label (2)``, ``label (3)``, ... if taken."""
-    name, k = label, 1
-    while name in taken:
-        k += 1
-        name = f"{label} ({k})"
-    return name
 
 
 def _plane(layer: Image) -> np.ndarray:

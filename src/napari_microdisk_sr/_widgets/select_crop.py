@@ -31,7 +31,7 @@ from qtpy.QtGui import QKeySequence, QShortcut
 from ..core.crops import Crop, crop_disks, write_crop_set
 from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, POLARITIES, Disk, detect_disks
 from ..core.io import output_dir_for
-from ..core.outputs import safe_name
+from ..core.outputs import safe_name, unique_name
 from ..core.progress import StopFlag
 from ..core.shapes import disk_outline
 from ._controls import folder_edit, status_line
@@ -365,7 +365,7 @@ class SelectCropWidget(Container):
             self._status.value = "cropping stopped: no crop set made"
             return
         crops, written = cropped
-        set_name = _unique_name(f"{name} crops", {crop_set.name for crop_set in self._session.crop_sets})
+        set_name = unique_name(f"{name} crops", {crop_set.name for crop_set in self._session.crop_sets})
         self._session.add_crop_set(
             CropSetRef(
                 set_name,
@@ -390,15 +390,6 @@ class SelectCropWidget(Container):
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
         self._status.value = f"failed: {message}"
-
-
-def _unique_name(base: str, taken: set[str]) -> str:
-    """``base``, or ``base 2``, ``base 3``, ... if taken."""
-    name, k = base, 1
-    while name in taken:
-        k += 1
-        name = f"{base} {k}"
-    return name
 
 
 def _detect(
