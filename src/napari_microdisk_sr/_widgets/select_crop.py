@@ -52,6 +52,7 @@ _EDGE_WIDTH = 0.5  # image pixels: the ring is drawn at least this thin ...
 _EDGE_SCREEN_WIDTH = 1.5  # ... or this many screen pixels at the zoom of the detection, so the edge shows
 _POLARITY_NAMES = {"either": "dark or bright", "dark": "dark", "bright": "bright"}
 _AUTO = "auto"
+_UNDER_WAY = {"adding", "removing", "changing"}  # actions of a Shapes data event sent before the edit
 _SCORE = "score"  # the Shapes layer's feature that holds each detected disk's score
 _DISK_COLUMNS = (
     ("#", "the shape's number in its layer"),
@@ -271,11 +272,15 @@ class SelectCropWidget(Container):
         layer = None if layer is None else _unwrapped(layer)
         if layer is not self._listed:
             if self._listed is not None:
-                self._listed.events.data.disconnect(self._fill_disks)
+                self._listed.events.data.disconnect(self._on_edit)
             if layer is not None:
-                layer.events.data.connect(self._fill_disks)
+                layer.events.data.connect(self._on_edit)
             self._listed = layer
         self._fill_disks()
+
+    def _on_edit(self, event: Any) -> None:
+        if str(getattr(event, "action", "")) not in _UNDER_WAY:  # the edit is done: list the new shapes
+            self._fill_disks()
 
     def _fill_disks(self) -> None:
         """The table and the canvas's count of the listed layer's shapes: number, radius, score."""
