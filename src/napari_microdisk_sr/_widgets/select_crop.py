@@ -56,7 +56,7 @@ _UNDER_WAY = {"adding", "removing", "changing"}  # actions of a Shapes data even
 _SCORE = "score"  # the Shapes layer's feature that holds each detected disk's score
 _DISK_COLUMNS = (
     ("#", "the shape's number in its layer"),
-    ("radius (px)", "half the shape's mean width, in image pixels"),
+    ("radius (px)", "half the shape's mean width, in pixels of its layer (the image's, for detected disks)"),
     ("score", "detection confidence (rim contrast x fraction of the rim found); empty for drawn shapes"),
 )
 _RADIUS_SLACK = 0.25  # the range filled in after an automatic detection spans the radii found +- 25 %
