@@ -161,6 +161,14 @@ def test_evaluate_scores_bicubic_and_a_model_on_given_lr_images(tiny_model):
     assert result.models[tiny_model]["sha256"] == loaded.sha256
 
 
+def test_mean_rows_come_last_and_only_for_more_than_one_image():
+    scenes = [make_scene(seed=seed, size=(16, 16)) for seed in (1, 2)]
+    one = drive(evaluate([scenes[0].hr], ["bicubic"], names=["a"], device="cpu"))
+    assert [(r["image"], r["method"]) for r in one.rows] == [("a", "bicubic")]  # no mean repeating it
+    two = drive(evaluate([s.hr for s in scenes], ["bicubic"], names=["a", "b"], device="cpu"))
+    assert [r["image"] for r in two.rows] == ["a", "b", "mean"]
+
+
 def test_a_float_pair_is_scored_on_one_value_range_and_mixed_dtypes_are_refused():
     scene = make_scene(seed=4, size=(24, 24))
     scores = {}

@@ -9,6 +9,7 @@ import torch
 from napari.utils.notifications import NotificationSeverity
 
 from napari_microdisk_sr._widgets._session import RunRef, session_for
+from napari_microdisk_sr._widgets.superresolve import SuperResolveWidget
 from napari_microdisk_sr.core import infer, models
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.io import read_image
@@ -284,3 +285,12 @@ def test_the_newest_run_of_the_session_is_preselected(make_napari_viewer, tmp_pa
     second.write_bytes(nearest_model.read_bytes())
     session_for(viewer).add_run(RunRef("second", second, tmp_path))
     assert widget._model.value == second  # and each run finished while it is open
+
+
+def test_only_a_visible_active_image_layer_is_preselected(make_napari_viewer, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.lr, name="hidden", visible=False)  # the active layer, but hidden
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget._images.value == []
+    shown = viewer.add_image(scene.lr, name="shown")
+    assert SuperResolveWidget(viewer)._images.value == [shown]

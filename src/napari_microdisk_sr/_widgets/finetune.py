@@ -60,6 +60,7 @@ from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path, shape_boxes
 from ._loss_plot import LossPlot
+from ._scroll import make_scrollable
 from ._session import RunRef, session_for
 from ._triton import preload_triton
 
@@ -120,6 +121,7 @@ class FineTuneWidget(Container):
         self._advanced_box.addWidget(self._advanced.native)
         self._plot = LossPlot()
         self.extend([self._form, hosted(self._advanced_box), *self._run_part(), hosted(self._plot)])
+        make_scrollable(self)
         self._update_fields()
         device, _ = resolved_device(defaults.device)
         if device is None or device.type == "cpu":

@@ -46,6 +46,7 @@ from ._controls import (
 )
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_path
+from ._scroll import make_scrollable
 from ._session import session_for
 
 if TYPE_CHECKING:
@@ -155,9 +156,10 @@ class SuperResolveWidget(Container):
                 self._status,
             ]
         )
+        make_scrollable(self)
         self._on_device_changed()
         active = viewer.layers.selection.active
-        if isinstance(active, Image):
+        if isinstance(active, Image) and active.visible:
             self._images.value = [active]
         if self._session.runs:
             self._model.value = self._session.runs[-1].model_path

@@ -202,7 +202,8 @@ class EvalResult:
     Attributes
     ----------
     rows : list of dict
-        One row per image and method, then one per method with ``image="mean"``; keys are :data:`COLUMNS`.
+        One row per image and method, then (for more than one image) one per method with ``image="mean"``;
+        keys are :data:`COLUMNS`.
         ``psnr`` in dB, ``ssim`` in [-1, 1], gains in dB and in % of the reference method's PSNR (for the mean
         rows, from the mean PSNRs); a gain is None when its reference method was not evaluated.
     methods : tuple of str
@@ -606,11 +607,13 @@ def _bicubic(lr: np.ndarray, norm: Normalization) -> np.ndarray:
 def _rows(
     scores: dict[tuple[str, str], tuple[float, float]], names: Sequence[str], methods: Sequence[str]
 ) -> list[dict[str, Any]]:
+    """The rows of each image, then the mean rows (none for a single image: they would repeat its rows)."""
     scores = dict(scores)
-    for method in methods:
+    means = [MEAN] if len(names) > 1 else []
+    for method in methods if means else ():
         per_image = np.array([scores[image, method] for image in names])
         scores[MEAN, method] = (float(per_image[:, 0].mean()), float(per_image[:, 1].mean()))
-    return [_row(image, method, scores) for image in [*names, MEAN] for method in methods]
+    return [_row(image, method, scores) for image in [*names, *means] for method in methods]
 
 
 def _row(image: str, method: str, scores: dict[tuple[str, str], tuple[float, float]]) -> dict[str, Any]:

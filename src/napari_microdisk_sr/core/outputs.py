@@ -29,6 +29,15 @@ def safe_name(text: str, *, fallback: str = "data") -> str:
     return name or fallback
 
 
+def unique_name(base: str, taken: "set[str]") -> str:
+    """``base``, or ``base 2``, ``base 3``, ... if taken (names of crop sets, of methods in a table)."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base} {k}"
+    return name
+
+
 def _base_folder(
     what: str,
     *,
