@@ -6,10 +6,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..core import infer, io, metrics, outputs
+from ..core.consistency import AREA, read_profile
+from ..core.disk_measures import summarize
 from ..core.errors import InputError
 from ..core.outputs import safe_name
 from ..core.pairs import DEGRADATIONS
 from ..core.progress import drive
+from .consistency import add_consistency_options
 from .upscale import add_bit_depth_option
 
 DEFAULT_METHODS = f"{metrics.BICUBIC},{metrics.PRETRAINED}"
@@ -22,9 +25,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description=(
             "Upscale low-resolution images x4 with each method and score the results against the "
             "high-resolution references: PSNR, SSIM, and the gain in dB and % over bicubic and over the "
-            f"pretrained {metrics.PRETRAINED}. The low-resolution images are the given --lr acquisitions, "
-            "or are made from the references by --degradation. Writes a CSV table, a JSON file beside it, "
-            "and prints the table."
+            f"pretrained {metrics.PRETRAINED}, and the LR consistency of each output (degraded back, how "
+            "well it reproduces its LR image; no HR needed). The low-resolution images are the given --lr "
+            "acquisitions, or are made from the references by --degradation. Writes a CSV table, a JSON "
+            "file beside it, and prints the table."
         ),
     )
     parser.add_argument("hr", nargs="+", type=Path, metavar="HR", help="high-resolution reference images")
@@ -69,6 +73,14 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "and a -1, -2, ... suffix added (default: metrics.csv in the first HR image's <stem>_microdisk_sr "
         "folder)",
     )
+    parser.add_argument(
+        "--per-disk",
+        action="store_true",
+        help="also detect the disks of each HR image and measure each one on the HR and on every output: "
+        "centre, radius and edge width (10-90 %%) in HR pixels, and PSNR/SSIM in the disk's box; writes "
+        "<out stem>_disks.csv beside the table and prints a summary per method",
+    )
+    add_consistency_options(parser)
     add_bit_depth_option(parser)
     parser.set_defaults(func=run)
 
@@ -84,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         csv_path = outputs.free_table_path(args.out)
     json_path = csv_path.with_suffix(".json")
+    disks_path = csv_path.with_name(f"{csv_path.stem}_disks.csv") if args.per_disk else None
+    degradation = AREA if args.profile is None else read_profile(args.profile)
     io.refuse_input_as_output(csv_path, [*args.hr, *(args.lr or [])])
     io.ensure_writable_dir(csv_path.parent)
     if args.error_maps is not None:
@@ -103,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         error_maps=args.error_maps is not None,
         seed=args.seed,
         bit_depth=args.bit_depth,
+        consistency=degradation,
+        per_disk=args.per_disk,
     )
     with tqdm(total=len(names) * len(methods), unit="result", desc="evaluate", leave=False) as bar:
 
@@ -116,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     result.to_csv(csv_path)
     result.to_json(json_path)
     print(result.table())
-    print(f"\nwrote {csv_path} and {json_path}")
+    print(f"\nLR consistency: outputs degraded back with {result.consistency}")
+    print(f"wrote {csv_path} and {json_path}")
+    if disks_path is not None:
+        _report_disks(result, io.unique_path(disks_path))
     if args.error_maps is not None:
         pixel_sizes = dict(zip(names, (f.pixel_size for f in hr_files), strict=True))
         for (image, method), error in result.error_maps.items():
@@ -129,6 +148,18 @@ def run(args: argparse.Namespace) -> int:
             )
         print(f"wrote {len(result.error_maps)} error map(s) into {args.error_maps}")
     return 0
+
+
+def _report_disks(result: metrics.EvalResult, path: Path) -> None:
+    """Write the per-disk table and print its summary per method (HR pixels)."""
+    result.to_disk_csv(path)
+    print(f"\nper disk ({path}), in HR pixels:")
+    print(f"{'method':<24} {'disks':>7} {'median |r error|':>17} {'median edge width error':>24}")
+    for line in summarize(result.disk_rows):
+        r_error, width_error = line["median_abs_r_error"], line["median_edge_width_error"]
+        r_text = "-" if r_error is None else f"{r_error:.2f}"
+        width_text = "-" if width_error is None else f"{width_error:+.2f}"
+        print(f"{line['method']:<24} {line['disks']:>7} {r_text:>17} {width_text:>24}")
 
 
 def _unique_names(stems: list[str]) -> list[str]:

@@ -8,6 +8,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..core import infer, io
+from ..core.consistency import AREA, read_profile
+from ..core.consistency import lr_consistency as measure_consistency
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError
 from ..core.images import image_layout, normalizations_for, validate_image
@@ -63,6 +65,20 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="half precision, a fast preview: float16 on CUDA, bfloat16 on CPUs that compute it natively "
         "(about 2x faster there); ignored elsewhere",
     )
+    parser.add_argument(
+        "--consistency",
+        action="store_true",
+        help="also check each output against its input: degraded back (area averaging, or --profile), it "
+        "must reproduce the input; writes <stem>_x4_consistency.tif beside the output (|degrade(SR) - LR| "
+        "in fractions of the data range) and records the PSNR in the output's provenance",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PROFILE.json",
+        help="with --consistency: a calibrated degradation profile (microdisk-sr calibrate) to degrade back "
+        "with (default: area averaging, no blur)",
+    )
     add_bit_depth_option(parser)
     parser.set_defaults(func=run)
 
@@ -90,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
             normalizations_for(image, image_layout(image.shape), bit_depth=config.bit_depth)
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
+    if args.profile is not None and not args.consistency:
+        raise InputError("--profile is for the consistency check: add --consistency")
+    degradation = AREA if args.profile is None else read_profile(args.profile)
     device = resolve_device(config.device)
     device_text = describe_device(device)
     model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
@@ -116,14 +135,30 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(desc=path.name, unit="tile", leave=False) as bar:
             result = drive(job, _progress_on(bar))
         seconds = time.perf_counter() - started
+        provenance = result.provenance | {"input_path": str(path.resolve())}
+        check = None
+        if args.consistency:
+            check = measure_consistency(
+                result.image, source.data, degradation=degradation, bit_depth=config.bit_depth
+            )
+            provenance |= check.provenance()
         out = io.write_tiff(
             io.unique_path(target),
             result.image,
             pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
-            description=result.provenance | {"input_path": str(path.resolve())},
+            description=provenance,
         )
         shape = "x".join(map(str, source.data.shape))
         print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.image.shape))}) in {seconds:.1f} s")
+        if check is not None:
+            where = io.write_tiff(
+                io.unique_path(out.with_name(f"{out.stem}_consistency.tif")),
+                check.map,
+                pixel_size=source.pixel_size,
+                description={"sr": str(out), "values": "|degrade(SR) - LR| / data range"}
+                | check.provenance(),
+            )
+            print(f"  LR consistency {check.psnr:.2f} dB ({check.degradation}) -> {where}")
     return 0
 
 

@@ -10,6 +10,8 @@ Conventions:
 - PSNR is ``10 log10(R^2 / MSE)`` over all pixels and channels. Identical images give ``inf``; it stays
   ``inf`` in :class:`EvalResult` rows and CSV files (written ``inf``), in JSON files it is the string
   ``"inf"`` (JSON has no infinity), and gains that are not defined (``inf - inf``) are left empty.
+- ``lr_consistency_psnr`` needs no HR: each output degraded back to the LR grid (area averaging, or a
+  calibrated profile) against the LR image (see :mod:`.consistency`).
 - SSIM is Wang et al.'s (2004): an 11x11 Gaussian window with sigma 1.5, ``K1 = 0.01``, ``K2 = 0.03``,
   population (co)variances, the mean over the pixels whose window lies inside the image, averaged over colour
   channels. It equals ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
@@ -29,7 +31,9 @@ import numpy as np
 import torch
 
 from . import infer, io, models
+from .consistency import AREA, BackDegradation, consistency_of
 from .device import resolve_device
+from .disk_measures import DISK_COLUMNS, ReferenceDisks
 from .errors import InputError
 from .images import Normalization, image_layout, normalizations_for, validate_image
 from .pairs import check_degradation, degrade
@@ -54,6 +58,7 @@ COLUMNS = (
     "gain_vs_bicubic_pct",
     "gain_vs_pretrained_db",
     "gain_vs_pretrained_pct",
+    "lr_consistency_psnr",
 )
 
 _SSIM_SIGMA = 1.5
@@ -224,6 +229,10 @@ class EvalResult:
     outputs : dict
         ``{(image, method): ndarray}`` of the upscaled images (in the LR image's dtype), when asked for; else
         empty.
+    disk_rows : list of dict
+        One row per disk, method and image (keys :data:`.disk_measures.DISK_COLUMNS`), when asked for.
+    consistency : str
+        How the outputs were degraded back for ``lr_consistency_psnr``, in words.
     """
 
     rows: list[dict[str, Any]]
@@ -235,6 +244,8 @@ class EvalResult:
     models: dict[str, dict[str, str]] = field(default_factory=dict)
     error_maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     outputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    disk_rows: list[dict[str, Any]] = field(default_factory=list)
+    consistency: str = AREA.describe()
 
     def to_csv(self, path: "str | os.PathLike[str]") -> Path:
         """Write the rows as CSV (columns :data:`COLUMNS`; ``inf`` for infinite PSNR, empty for None).
@@ -242,6 +253,10 @@ class EvalResult:
         Atomic, and never overwrites: an existing ``path`` is an :class:`~.errors.OutputError`.
         """
         return io.write_csv(path, self.rows, COLUMNS)
+
+    def to_disk_csv(self, path: "str | os.PathLike[str]") -> Path:
+        """Write the per-disk rows as CSV (:data:`.disk_measures.DISK_COLUMNS`); atomic, never overwrites."""
+        return io.write_csv(path, self.disk_rows, DISK_COLUMNS)
 
     def to_json(self, path: "str | os.PathLike[str]") -> Path:
         """Write the rows and how they were made as JSON (infinity as ``"inf"``); atomic, never overwrites."""
@@ -253,6 +268,7 @@ class EvalResult:
             "methods": list(self.methods),
             "images": list(self.images),
             "models": self.models,
+            "lr_consistency_degradation": self.consistency,
             "rows": [{key: _json_number(value) for key, value in row.items()} for row in self.rows],
         }
         return io.write_json(path, payload)
@@ -268,6 +284,7 @@ class EvalResult:
             "% vs bicubic",
             f"dB vs {PRETRAINED}",
             f"% vs {PRETRAINED}",
+            "LR consistency dB",
         )
         body = [
             (
@@ -279,6 +296,7 @@ class EvalResult:
                 _fmt(row["gain_vs_bicubic_pct"], 1, sign=True),
                 _fmt(row["gain_vs_pretrained_db"], 2, sign=True),
                 _fmt(row["gain_vs_pretrained_pct"], 1, sign=True),
+                _fmt(row["lr_consistency_psnr"], 2),
             )
             for row in self.rows
         ]
@@ -334,6 +352,8 @@ def evaluate(
     stop: "StopFlag | None" = None,
     seed: int = 0,
     bit_depth: "int | None" = None,
+    consistency: BackDegradation = AREA,
+    per_disk: bool = False,
 ) -> Generator[EvalEvent, None, "EvalResult | None"]:
     """Score x4 upscaling methods against high-resolution references, as a job generator.
 
@@ -374,6 +394,12 @@ def evaluate(
         Significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing uint16 files: PSNR
         and SSIM are then relative to ``2**bit_depth - 1``, and the models see the images by that range (see
         :func:`.images.value_range`).
+    consistency : BackDegradation
+        How outputs are degraded back to score ``lr_consistency_psnr`` (area averaging by default, or a
+        profile's: :func:`.consistency.read_profile`).
+    per_disk : bool
+        Detect the disks of each HR image and measure them on it and on every output
+        (:class:`.disk_measures.ReferenceDisks`) into ``EvalResult.disk_rows``.
 
     Returns
     -------
@@ -398,6 +424,8 @@ def evaluate(
         degradation=None if lr_images is not None else degradation,
         seed=int(seed),
         bit_depth=bit_depth,
+        consistency=consistency,
+        per_disk=per_disk,
     )
 
 
@@ -528,6 +556,8 @@ def _evaluate_job(
     degradation: "str | None",
     seed: int,
     bit_depth: "int | None",
+    consistency: BackDegradation,
+    per_disk: bool,
 ) -> Generator[EvalEvent, None, "EvalResult | None"]:
     # Held on the CPU: each upscaling job runs on its own copy on ``device``.
     loaded = {method: models.load_model(method, device="cpu") for method in methods if method != BICUBIC}
@@ -535,13 +565,16 @@ def _evaluate_job(
         if model.spec.scale != SCALE:
             raise InputError(f"model {method} upscales x{model.spec.scale}; evaluation is x{SCALE}")
     total = len(cases) * len(methods)
-    scores: dict[tuple[str, str], tuple[float, float]] = {}
+    scores: dict[tuple[str, str], tuple[float, ...]] = {}
+    disk_rows: list[dict[str, Any]] = []
     maps: dict[tuple[str, str], np.ndarray] = {}
     kept: dict[tuple[str, str], np.ndarray] = {}
     done = 0
     for case in cases:
         lr = case.lr if degradation is None else _synthetic_lr(case, degradation, seed)
         ref = case.hr_norm.to_unit(case.hr)
+        lr_unit = case.lr_norm.to_unit(lr)
+        disks = ReferenceDisks(ref) if per_disk else None
         for method in methods:
             if stop is not None and stop.is_set():
                 return None
@@ -556,13 +589,25 @@ def _evaluate_job(
                     return None
                 output = result.image
             out = case.lr_norm.to_unit(output)
-            scores[case.name, method] = (psnr(ref, out, data_range=1.0), ssim(ref, out, data_range=1.0))
+            agrees = consistency_of(out, lr_unit, consistency).psnr
+            scores[case.name, method] = (
+                psnr(ref, out, data_range=1.0),
+                ssim(ref, out, data_range=1.0),
+                agrees,
+            )
+            if disks is not None:
+                disk_rows += disks.rows(case.name, method, out)
             if error_maps:
                 maps[case.name, method] = abs_error(ref, out, data_range=1.0)
             if keep_outputs:
                 kept[case.name, method] = output
             done += 1
-            log.info("%s, %s: PSNR %.2f dB, SSIM %.4f", case.name, method, *scores[case.name, method])
+            log.info(
+                "%s, %s: PSNR %.2f dB, SSIM %.4f, LR consistency %.2f dB",
+                case.name,
+                method,
+                *scores[case.name, method],
+            )
             yield EvalEvent(done, total, case.name, method)
     names = [case.name for case in cases]
     return EvalResult(
@@ -575,6 +620,8 @@ def _evaluate_job(
         models={m: {"name": lm.name, "source": lm.source, "sha256": lm.sha256} for m, lm in loaded.items()},
         error_maps=maps,
         outputs=kept,
+        disk_rows=disk_rows,
+        consistency=consistency.describe(),
     )
 
 
@@ -605,20 +652,20 @@ def _bicubic(lr: np.ndarray, norm: Normalization) -> np.ndarray:
 
 
 def _rows(
-    scores: dict[tuple[str, str], tuple[float, float]], names: Sequence[str], methods: Sequence[str]
+    scores: dict[tuple[str, str], tuple[float, ...]], names: Sequence[str], methods: Sequence[str]
 ) -> list[dict[str, Any]]:
     """The rows of each image, then the mean rows (none for a single image: they would repeat its rows)."""
     scores = dict(scores)
     means = [MEAN] if len(names) > 1 else []
     for method in methods if means else ():
         per_image = np.array([scores[image, method] for image in names])
-        scores[MEAN, method] = (float(per_image[:, 0].mean()), float(per_image[:, 1].mean()))
+        scores[MEAN, method] = tuple(float(column.mean()) for column in per_image.T)
     return [_row(image, method, scores) for image in [*names, *means] for method in methods]
 
 
-def _row(image: str, method: str, scores: dict[tuple[str, str], tuple[float, float]]) -> dict[str, Any]:
+def _row(image: str, method: str, scores: dict[tuple[str, str], tuple[float, ...]]) -> dict[str, Any]:
     """The row of ``(image, method)`` with its gains over the reference methods scored on the same image."""
-    psnr_db, ssim_value = scores[image, method]
+    psnr_db, ssim_value, agrees = scores[image, method]
     row: dict[str, Any] = {"image": image, "method": method, "psnr": psnr_db, "ssim": ssim_value}
     for reference, column in ((BICUBIC, "gain_vs_bicubic"), (PRETRAINED, "gain_vs_pretrained")):
         db = pct = None
@@ -627,7 +674,7 @@ def _row(image: str, method: str, scores: dict[tuple[str, str], tuple[float, flo
             db = _defined(psnr_db - base)
             pct = _defined(100.0 * (psnr_db - base) / base) if db is not None and base != 0 else None
         row[f"{column}_db"], row[f"{column}_pct"] = db, pct
-    return row
+    return row | {"lr_consistency_psnr": agrees}
 
 
 def _defined(value: float) -> "float | None":
