@@ -22,6 +22,7 @@ low-resolution reference (no HR image) its measurements are scaled x4 onto that 
 those of the method ``"LR"``. Disks that cross the image border are left out (part of their edge is missing).
 """
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -113,12 +114,12 @@ def measure_disk(gray: np.ndarray, guess: Disk) -> "DiskMeasure | None":
         if found.sum() < _MIN_RAYS:
             return None
         design = np.column_stack([np.ones(found.sum()), np.sin(angles[found]), np.cos(angles[found])])
-        (_, dy, dx), *_ = np.linalg.lstsq(design, markers[found], rcond=None)
+        (halfway, dy, dx), *_ = np.linalg.lstsq(design, markers[found], rcond=None)
         cy, cx = cy + dy, cx + dx
     angles, profiles = _ray_profiles(gray, cy, cx, rho)
     if len(angles) < _MIN_RAYS:
         return None
-    fit = _fit_edge(profiles.mean(axis=0), rho, r)
+    fit = _fit_edge(profiles.mean(axis=0), rho, (r, halfway))
     if fit is None:
         return None
     radius, sigma = fit
@@ -168,8 +169,12 @@ def _edge_model(params: np.ndarray, rho: np.ndarray) -> np.ndarray:
     return np.column_stack([1.0 - step, step, np.exp(-0.5 * ((rho - radius) / rim) ** 2)])
 
 
-def _fit_edge(profile: np.ndarray, rho: np.ndarray, guess: float) -> "tuple[float, float] | None":
-    """Radius and step sigma of the edge model fitted to a mean radial profile; None if the fit fails."""
+def _fit_edge(profile: np.ndarray, rho: np.ndarray, guesses: Sequence[float]) -> "tuple[float, float] | None":
+    """Radius and step sigma of the edge model fitted to a mean radial profile; None if the fit fails.
+
+    The fit has local minima: it starts from each guessed radius with sharp to blurred edges, and keeps the
+    best.
+    """
     span = float(rho[-1] - rho[0])
 
     def residual(params: np.ndarray) -> np.ndarray:
@@ -178,7 +183,7 @@ def _fit_edge(profile: np.ndarray, rho: np.ndarray, guess: float) -> "tuple[floa
         return basis @ levels - profile
 
     best = None
-    for sigma in (0.5, 1.5, 4.0):  # starts from sharp to blurred edges: the fit has local minima
+    for guess, sigma in itertools.product(guesses, (0.5, 1.5, 4.0)):
         start = np.array([guess, sigma, 1.5 * sigma])
         bounds = ([rho[0], 0.05, 0.1], [rho[-1], span / 2, span / 2])
         fit = optimize.least_squares(
