@@ -1,0 +1,118 @@
+"""``microdisk-sr consistency``, ``upscale --consistency`` and ``evaluate --per-disk`` in-process."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_microdisk_sr.cli import main
+from napari_microdisk_sr.core import models
+from napari_microdisk_sr.core.disk_measures import DISK_COLUMNS
+from napari_microdisk_sr.core.io import read_csv, write_tiff
+from napari_microdisk_sr.core.sample import make_scene
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A scene's HR with its area-downsampled LR, the same HR with an invented patch, and a tiny model."""
+    folder = tmp_path_factory.mktemp("consistency")
+    scene = make_scene(seed=3, size=(48, 48), radius=6, n_disks=2)
+    lr = np.rint(scene.hr.reshape(48, 4, 48, 4).mean(axis=(1, 3))).astype(np.uint8)
+    invented = scene.hr.copy()
+    invented[80:88, 120:128] = 255  # LR rows 20-21, columns 30-31
+    spec = models.ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
+    torch.manual_seed(0)
+    paths = {
+        "hr": write_tiff(folder / "hr.tif", scene.hr),
+        "lr": write_tiff(folder / "lr.tif", lr),
+        "invented": write_tiff(folder / "invented.tif", invented),
+        "scene_lr": write_tiff(folder / "scene_lr.tif", scene.lr),
+        "model": models.save_model(spec.build(), spec, folder / "tiny.pth"),
+    }
+    return {key: str(path) for key, path in paths.items()}
+
+
+def last_db(printed):
+    line = printed.strip().splitlines()[-1]
+    assert line.endswith(" dB")
+    return float(line.split()[-2])
+
+
+def test_consistency_writes_the_map_at_the_lrs_size_and_ends_with_the_psnr(files, tmp_path, capsys):
+    assert main(["consistency", files["hr"], files["lr"], "--out", str(tmp_path / "true.tif")]) == 0
+    true_db = last_db(capsys.readouterr().out)
+    assert main(["consistency", files["invented"], files["lr"], "--out", str(tmp_path / "map.tif")]) == 0
+    printed = capsys.readouterr().out
+    assert "area down-sampling x4" in printed
+    assert true_db > 55.0 > 40.0 > last_db(printed)
+    with tifffile.TiffFile(tmp_path / "map.tif") as tif:
+        error = tif.asarray()
+        record = json.loads(tif.pages.first.description)
+    assert error.shape == (48, 48)
+    assert error.dtype == np.float32
+    assert np.unravel_index(np.argmax(error), error.shape) in {(20, 30), (20, 31), (21, 30), (21, 31)}
+    assert record["lr_consistency_psnr"] == pytest.approx(last_db(printed), abs=0.01)
+
+
+def test_consistency_with_a_profile_says_so_and_a_bad_profile_is_an_error(files, tmp_path, capsys):
+    profile = tmp_path / "profile.json"
+    values = {"psf_sigma": 2.4, "downsampling": "area", "gain": 1.0, "offset": 0.0, "photons": 1500.0}
+    profile.write_text(json.dumps(values | {"read_noise": 0.004}))
+    argv = ["consistency", files["hr"], files["scene_lr"], "--out", str(tmp_path / "m.tif")]
+    assert main([*argv, "--profile", str(profile)]) == 0
+    printed = capsys.readouterr().out
+    assert "profile profile.json: Gaussian PSF sigma 2.4 HR px" in printed
+    assert "the profile's noise alone would give" in printed
+    profile.write_text(json.dumps(values))
+    assert main([*argv, "--profile", str(profile)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: degradation profile {profile} lacks read_noise; write it with microdisk-sr calibrate"
+    )
+
+
+def test_consistency_refuses_images_that_are_not_an_x4_pair(files, tmp_path, capsys):
+    assert main(["consistency", files["lr"], files["lr"], "--out", str(tmp_path / "m.tif")]) == 2
+    assert "is not the x4 of the LR image" in capsys.readouterr().err
+
+
+def test_upscale_consistency_writes_the_map_beside_the_output_and_records_the_psnr(files, tmp_path, capsys):
+    argv = ["upscale", files["lr"], "--model", files["model"], "--device", "cpu", "--out", str(tmp_path)]
+    assert main([*argv, "--consistency"]) == 0
+    assert "LR consistency" in capsys.readouterr().out
+    with tifffile.TiffFile(tmp_path / "lr_x4.tif") as tif:
+        record = json.loads(tif.pages.first.description)
+    assert record["lr_consistency_degradation"] == "area down-sampling x4"
+    assert isinstance(record["lr_consistency_psnr"], float)
+    assert tifffile.imread(tmp_path / "lr_x4_consistency.tif").shape == (48, 48)
+    assert main([*argv, "--profile", str(tmp_path / "p.json")]) == 2
+    assert "add --consistency" in capsys.readouterr().err
+
+
+def test_evaluate_per_disk_writes_the_disk_table_and_a_summary(files, tmp_path, capsys):
+    out = tmp_path / "metrics.csv"
+    argv = ["evaluate", files["hr"], "--lr", files["scene_lr"], "--methods", f"bicubic,{files['model']}"]
+    assert main([*argv, "--device", "cpu", "--per-disk", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "LR consistency: outputs degraded back with area down-sampling x4" in printed
+    assert "median |r error|" in printed
+    assert "bicubic" in printed.split("per disk")[1]
+    assert read_csv(out)[0]["lr_consistency_psnr"]
+    rows = read_csv(tmp_path / "metrics_disks.csv")
+    assert list(rows[0]) == list(DISK_COLUMNS)
+    disks = [row["disk"] for row in rows if row["method"] == "bicubic"]
+    assert disks[0] == "1"
+    assert [(row["method"], row["disk"]) for row in rows] == [
+        (method, disk) for method in ("bicubic", files["model"]) for disk in disks
+    ]
+    assert all(abs(float(row["r_error"])) < 2.0 for row in rows if row["method"] == "bicubic")
+
+
+@pytest.mark.parametrize("command", ["consistency", "evaluate", "upscale"])
+def test_help_names_the_new_options(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    printed = capsys.readouterr().out
+    assert "--profile" in printed
+    assert {"consistency": "--out", "evaluate": "--per-disk", "upscale": "--consistency"}[command] in printed
