@@ -294,3 +294,28 @@ def test_only_a_visible_active_image_layer_is_preselected(make_napari_viewer, sc
     assert widget._images.value == []
     shown = viewer.add_image(scene.lr, name="shown")
     assert SuperResolveWidget(viewer)._images.value == [shown]
+
+
+def test_the_lr_consistency_map_is_added_over_the_input_and_written_beside_the_output(
+    make_napari_viewer, qtbot, tmp_path, nearest_model, scene
+):
+    """A nearest-neighbour x4 degraded back by 4x4 averaging is exactly its input: a map of zeros."""
+    source = tmp_path / "field.tif"
+    tifffile.imwrite(source, scene.lr)
+    viewer = make_napari_viewer()
+    (lr,) = viewer.open(source, plugin="napari")
+    lr.scale, lr.translate = (0.65, 0.65), (12.0, -30.0)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    _use_file_model(widget, nearest_model)
+    widget._consistency.value = True
+    _run(qtbot, widget)
+
+    check = viewer.layers["field_x4 (nearest) LR consistency %"]
+    assert check.data.shape == scene.lr.shape
+    assert not check.data.any()
+    np.testing.assert_allclose(check.scale, lr.scale)
+    np.testing.assert_allclose(check.translate, lr.translate)
+    assert check.colormap.name == "magma"
+    assert viewer.layers["field_x4 (nearest)"].metadata["microdisk_sr"]["lr_consistency_psnr"] == "inf"
+    written = tmp_path / "field_microdisk_sr" / "field_x4_nearest_consistency.tif"
+    assert tifffile.imread(written).shape == scene.lr.shape

@@ -24,6 +24,7 @@ from magicgui.widgets import (
 from napari.layers import Image
 
 from ..core import infer
+from ..core.consistency import lr_consistency
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import MicrodiskSRError
 from ..core.images import image_layout, normalizations_for
@@ -86,6 +87,7 @@ class _Upscaled:
     name: str
     scale: int
     provenance: dict[str, Any]
+    consistency: "np.ndarray | None" = None  # |degrade(SR) - LR| at the input's size, fractions of the range
 
 
 class SuperResolveWidget(Container):
@@ -129,6 +131,13 @@ class SuperResolveWidget(Container):
             tooltip="float16 on CUDA, bfloat16 on CPUs that compute it natively (about 2x faster there); "
             "pixels differ slightly from full precision",
         )
+        self._consistency = CheckBox(
+            text="LR-consistency map",
+            value=False,
+            tooltip="Also degrade each output back (area averaging of 4x4 pixels) and add\n"
+            "|degraded - input|, in % of the data range, as a layer over the input: bright where the\n"
+            "network added or removed something. Its PSNR goes into the output's provenance.",
+        )
         self._run = PushButton(text="Super-resolve")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=1)
@@ -151,6 +160,7 @@ class SuperResolveWidget(Container):
                 self._device,
                 self._device_info,
                 self._half,
+                self._consistency,
                 buttons,
                 self._progress,
                 self._status,
@@ -226,7 +236,7 @@ class SuperResolveWidget(Container):
                 return
         hint_bit_depth(self._bit_depth, {source.name: source.data for source in sources})
         started = self._jobs.start(
-            lambda stop: _superresolve(sources, self._models, model, config, stop),
+            lambda stop: _superresolve(sources, self._models, model, config, stop, self._consistency.value),
             on_event=self._on_event,
             on_finished=self._on_finished,
             on_failed=self._on_failed,
@@ -269,6 +279,17 @@ class SuperResolveWidget(Container):
             metadata={"microdisk_sr": out.provenance},
             **out.source.display,
         )
+        if out.consistency is not None:
+            percent = 100.0 * out.consistency
+            self._viewer.add_image(
+                percent,
+                name=f"{out.name} LR consistency %",
+                scale=out.source.scale,  # the input's grid (an RGB layer's scale has no channel axis)
+                translate=out.source.translate,
+                colormap="magma",
+                contrast_limits=(0.0, max(float(percent.max()), 1e-6)),
+                metadata={"microdisk_sr_consistency": out.provenance.get("lr_consistency_psnr")},
+            )
 
     def _on_finished(self, finished: int) -> None:
         self._set_running(False)
@@ -333,9 +354,10 @@ def _superresolve(
     model_ref: "str | Path",
     config: infer.UpscaleConfig,
     stop: StopFlag,
+    consistency: bool = False,
 ) -> Generator[Any, None, int]:
-    """The job: load the model (or reuse the last one), upscale each source, write it beside its file;
-    return how many finished."""
+    """The job: load the model (or reuse the last one), upscale each source (and check its LR consistency),
+    write it beside its file; return how many finished."""
     for source in sources:
         if source.path is not None:
             ensure_writable_dir(output_dir_for(source.path))
@@ -363,11 +385,23 @@ def _superresolve(
             "input_path": None if source.path is None else str(source.path),
             "output_path": None,
         }
+        check = None
+        if consistency:
+            check = lr_consistency(result.image, source.data, bit_depth=config.bit_depth)
+            provenance |= check.provenance()
         if source.path is not None:
             folder = output_dir_for(source.path)
             target = unique_path(folder / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif")
             pixel_size = None if source.pixel_size is None else source.pixel_size.scaled(1 / factor)
             provenance["output_path"] = str(target)
             write_tiff(target, result.image, pixel_size=pixel_size, description=provenance)
-        yield _Upscaled(source, result.image, f"{source.name}_x{factor} ({model.name})", factor, provenance)
+            if check is not None:
+                write_tiff(
+                    unique_path(target.with_name(f"{target.stem}_consistency.tif")),
+                    check.map,
+                    pixel_size=source.pixel_size,
+                    description=check.provenance() | {"sr": str(target)},
+                )
+        name = f"{source.name}_x{factor} ({model.name})"
+        yield _Upscaled(source, result.image, name, factor, provenance, None if check is None else check.map)
     return len(sources)
