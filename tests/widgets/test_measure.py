@@ -242,3 +242,33 @@ def test_wrong_choices_are_explained_and_a_second_run_is_refused(make_napari_vie
     widget._stop_button.native.click()
     qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
     assert widget._measure_button.enabled
+
+
+def test_the_per_disk_table_measures_each_disk_and_its_rows_centre_on_the_disk(
+    make_napari_viewer, qtbot, notes, scene, tmp_path
+):
+    hr_path = tmp_path / "truth.tif"
+    tifffile.imwrite(hr_path, scene.hr)
+    viewer = make_napari_viewer()
+    (hr,) = viewer.open(hr_path, plugin="napari")
+    hr.scale, hr.translate = (0.25, 0.25), (5.0, -7.0)
+    widget = _open(viewer)
+    widget._hr_layers.value = [hr]
+    widget._per_disk.value = True
+    _run(qtbot, widget)
+    assert not _errors(notes)
+    rows = _table(widget)
+    assert rows[0][:2] == ["truth", "bicubic"]
+    assert float(rows[0][-1]) > 20.0  # the LR-consistency column, in dB
+    saved = list(csv.DictReader((tmp_path / "truth_microdisk_sr" / "metrics_disks.csv").open()))
+    table = widget._disk_table
+    assert not table.isHidden()
+    assert table.rowCount() == len(saved) >= 1
+    assert [table.item(r, 1).text() for r in range(table.rowCount())] == ["bicubic"] * len(saved)
+    assert all(abs(float(row["r_error"])) < 2.0 for row in saved)
+
+    widget._disk_table.selectRow(0)
+    disk = saved[int(table.item(0, 2).text()) - 1]
+    np.testing.assert_allclose(
+        viewer.camera.center[-2:], hr.data_to_world((float(disk["cy"]), float(disk["cx"]))), atol=1e-6
+    )

@@ -4,7 +4,10 @@ The references are read here on the main thread (image layers, a crop set of the
 low/high-resolution layer pair) and scored by :func:`~..core.metrics.evaluate` in a worker. The per-image and
 mean table, with gains over bicubic and over the pretrained model, is shown in a sortable table whose rows
 centre the viewer on their image; the CSV and JSON go beside the originals. Error maps share one colour
-scale per measurement, in percent of the data range.
+scale per measurement, in percent of the data range. The LR-consistency column needs no reference: each
+output, degraded back, against its LR image. With "per-disk table", the disks of each reference are
+measured on every output (:mod:`~..core.disk_measures`) into a second table, whose rows centre the viewer on
+their disk, and ``<table>_disks.csv``.
 """
 
 import dataclasses
@@ -18,12 +21,13 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushButton, Select
 from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QTableWidgetItem
 
 from ..core import metrics
 from ..core.crops import crop_boxes
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.io import ensure_writable_dir
+from ..core.io import ensure_writable_dir, unique_path
 from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.outputs import metrics_path_for, unique_name
 from ..core.pairs import DEGRADATIONS
@@ -55,6 +59,20 @@ _SCORES = (  # header, key of the result rows, format, tooltip
     ("%", "gain_vs_bicubic_pct", "{:+.1f}", "PSNR gain over bicubic (% of its PSNR)"),
     ("Δ pretrained", "gain_vs_pretrained_db", "{:+.2f}", f"PSNR gain over {metrics.PRETRAINED} (dB)"),
     ("%", "gain_vs_pretrained_pct", "{:+.1f}", f"PSNR gain over {metrics.PRETRAINED} (% of its PSNR)"),
+    (
+        "LR cons.",
+        "lr_consistency_psnr",
+        "{:.2f}",
+        "LR consistency (dB): the output degraded back (4x4 area averaging) against its LR image; no\n"
+        "reference needed. Much lower than the other methods': the network added or removed something.",
+    ),
+)
+_DISK_SCORES = (  # header, key of the per-disk rows, format, tooltip
+    ("disk", "disk", "{:d}", "the disk's number in its image"),
+    ("r", "r", "{:.2f}", "radius measured on the output (HR pixels)"),
+    ("r error", "r_error", "{:+.2f}", "radius on the output minus radius on the reference (HR pixels)"),
+    ("edge error", "edge_width_error", "{:+.2f}", "10-90 % edge width on the output minus the reference's"),
+    ("PSNR", "psnr", "{:.2f}", "PSNR in the disk's box (dB)"),
 )
 _UNSCORED = {  # why a gain's cell is empty, by its reference method
     "gain_vs_bicubic": f"empty: tick '{metrics.BICUBIC}' to measure this gain",
@@ -128,6 +146,12 @@ class MeasureWidget(Container):
         self._files = weights_edit("Model files", multiple=True)
         self._device, self._device_info = device_row()
         self._error_maps = CheckBox(text="add error-map layers", value=False)
+        self._per_disk = CheckBox(
+            text="per-disk table",
+            value=False,
+            tooltip="Detect the disks of each reference and measure each one on every output: radius,\n"
+            "edge width and PSNR; a second table and <table>_disks.csv beside the metrics.",
+        )
         self._output = folder_edit(
             "Output folder",
             tooltip="Where metrics.csv goes. Empty: the crops folder, or the <image>_microdisk_sr folder of\n"
@@ -137,7 +161,7 @@ class MeasureWidget(Container):
             widgets=[
                 self._reference, self._hr_layers, self._crop_set, self._lr_layer, self._hr_layer,
                 self._degradation, self._bit_depth, self._bicubic, self._pretrained, self._runs, self._files,
-                self._device, self._device_info, self._error_maps, self._output,
+                self._device, self._device_info, self._error_maps, self._per_disk, self._output,
             ]
         )  # fmt: skip
         self._measure_button = PushButton(text="Measure")
@@ -150,13 +174,21 @@ class MeasureWidget(Container):
         self._table = results_table(
             [("image", ""), ("method", ""), *((h, tip) for h, _key, _fmt, tip in _SCORES)], rows=7
         )
-        self.extend([self._form, buttons, self._progress, self._status, hosted(self._table)])
+        self._disk_table = results_table(
+            [("image", ""), ("method", ""), *((h, tip) for h, _key, _fmt, tip in _DISK_SCORES)], rows=5
+        )
+        self._disk_table.setVisible(False)
+        self._disk_rows: list[dict[str, Any]] = []
+        self.extend(
+            [self._form, buttons, self._progress, self._status, hosted(self._table), hosted(self._disk_table)]
+        )
         make_scrollable(self)
 
         self._reference.changed.connect(self._update_fields)
         self._measure_button.changed.connect(self._start)
         self._stop_button.changed.connect(self._stop)
         self._table.itemSelectionChanged.connect(self._centre_on_selection)
+        self._disk_table.itemSelectionChanged.connect(self._centre_on_disk)
         self._session.runs_changed.connect(self._on_runs_changed)
         show_rows(self._hr_layers, 4)
         show_rows(self._pretrained, 2)
@@ -276,6 +308,7 @@ class MeasureWidget(Container):
             "device": self._device.value,
             "error_maps": self._error_maps.value,
             "bit_depth": self._bit_depth.value,
+            "per_disk": self._per_disk.value,
         }
         hint_bit_depth(self._bit_depth, dict(zip(refs.names, refs.hr_images, strict=True)))
         try:
@@ -320,6 +353,7 @@ class MeasureWidget(Container):
             return
         self._labels, self._places = labels, places
         self._fill_table(measured.result.rows)
+        self._fill_disk_table(measured.result.disk_rows)
         top = self._add_error_maps(measured.result.error_maps)
         rows = len(measured.result.rows)
         maps = ""
@@ -351,6 +385,18 @@ class MeasureWidget(Container):
                     cell.setToolTip(_UNSCORED[key.rsplit("_", 1)[0]])
                 items[-1].append(cell)
         fill_sortable(self._table, items)
+
+    def _fill_disk_table(self, rows: list[dict[str, Any]]) -> None:
+        """The per-disk rows (hidden when not measured); the row's index is kept to centre on its disk."""
+        self._disk_rows = rows
+        self._disk_table.setVisible(bool(rows))
+        items = []
+        for index, row in enumerate(rows):
+            image = QTableWidgetItem(str(row["image"]))
+            image.setData(Qt.ItemDataRole.UserRole, index)
+            items.append([image, QTableWidgetItem(self._labels[row["method"]])])
+            items[-1] += [NumberItem(row[key], fmt) for _header, key, fmt, _tooltip in _DISK_SCORES]
+        fill_sortable(self._disk_table, items)
 
     def _add_error_maps(self, maps: dict[tuple[str, str], np.ndarray]) -> float:
         """Add the error maps as layers in percent of the data range, on one shared colour scale.
@@ -398,15 +444,31 @@ class MeasureWidget(Container):
             y0, x0, (y1, x1) = 0, 0, _plane_shape(layer)
         else:
             y0, x0, y1, x1 = place.box
-        centre = layer.data_to_world(((y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2))
-        self._viewer.camera.center = centre[-2:]
+        self._centre(layer, ((y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2))
+
+    def _centre_on_disk(self) -> None:
+        """Centre the viewer on the selected row's disk, in its reference's layer (or crop's box)."""
+        selected = self._disk_table.selectedItems()
+        if not selected:
+            return
+        row = self._disk_rows[self._disk_table.item(selected[0].row(), 0).data(Qt.ItemDataRole.UserRole)]
+        place = self._places.get(row["image"])
+        layer = None if place is None else layer_named(self._viewer, place.layer)
+        if layer is None or row["cy"] is None:
+            return
+        y0, x0 = (0, 0) if place.box is None else place.box[:2]
+        self._centre(layer, (y0 + row["cy"], x0 + row["cx"]))
+
+    def _centre(self, layer: Image, point: tuple[float, float]) -> None:
+        self._viewer.camera.center = layer.data_to_world(point)[-2:]
         self._viewer.layers.selection.active = layer
 
 
 def _measure(
     job: Generator[metrics.EvalEvent, None, Any], csv_path: "Path | None"
 ) -> Generator[Any, None, Any]:
-    """The job: run the evaluation, then save its table as CSV and JSON; None when stopped."""
+    """The job: run the evaluation, then save its table as CSV and JSON (and the per-disk CSV); None when
+    stopped."""
     if csv_path is not None:
         ensure_writable_dir(csv_path.parent)
     result = yield from job
@@ -415,6 +477,8 @@ def _measure(
     if csv_path is not None:
         result.to_csv(csv_path)
         result.to_json(csv_path.with_suffix(".json"))
+        if result.disk_rows:
+            result.to_disk_csv(unique_path(csv_path.with_name(f"{csv_path.stem}_disks.csv")))
     return _Measured(result, csv_path)
 
 
