@@ -116,3 +116,18 @@ def test_help_names_the_new_options(command, capsys):
     printed = capsys.readouterr().out
     assert "--profile" in printed
     assert {"consistency": "--out", "evaluate": "--per-disk", "upscale": "--consistency"}[command] in printed
+
+
+def test_evaluate_with_lr_images_alone_measures_the_disks_on_the_lr_and_each_output(files, tmp_path, capsys):
+    out = tmp_path / "lr_only.csv"
+    argv = ["evaluate", "--lr", files["scene_lr"], "--methods", "bicubic", "--per-disk", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "LR " in printed.split("per disk")[1]
+    (row,) = read_csv(out)
+    assert row["psnr"] == ""
+    assert float(row["lr_consistency_psnr"]) > 30.0
+    methods = {row["method"] for row in read_csv(tmp_path / "lr_only_disks.csv")}
+    assert methods == {"LR", "bicubic"}
+    assert main(["evaluate", "--lr", files["scene_lr"], "--error-maps", str(tmp_path)]) == 2
+    assert "--error-maps needs HR images" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from napari_microdisk_sr.core.disk_measures import (
     measure_disk,
     summarize,
 )
+from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.sample import make_scene
 
 
@@ -104,3 +105,24 @@ def test_the_reference_itself_as_an_output_measures_no_error(scene):
         assert row["edge_width_error"] == pytest.approx(0.0, abs=0.01)
         assert row["centre_error"] < 0.01
     assert all(math.isinf(row["psnr"]) and row["ssim"] == pytest.approx(1.0) for row in rows)
+
+
+def test_without_hr_the_lr_and_each_output_are_measured_and_only_the_consistency_scored(scene):
+    result = metrics.evaluate_all(None, ["bicubic"], lr_images=[scene.lr], names=["field"], per_disk=True)
+    (row,) = result.rows
+    assert row["psnr"] is None
+    assert row["ssim"] is None
+    assert row["gain_vs_bicubic_db"] is None
+    assert row["lr_consistency_psnr"] > 35.0  # bicubic interpolates the LR: averaged back, it is close
+    methods = [row["method"] for row in result.disk_rows]
+    assert methods == [LR_METHOD] * 3 + ["bicubic"] * 3
+    for row in result.disk_rows:
+        truth = min(scene.disks_hr, key=lambda d: math.hypot(d.cy - row["cy"], d.cx - row["cx"]))
+        assert row["r"] == pytest.approx(truth.r, abs=2.0)  # within half an LR pixel
+        assert row["psnr"] is None
+    assert "-" in result.table().splitlines()[2]
+
+
+def test_evaluate_needs_hr_or_lr_images():
+    with pytest.raises(InputError, match="give HR images, LR images, or both"):
+        metrics.evaluate(None, ["bicubic"])

@@ -31,7 +31,14 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "file beside it, and prints the table."
         ),
     )
-    parser.add_argument("hr", nargs="+", type=Path, metavar="HR", help="high-resolution reference images")
+    parser.add_argument(
+        "hr",
+        nargs="*",
+        type=Path,
+        metavar="HR",
+        help="high-resolution reference images; none with --lr: LR images alone (no PSNR/SSIM, only the LR "
+        "consistency and, with --per-disk, the disks measured on each LR image and every output)",
+    )
     parser.add_argument(
         "--lr",
         nargs="+",
@@ -87,10 +94,14 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.lr is not None and len(args.lr) != len(args.hr):
+    if not args.hr and args.lr is None:
+        raise InputError("give HR images, --lr images, or both")
+    if not args.hr and args.error_maps is not None:
+        raise InputError("--error-maps needs HR images: an error is measured against a reference")
+    if args.hr and args.lr is not None and len(args.lr) != len(args.hr):
         raise InputError(f"{len(args.hr)} HR image(s) but {len(args.lr)} --lr image(s): give one LR per HR")
     if args.out is None:
-        csv_path = outputs.metrics_path_for(source_path=args.hr[0])
+        csv_path = outputs.metrics_path_for(source_path=(args.hr or args.lr)[0])
     elif args.out.suffix.lower() != ".csv":
         raise InputError(f"--out {args.out} must be a .csv file (the JSON is written beside it)")
     else:
@@ -105,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
 
     hr_files = [io.read_image(path) for path in args.hr]
     lr_images = None if args.lr is None else [io.read_image(path).data for path in args.lr]
-    names = _unique_names([path.stem for path in args.hr])
+    names = _unique_names([path.stem for path in args.hr or args.lr])
     job = metrics.evaluate(
-        [f.data for f in hr_files],
+        [f.data for f in hr_files] if hr_files else None,
         methods,
         lr_images=lr_images,
         degradation=args.degradation,

@@ -11,7 +11,8 @@ Conventions:
   ``inf`` in :class:`EvalResult` rows and CSV files (written ``inf``), in JSON files it is the string
   ``"inf"`` (JSON has no infinity), and gains that are not defined (``inf - inf``) are left empty.
 - ``lr_consistency_psnr`` needs no HR: each output degraded back to the LR grid (area averaging, or a
-  calibrated profile) against the LR image (see :mod:`.consistency`).
+  calibrated profile) against the LR image (see :mod:`.consistency`). Given LR images alone, an evaluation
+  leaves PSNR, SSIM and the gains empty (None) and measures the consistency (and the disks) only.
 - SSIM is Wang et al.'s (2004): an 11x11 Gaussian window with sigma 1.5, ``K1 = 0.01``, ``K2 = 0.03``,
   population (co)variances, the mean over the pixels whose window lies inside the image, averaged over colour
   channels. It equals ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
@@ -332,14 +333,14 @@ class _Case:
 
     index: int
     name: str
-    hr: np.ndarray
+    hr: "np.ndarray | None"  # None: LR only
     hr_norm: Normalization
     lr: "np.ndarray | None"
     lr_norm: Normalization
 
 
 def evaluate(
-    hr_images: Sequence[np.ndarray],
+    hr_images: "Sequence[np.ndarray] | None",
     methods: Sequence[str],
     *,
     lr_images: "Sequence[np.ndarray] | None" = None,
@@ -367,8 +368,10 @@ def evaluate(
 
     Parameters
     ----------
-    hr_images : sequence of (H, W), (H, W, 3) or (H, W, 4) ndarray
-        References, integer or float; alpha is ignored.
+    hr_images : sequence of (H, W), (H, W, 3) or (H, W, 4) ndarray, or None
+        References, integer or float; alpha is ignored. None: ``lr_images`` alone, of at least 3x3 pixels
+        (PSNR, SSIM and gains are then None; with ``per_disk``, the disks are found and measured on each LR
+        image, rows of method :data:`.disk_measures.LR_METHOD`, and on every output).
     methods : sequence of str
         ``"bicubic"``, model registry names (``models.REGISTRY``) or paths of model files, each once.
     lr_images : sequence of ndarray, optional
@@ -406,7 +409,9 @@ def evaluate(
     Generator[EvalEvent, None, EvalResult or None]
     """
     methods = _check_methods(methods)
-    names = _check_names(names, len(hr_images))
+    if hr_images is None and lr_images is None:
+        raise InputError("give HR images, LR images, or both to evaluate")
+    names = _check_names(names, len(hr_images if hr_images is not None else lr_images))
     check_degradation(degradation)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
@@ -430,7 +435,7 @@ def evaluate(
 
 
 def evaluate_all(
-    hr_images: Sequence[np.ndarray],
+    hr_images: "Sequence[np.ndarray] | None",
     methods: Sequence[str],
     *,
     on_event: "Callable[[EvalEvent], None] | None" = None,
@@ -502,12 +507,14 @@ def _norm(image: np.ndarray, what: str, bit_depth: "int | None") -> Normalizatio
 
 
 def _cases(
-    hr_images: Sequence[np.ndarray],
+    hr_images: "Sequence[np.ndarray] | None",
     lr_images: "Sequence[np.ndarray] | None",
     names: Sequence[str],
     bit_depth: "int | None",
 ) -> list[_Case]:
     """Check the images and pair them; HR images without LR are cropped to a multiple of the scale."""
+    if hr_images is None:
+        return [_lr_only_case(i, name, lr_images[i], bit_depth) for i, name in enumerate(names)]
     if lr_images is not None and len(lr_images) != len(hr_images):
         raise InputError(f"{len(hr_images)} HR image(s) but {len(lr_images)} LR image(s): give one LR per HR")
     cases = []
@@ -544,6 +551,14 @@ def _cases(
     return cases
 
 
+def _lr_only_case(index: int, name: str, image: np.ndarray, bit_depth: "int | None") -> _Case:
+    lr = _color(image, f"LR image {name}")
+    if min(lr.shape[:2]) < 3:
+        raise InputError(f"LR image {name} ({lr.shape[0]}x{lr.shape[1]}) is too small to evaluate x4")
+    norm = _norm(lr, f"LR image {name}", bit_depth)
+    return _Case(index, name, None, norm, lr, norm)
+
+
 def _evaluate_job(
     cases: Sequence[_Case],
     methods: Sequence[str],
@@ -565,16 +580,19 @@ def _evaluate_job(
         if model.spec.scale != SCALE:
             raise InputError(f"model {method} upscales x{model.spec.scale}; evaluation is x{SCALE}")
     total = len(cases) * len(methods)
-    scores: dict[tuple[str, str], tuple[float, ...]] = {}
+    scores: dict[tuple[str, str], tuple[float | None, ...]] = {}
     disk_rows: list[dict[str, Any]] = []
     maps: dict[tuple[str, str], np.ndarray] = {}
     kept: dict[tuple[str, str], np.ndarray] = {}
     done = 0
     for case in cases:
         lr = case.lr if degradation is None else _synthetic_lr(case, degradation, seed)
-        ref = case.hr_norm.to_unit(case.hr)
+        ref = None if case.hr is None else case.hr_norm.to_unit(case.hr)
         lr_unit = case.lr_norm.to_unit(lr)
-        disks = ReferenceDisks(ref) if per_disk else None
+        disks = None
+        if per_disk:
+            disks = ReferenceDisks(lr_unit, scale=SCALE) if ref is None else ReferenceDisks(ref)
+            disk_rows += disks.reference_rows(case.name)
         for method in methods:
             if stop is not None and stop.is_set():
                 return None
@@ -589,25 +607,20 @@ def _evaluate_job(
                     return None
                 output = result.image
             out = case.lr_norm.to_unit(output)
-            agrees = consistency_of(out, lr_unit, consistency).psnr
-            scores[case.name, method] = (
-                psnr(ref, out, data_range=1.0),
-                ssim(ref, out, data_range=1.0),
-                agrees,
+            truth = (
+                (None, None)
+                if ref is None
+                else (psnr(ref, out, data_range=1.0), ssim(ref, out, data_range=1.0))
             )
+            scores[case.name, method] = (*truth, consistency_of(out, lr_unit, consistency).psnr)
             if disks is not None:
                 disk_rows += disks.rows(case.name, method, out)
-            if error_maps:
+            if error_maps and ref is not None:
                 maps[case.name, method] = abs_error(ref, out, data_range=1.0)
             if keep_outputs:
                 kept[case.name, method] = output
             done += 1
-            log.info(
-                "%s, %s: PSNR %.2f dB, SSIM %.4f, LR consistency %.2f dB",
-                case.name,
-                method,
-                *scores[case.name, method],
-            )
+            log.info("%s, %s: PSNR, SSIM, LR consistency: %s", case.name, method, scores[case.name, method])
             yield EvalEvent(done, total, case.name, method)
     names = [case.name for case in cases]
     return EvalResult(
@@ -652,24 +665,26 @@ def _bicubic(lr: np.ndarray, norm: Normalization) -> np.ndarray:
 
 
 def _rows(
-    scores: dict[tuple[str, str], tuple[float, ...]], names: Sequence[str], methods: Sequence[str]
+    scores: dict[tuple[str, str], tuple["float | None", ...]], names: Sequence[str], methods: Sequence[str]
 ) -> list[dict[str, Any]]:
     """The rows of each image, then the mean rows (none for a single image: they would repeat its rows)."""
     scores = dict(scores)
     means = [MEAN] if len(names) > 1 else []
     for method in methods if means else ():
-        per_image = np.array([scores[image, method] for image in names])
-        scores[MEAN, method] = tuple(float(column.mean()) for column in per_image.T)
+        columns = zip(*(scores[image, method] for image in names), strict=True)
+        scores[MEAN, method] = tuple(None if None in column else float(np.mean(column)) for column in columns)
     return [_row(image, method, scores) for image in [*names, *means] for method in methods]
 
 
-def _row(image: str, method: str, scores: dict[tuple[str, str], tuple[float, ...]]) -> dict[str, Any]:
+def _row(
+    image: str, method: str, scores: dict[tuple[str, str], tuple["float | None", ...]]
+) -> dict[str, Any]:
     """The row of ``(image, method)`` with its gains over the reference methods scored on the same image."""
     psnr_db, ssim_value, agrees = scores[image, method]
     row: dict[str, Any] = {"image": image, "method": method, "psnr": psnr_db, "ssim": ssim_value}
     for reference, column in ((BICUBIC, "gain_vs_bicubic"), (PRETRAINED, "gain_vs_pretrained")):
         db = pct = None
-        if (image, reference) in scores:
+        if (image, reference) in scores and psnr_db is not None:
             base = scores[image, reference][0]
             db = _defined(psnr_db - base)
             pct = _defined(100.0 * (psnr_db - base) / base) if db is not None and base != 0 else None
