@@ -254,6 +254,7 @@ def test_the_per_disk_table_measures_each_disk_and_its_rows_centre_on_the_disk(
     hr.scale, hr.translate = (0.25, 0.25), (5.0, -7.0)
     widget = _open(viewer)
     widget._hr_layers.value = [hr]
+    assert widget._disk_host.native.isHidden()  # no per-disk rows yet
     widget._per_disk.value = True
     _run(qtbot, widget)
     assert not _errors(notes)
@@ -262,7 +263,7 @@ def test_the_per_disk_table_measures_each_disk_and_its_rows_centre_on_the_disk(
     assert float(rows[0][-1]) > 20.0  # the LR-consistency column, in dB
     saved = list(csv.DictReader((tmp_path / "truth_microdisk_sr" / "metrics_disks.csv").open()))
     table = widget._disk_table
-    assert not table.isHidden()
+    assert not widget._disk_host.native.isHidden()  # shown once filled
     assert table.rowCount() == len(saved) >= 1
     assert [table.item(r, 1).text() for r in range(table.rowCount())] == ["bicubic"] * len(saved)
     assert all(abs(float(row["r_error"])) < 2.0 for row in saved)

@@ -177,11 +177,10 @@ class MeasureWidget(Container):
         self._disk_table = results_table(
             [("image", ""), ("method", ""), *((h, tip) for h, _key, _fmt, tip in _DISK_SCORES)], rows=5
         )
-        self._disk_table.setVisible(False)
+        self._disk_host = hosted(self._disk_table)
+        self._disk_host.visible = False  # shown once filled
         self._disk_rows: list[dict[str, Any]] = []
-        self.extend(
-            [self._form, buttons, self._progress, self._status, hosted(self._table), hosted(self._disk_table)]
-        )
+        self.extend([self._form, buttons, self._progress, self._status, hosted(self._table), self._disk_host])
         make_scrollable(self)
 
         self._reference.changed.connect(self._update_fields)
@@ -389,7 +388,7 @@ class MeasureWidget(Container):
     def _fill_disk_table(self, rows: list[dict[str, Any]]) -> None:
         """The per-disk rows (hidden when not measured); the row's index is kept to centre on its disk."""
         self._disk_rows = rows
-        self._disk_table.setVisible(bool(rows))
+        self._disk_host.visible = bool(rows)
         items = []
         for index, row in enumerate(rows):
             image = QTableWidgetItem(str(row["image"]))
