@@ -28,7 +28,7 @@ from pathlib import Path
 
 import _common
 import numpy as np
-from bench_quality import TRAIN_SEEDS, training_crops
+from bench_quality import TRAIN_SEEDS, Settings, finetune, training_crops
 
 from napari_microdisk_sr.core.consistency import lr_consistency, read_profile
 from napari_microdisk_sr.core.device import describe_device
@@ -36,7 +36,6 @@ from napari_microdisk_sr.core.disk_measures import summarize
 from napari_microdisk_sr.core.metrics import BICUBIC, MEAN, evaluate
 from napari_microdisk_sr.core.progress import drive
 from napari_microdisk_sr.core.sample import make_scene
-from napari_microdisk_sr.core.train import FineTuneConfig, Outcome, fine_tune
 
 NAME = "bench_trust"
 HELD_OUT_SEEDS = (201, 202, 203)
@@ -52,15 +51,6 @@ SCENE_PROFILE = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    model: str
-    epochs: int
-    pairs_per_epoch: int
-    batch: int
-    size: int
-
-
 QUICK = Settings(model="realesr-animevideov3", epochs=3, pairs_per_epoch=150, batch=4, size=128)
 FULL = Settings(model="realesr-animevideov3", epochs=6, pairs_per_epoch=300, batch=4, size=256)
 
@@ -74,21 +64,8 @@ def main() -> int:
     names = [f"scene{seed}" for seed in HELD_OUT_SEEDS]
 
     with tempfile.TemporaryDirectory(prefix="bench-trust-") as tmp:
-        config = FineTuneConfig(
-            model=settings.model,
-            epochs=settings.epochs,
-            pairs_per_epoch=settings.pairs_per_epoch,
-            batch_size=settings.batch,
-            degradation="realistic",
-            val_fraction=0.0,
-            device=str(device),
-        )
-        start = time.perf_counter()
-        tuned = drive(fine_tune(training_crops(size), config, Path(tmp) / "run"))
-        train_s = time.perf_counter() - start
-        if tuned.outcome is not Outcome.FINISHED:
-            raise RuntimeError(f"fine-tuning ended {tuned.outcome.value}: {tuned.message}")
-        methods = {BICUBIC: BICUBIC, "pretrained": settings.model, "fine-tuned": str(tuned.model_path)}
+        tuned_path, train_s = finetune(settings, training_crops(size), "realistic", device, Path(tmp) / "run")
+        methods = {BICUBIC: BICUBIC, "pretrained": settings.model, "fine-tuned": str(tuned_path)}
         start = time.perf_counter()
         result = drive(
             evaluate(

@@ -6,7 +6,7 @@ from pathlib import Path
 from ..core import io
 from ..core.consistency import AREA, SCALE, read_profile
 from ..core.consistency import lr_consistency as measure_consistency
-from .upscale import add_bit_depth_option
+from .upscale import add_bit_depth_option, add_profile_option
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -21,7 +21,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "consistency as a PSNR in dB on its last line."
         ),
     )
-    add_consistency_options(parser)
+    add_profile_option(parser)
     parser.add_argument("sr", type=Path, metavar="SR", help="the super-resolved image (x4 of LR, its dtype)")
     parser.add_argument("lr", type=Path, metavar="LR", help="the low-resolution image it was made from")
     parser.add_argument(
@@ -33,17 +33,6 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     add_bit_depth_option(parser)
     parser.set_defaults(func=run)
-
-
-def add_consistency_options(parser: argparse.ArgumentParser) -> None:
-    """``--profile PROFILE.json``, shared by consistency, upscale and evaluate."""
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        metavar="PROFILE.json",
-        help="a calibrated degradation profile (microdisk-sr calibrate): its PSF, down-sampling, gain and "
-        "offset degrade the SR image back (default: area averaging, no blur)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

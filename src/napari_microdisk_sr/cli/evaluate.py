@@ -12,8 +12,7 @@ from ..core.errors import InputError
 from ..core.outputs import safe_name
 from ..core.pairs import DEGRADATIONS
 from ..core.progress import drive
-from .consistency import add_consistency_options
-from .upscale import add_bit_depth_option
+from .upscale import add_bit_depth_option, add_profile_option
 
 DEFAULT_METHODS = f"{metrics.BICUBIC},{metrics.PRETRAINED}"
 
@@ -87,7 +86,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "centre, radius and edge width (10-90 %%) in HR pixels, and PSNR/SSIM in the disk's box; writes "
         "<out stem>_disks.csv beside the table and prints a summary per method",
     )
-    add_consistency_options(parser)
+    add_profile_option(parser)
     add_bit_depth_option(parser)
     parser.set_defaults(func=run)
 

@@ -72,15 +72,20 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "must reproduce the input; writes <stem>_x4_consistency.tif beside the output (|degrade(SR) - LR| "
         "in fractions of the data range) and records the PSNR in the output's provenance",
     )
+    add_profile_option(parser)
+    add_bit_depth_option(parser)
+    parser.set_defaults(func=run)
+
+
+def add_profile_option(parser: argparse.ArgumentParser) -> None:
+    """``--profile PROFILE.json``, shared by consistency, upscale and evaluate."""
     parser.add_argument(
         "--profile",
         type=Path,
         metavar="PROFILE.json",
-        help="with --consistency: a calibrated degradation profile (microdisk-sr calibrate) to degrade back "
-        "with (default: area averaging, no blur)",
+        help="for the LR-consistency check: a calibrated degradation profile (microdisk-sr calibrate) whose "
+        "PSF, down-sampling, gain and offset degrade the SR image back (default: area averaging, no blur)",
     )
-    add_bit_depth_option(parser)
-    parser.set_defaults(func=run)
 
 
 def add_bit_depth_option(parser: argparse.ArgumentParser) -> None:
