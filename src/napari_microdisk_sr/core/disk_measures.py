@@ -11,8 +11,9 @@ reference image, and on every method's output of the same field, :func:`measure_
   2 q^2)``, fitted by least squares (the levels linearly, ``R``, ``s``, ``q`` by
   :func:`scipy.optimize.least_squares`). The same edge convention as the detector's (:class:`.detect.Disk`):
   the middle of the rim. Why not where the profile crosses the midpoint of body and substrate: the bright
-  rim on a microdisk's edge pulls that crossing inwards, by about half a low-resolution pixel on the
-  synthetic scenes, and by more the sharper the image, so sharper outputs would look smaller;
+  rim on a microdisk's edge pulls that crossing inwards, by an amount that depends on the blur (on the
+  synthetic scenes, 2 HR pixels on the truth and 3 on its bicubic upscale), so an output's blur would show
+  as a radius error;
 - the **edge width**, the 10-90 % rise of the fitted step, ``2 * 1.2816 * s``;
 - **PSNR and SSIM** of the output against the reference inside the disk's box (:func:`.detect.disk_box`).
 
