@@ -162,6 +162,7 @@ class MeasureWidget(Container):
         show_rows(self._pretrained, 2)
         show_rows(self._runs, 3)
         self._update_fields()
+        self._on_runs_changed()  # a widget opened after a run: the newest run is chosen too
 
     # -- choices ------------------------------------------------------------------------------------------
 
