@@ -112,6 +112,26 @@ def test_existing_outputs_get_numbered_never_overwritten(model_file, tmp_path):
     assert files_under(out_dir) == ["a_x4-1.tif", "a_x4-2.tif", "a_x4.tif"]
 
 
+def test_processes_writing_into_one_folder_at_once_each_keep_their_result(model_file, tmp_path, run_at_once):
+    """Four ``upscale`` processes started together, each upscaling one input into one folder five times in a
+    row: twenty results under twenty names, every process told the name its result got."""
+    src = write_tiff(tmp_path / "img.tif", gray((96, 96)))
+    out_dir = tmp_path / "results"
+    argv = ["upscale", src, "--out", out_dir, "--model", model_file, "--device", "cpu"]
+    body = "sys.exit(max(main(sys.argv[3:]) for _ in range(5)))"
+    runs = run_at_once("from napari_microdisk_sr.cli import main", body, [argv] * 4)
+    assert [run.returncode for run in runs] == [0] * 4, [run.stderr for run in runs]
+    names = ["img_x4.tif", *(f"img_x4-{n}.tif" for n in range(1, 20))]
+    assert files_under(out_dir) == sorted(names)  # no temporary file left either
+    reported = [
+        line.split(" -> ")[1].split(" (")[0] for run in runs for line in run.stdout.splitlines()[1::2]
+    ]
+    assert sorted(reported) == sorted(str(out_dir / name) for name in names)  # each its own name
+    expected = upscale_array(gray((96, 96)), models.load_model(model_file), device="cpu")
+    for name in names:
+        np.testing.assert_array_equal(read_image(out_dir / name).data, expected)
+
+
 def test_several_inputs_rgb_png_rgba_and_a_stack(model_file, tmp_path, capsys):
     rng = np.random.default_rng(1)
     png = tmp_path / "rgb.png"

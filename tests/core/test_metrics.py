@@ -243,6 +243,24 @@ def test_identical_images_give_infinite_psnr_in_rows_csv_json_and_table(tmp_path
     assert "inf" in result.table().splitlines()[2]
 
 
+def test_a_table_is_saved_as_csv_and_json_under_one_free_name(tmp_path):
+    result = evaluate_all([np.full((48, 48), 50, np.uint8)], ["bicubic"])
+    (tmp_path / "m-1.json").write_text("{}")  # a lone JSON: its name is not taken for the CSV either
+    saved = [result.save(tmp_path / "m.csv") for _ in range(2)]
+    assert saved == [tmp_path / "m.csv", tmp_path / "m-2.csv"]
+    assert (
+        json.loads((tmp_path / "m-2.json").read_text())["rows"]
+        == json.loads((tmp_path / "m.json").read_text())["rows"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m-1.json",
+        "m-2.csv",
+        "m-2.json",
+        "m.csv",
+        "m.json",
+    ]
+
+
 def test_evaluate_stops_when_asked(tiny_model):
     stop = StopFlag()
     stop.set()

@@ -117,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
             result = drive(job, _progress_on(bar))
         seconds = time.perf_counter() - started
         out = io.write_tiff(
-            io.unique_path(target),
+            target,
             result.image,
             pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
             description=result.provenance | {"input_path": str(path.resolve())},
+            names=io.numbered_paths(target),
         )
         shape = "x".join(map(str, source.data.shape))
         print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.image.shape))}) in {seconds:.1f} s")

@@ -32,6 +32,7 @@ from . import infer, io, models
 from .device import resolve_device
 from .errors import InputError
 from .images import Normalization, image_layout, normalizations_for, validate_image
+from .outputs import table_names
 from .pairs import check_degradation, degrade
 from .progress import StopFlag, drive
 
@@ -235,6 +236,21 @@ class EvalResult:
     models: dict[str, dict[str, str]] = field(default_factory=dict)
     error_maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     outputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def save(self, csv_path: "str | os.PathLike[str]") -> Path:
+        """Write the table as CSV and JSON under ``csv_path``, or the first ``-N`` name free for both.
+
+        The CSV claims its name as it is written (see :func:`~.outputs.table_names`), so evaluations saving
+        into one folder at once each keep their table; the JSON goes beside it under the same name.
+
+        Returns
+        -------
+        Path
+            The CSV written; the JSON is its ``.with_suffix(".json")``.
+        """
+        written = io.write_csv(csv_path, self.rows, COLUMNS, names=table_names(csv_path))
+        self.to_json(written.with_suffix(".json"))
+        return written
 
     def to_csv(self, path: "str | os.PathLike[str]") -> Path:
         """Write the rows as CSV (columns :data:`COLUMNS`; ``inf`` for infinite PSNR, empty for None).
