@@ -132,6 +132,20 @@ def test_processes_writing_into_one_folder_at_once_each_keep_their_result(model_
         np.testing.assert_array_equal(read_image(out_dir / name).data, expected)
 
 
+def test_a_4d_stack_is_written_with_its_axes_and_reopens_as_it_went_in(model_file, tmp_path, capsys):
+    stack = gray((2, 2, 16, 16))
+    src = write_tiff(tmp_path / "tz.tif", stack, pixel_size=PixelSize(0.5, 0.5, "um"))
+    assert read_image(src).data.shape == (2, 2, 16, 16)
+    assert cli(src, "--out", tmp_path / "out", model=model_file) == 0
+    assert "(2x2x16x16) -> " in capsys.readouterr().out
+    back = read_image(tmp_path / "out" / "tz_x4.tif")
+    np.testing.assert_array_equal(
+        back.data, upscale_array(stack, models.load_model(model_file), device="cpu")
+    )
+    assert back.data.shape == (2, 2, 64, 64)
+    assert back.pixel_size == PixelSize(0.125, 0.125, "um")
+
+
 def test_several_inputs_rgb_png_rgba_and_a_stack(model_file, tmp_path, capsys):
     rng = np.random.default_rng(1)
     png = tmp_path / "rgb.png"

@@ -1,4 +1,5 @@
 import errno
+import json
 import os
 import stat
 from pathlib import Path
@@ -150,6 +151,35 @@ def test_tiff_round_trip_keeps_data_and_pixel_size(tmp_path, shape, dtype):
     assert back.pixel_size.x == pytest.approx(0.65, rel=1e-6)
     assert back.pixel_size.unit == "um"
     assert back.pixel_size.scaled(1 / 4).y == pytest.approx(0.1625, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "axes"),
+    [
+        ((2, 2, 16, 16), np.uint16, "TZYX"),
+        ((3, 16, 16), np.float32, "ZYX"),
+        ((2, 16, 16, 3), np.uint8, "ZYXS"),
+        ((2, 2, 16, 16), np.int32, None),  # ImageJ holds no int32: tifffile's shape record instead
+        ((2, 16, 16, 3), np.uint16, None),
+        ((2, 2, 16, 16), np.float64, None),
+    ],
+)
+def test_stacks_reopen_with_their_shape_pixel_size_and_description(tmp_path, shape, dtype, axes):
+    data = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+    path = io.write_tiff(
+        tmp_path / "a.tif", data, pixel_size=io.PixelSize(0.25, 0.5, "um"), description={"model": "tiny"}
+    )
+    back = io.read_image(path)
+    np.testing.assert_array_equal(back.data, data)
+    assert back.pixel_size == io.PixelSize(0.25, 0.5, "um")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].shape == shape
+        assert tif.pages.first.tags["ResolutionUnit"].value == 3  # pixels per centimetre, as for planes
+        if axes is None:
+            assert json.loads(tif.pages.first.description) == {"model": "tiny"}
+        else:  # an ImageJ hyperstack: Fiji opens it with its axes, the description in its Info
+            assert tif.series[0].axes == axes
+            assert json.loads(tif.imagej_metadata["Info"]) == {"model": "tiny"}
 
 
 def test_a_single_channel_axis_is_read_as_a_gray_image(tmp_path):

@@ -36,6 +36,7 @@ _CM_PER_UNIT = {
 }  # fmt: skip
 _TIFF_INCH, _TIFF_CENTIMETER, _TIFF_NONE = 2, 3, 1
 _MAX_NUMBERED = 100_000
+_IMAGEJ_GRAY_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32)}
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}  # FAT, some network shares
 
 
@@ -429,18 +430,34 @@ def write_tiff(
 ) -> Path:
     """Write ``data`` as a TIFF with :func:`atomic_write`, never overwriting; return the name written.
 
-    RGB(A) when the last axis has 3 or 4 values.
+    RGB(A) when the last axis has 3 or 4 values. A stack keeps its shape: gray ``(Z, H, W)`` and
+    ``(T, Z, H, W)`` of uint8, uint16, int16 or float32, and uint8 RGB ``(Z, H, W, 3)``, are written as ImageJ
+    hyperstacks (axes ``ZYX``, ``TZYX``, ``ZYXS``; ``description`` goes into ImageJ's Info property), which
+    Fiji opens with their axes; other stacks carry tifffile's shape record. Both read back with their shape.
     """
     import tifffile
 
-    kwargs: dict[str, Any] = {
-        "photometric": "rgb" if data.ndim >= 3 and data.shape[-1] in (3, 4) else "minisblack"
-    }
+    rgb = data.ndim >= 3 and data.shape[-1] in (3, 4)
+    text = None if description is None else json.dumps(description, default=_json_default)
+    kwargs: dict[str, Any] = {"photometric": "rgb" if rgb else "minisblack"}
     if data.ndim >= 3 and data.shape[-1] == 4:
         kwargs["extrasamples"] = ["unassalpha"]
     if pixel_size is not None:
         kwargs.update(_tiff_resolution(pixel_size))
-    if description is not None:
-        kwargs["description"] = json.dumps(description, default=_json_default)
-        kwargs["metadata"] = None
+    axes = _imagej_axes(data, rgb=rgb)
+    if axes is not None:
+        kwargs.update(imagej=True, metadata={"axes": axes} | ({} if text is None else {"Info": text}))
+    elif text is not None:
+        kwargs["description"] = text
+        if data.ndim == (3 if rgb else 2):  # one plane: its shape needs no record
+            kwargs["metadata"] = None
     return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, **kwargs), names=names)
+
+
+def _imagej_axes(data: np.ndarray, *, rgb: bool) -> "str | None":
+    """The ImageJ hyperstack axes of a stack that ImageJ can hold; None for a single plane or other stacks."""
+    if rgb:
+        return "ZYXS" if data.ndim == 4 and data.shape[-1] == 3 and data.dtype == np.uint8 else None
+    if data.dtype not in _IMAGEJ_GRAY_DTYPES:
+        return None
+    return {3: "ZYX", 4: "TZYX"}.get(data.ndim)
