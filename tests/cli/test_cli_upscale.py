@@ -208,6 +208,8 @@ def test_inf_pixels_are_refused(model_file, tmp_path, capsys, no_compute):
         (np.zeros((6, 6), np.complex64), "complex"),
         (np.zeros((6, 6), bool), "boolean"),
         (np.zeros((2, 2, 2, 6, 6), np.uint8), "5 dimensions"),
+        (np.zeros((32, 32, 5), np.uint16), "ends in an axis of 5, which looks like colour channels"),
+        (np.zeros((32, 32, 2), np.uint8), "split the channels"),
     ],
 )
 def test_unusable_images_are_refused(model_file, tmp_path, capsys, no_compute, image, fragment):

@@ -96,6 +96,20 @@ def test_one_or_two_channels_last_are_refused_unless_declared_a_stack(shape):
     assert image_layout((5, 2, 2)) == ImageLayout((5,), 2, 2, 1)  # 2x2 planes: a stack
 
 
+@pytest.mark.parametrize("shape", [(32, 32, 5), (2, 32, 32, 6), (32, 32, 8), (9, 7, 2)])
+def test_a_narrow_last_axis_is_refused_as_channels_with_how_to_split_them(shape):
+    with pytest.raises(InputError, match=rf"ends in an axis of {shape[-1]},.*split the channels") as info:
+        image_layout(shape)
+    assert "channel_axis=-1" in str(info.value)
+    assert image_layout(shape, rgb=False) == ImageLayout(shape[:-2], shape[-2], shape[-1], 1)
+
+
+def test_a_last_axis_wider_than_channels_or_after_small_axes_is_a_stack():
+    assert image_layout((32, 32, 9)) == ImageLayout((32,), 32, 9, 1)
+    assert image_layout((3, 6, 5)) == ImageLayout((3,), 6, 5, 1)
+    assert image_layout((32, 8, 5)) == ImageLayout((32,), 8, 5, 1)
+
+
 @pytest.mark.parametrize("shape", [(5, 7), (5, 7, 2)])
 def test_rgb_true_needs_a_channel_axis(shape):
     with pytest.raises(InputError, match="not RGB"):

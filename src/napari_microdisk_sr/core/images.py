@@ -24,6 +24,8 @@ import torch
 from .errors import InputError
 
 MAX_NDIM = 4
+MAX_CHANNELS = 8
+"""The most channels a last axis is taken to hold when the two axes before it are larger."""
 
 
 def validate_image(image: np.ndarray) -> None:
@@ -138,9 +140,10 @@ def image_layout(shape: Sequence[int], *, rgb: "bool | None" = None) -> ImageLay
         The image's shape, 2 to 4 dimensions.
     rgb : bool, optional
         Whether the last axis holds RGB(A) channels (napari's ``layer.rgb``). By default a last axis of size
-        3 or 4 on an image of 3 or more dimensions is taken as channels, and one of size 1 or 2 (narrower
-        than the axis before it) is refused as channels that are not RGB; pass ``rgb=False`` for a stack
-        whose planes happen to be 1 to 4 pixels wide.
+        3 or 4 on an image of 3 or more dimensions is taken as channels. Channels that are not RGB are
+        refused, never read as a stack of narrow planes: a last axis of 1 or 2 narrower than the axis before
+        it, or of 5 to :data:`MAX_CHANNELS` after two axes larger than that (``(32, 32, 5)``). Pass
+        ``rgb=False`` for a stack whose planes happen to be that narrow.
 
     Returns
     -------
@@ -150,18 +153,36 @@ def image_layout(shape: Sequence[int], *, rgb: "bool | None" = None) -> ImageLay
     if not 2 <= len(shape) <= MAX_NDIM:
         raise InputError(f"image shape {shape} has {len(shape)} dimensions; 2 to {MAX_NDIM} are supported")
     if rgb is None:
-        if len(shape) >= 3 and shape[-1] in (1, 2) and shape[-2] > shape[-1]:
+        channels = shape[-1]
+        if len(shape) >= 3 and _looks_like_channels(shape):
             raise InputError(
-                f"image shape {shape} ends in an axis of {shape[-1]}, which looks like colour channels: give "
-                "gray (H, W) or RGB(A) (H, W, 3|4) images (squeeze a single channel; split two channels, or "
-                "drop the alpha of a gray+alpha image)"
+                f"image shape {shape} ends in an axis of {channels}, which looks like colour channels: give "
+                f"gray (H, W) or RGB(A) (H, W, 3|4) images ({_CHANNELS_FIX.get(channels, _SPLIT_CHANNELS)})"
             )
-        rgb = len(shape) >= 3 and shape[-1] in (3, 4)
+        rgb = len(shape) >= 3 and channels in (3, 4)
     if not rgb:
         return ImageLayout(shape[:-2], shape[-2], shape[-1], 1)
     if len(shape) < 3 or shape[-1] not in (3, 4):
         raise InputError(f"image shape {shape} is not RGB/RGBA: the last axis must have 3 or 4 channels")
     return ImageLayout(shape[:-3], shape[-3], shape[-2], shape[-1])
+
+
+def _looks_like_channels(shape: tuple[int, ...]) -> bool:
+    """Whether the last axis of a shape of 3 or more dimensions looks like channels that are not RGB(A)."""
+    channels = shape[-1]
+    if channels in (1, 2):
+        return shape[-2] > channels
+    return 5 <= channels <= MAX_CHANNELS and min(shape[-3], shape[-2]) > MAX_CHANNELS
+
+
+_SPLIT_CHANNELS = (
+    "split the channels into gray images and upscale each: in napari add the data with channel_axis=-1, "
+    "in Fiji use Image > Color > Split Channels, and save each channel as a separate image"
+)
+_CHANNELS_FIX = {
+    1: "squeeze the single channel",
+    2: f"drop the alpha of a gray+alpha image, or {_SPLIT_CHANNELS}",
+}
 
 
 @dataclass(frozen=True)
