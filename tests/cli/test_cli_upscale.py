@@ -146,6 +146,18 @@ def test_a_4d_stack_is_written_with_its_axes_and_reopens_as_it_went_in(model_fil
     assert back.pixel_size == PixelSize(0.125, 0.125, "um")
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_wide_signed_integers_come_back_within_their_values(model_file, tmp_path, dtype):
+    image = gray((16, 16), dtype) % 100  # values 0..99: once written back as millions
+    src = write_tiff(tmp_path / "deep.tif", image)
+    assert cli(src, "--out", tmp_path / "out", model=model_file) == 0
+    out = read_image(tmp_path / "out" / "deep_x4.tif").data
+    assert out.dtype == dtype
+    assert image.min() <= out.min() <= out.max() <= image.max()
+    as_float = upscale_array(image.astype(np.float32), models.load_model(model_file), device="cpu")
+    np.testing.assert_allclose(out, np.rint(as_float), rtol=0, atol=1)
+
+
 def test_several_inputs_rgb_png_rgba_and_a_stack(model_file, tmp_path, capsys):
     rng = np.random.default_rng(1)
     png = tmp_path / "rgb.png"

@@ -139,7 +139,7 @@ def test_dim_uint16_keeps_its_16_bit_range():
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64, np.uint64])
-def test_wide_integers_map_by_dtype_range_and_clip_without_overflow(dtype):
+def test_wide_integer_normalizations_clip_without_overflow(dtype):
     info = np.iinfo(dtype)
     norm = Normalization(np.dtype(dtype), float(info.min), float(info.max))
     back = norm.from_unit(np.array([-0.5, 0.0, 0.5, 1.0, 1.5]))
@@ -147,6 +147,21 @@ def test_wide_integers_map_by_dtype_range_and_clip_without_overflow(dtype):
     assert back[0] == back[1] == info.min
     assert back[3] == back[4] > info.max // 2  # clipped near the top, not wrapped around to the bottom
     assert int(back[3]) <= info.max
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64])
+def test_signed_and_wide_integers_map_by_their_own_range_and_come_back_within_it(dtype):
+    image = np.arange(100).reshape(10, 10).astype(dtype)
+    norm, _ = normalizations_for(image, image_layout(image.shape))
+    assert (norm.low, norm.high) == (0.0, 99.0)
+    unit = norm.to_unit(image)
+    assert (unit.min(), unit.max()) == (0.0, 1.0)
+    np.testing.assert_array_equal(norm.from_unit(unit), image)
+    assert norm.from_unit(np.array([-0.5, 1.5])).tolist() == [0, 99]  # clipped to the input's range
+
+
+def test_uint32_takes_a_bit_depth_like_uint16():
+    assert value_range(np.array([[0, 99]], np.uint32), bit_depth=12) == (0.0, 4095.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -316,7 +331,7 @@ def test_check_bit_depth_alone_checks_the_number():
         (16384, np.uint16, None),  # 15 bits: more than a quarter of the range, could be any 16-bit image
         (200, np.uint8, None),
         (4095, np.int16, None),
-        (4095, np.uint32, 12),
+        (4095, np.uint32, None),  # maps by its own range: a bit depth is no hint there
     ],
 )
 def test_likely_bit_depth_is_a_hint_for_sparse_wide_integers(peak, dtype, expected):

@@ -190,6 +190,23 @@ def test_a_float_pair_is_scored_on_one_value_range_and_mixed_dtypes_are_refused(
         drive(evaluate([scene.hr], ["bicubic"], lr_images=[scene.lr.astype(np.float32)], device="cpu"))
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint32])
+def test_signed_and_wide_integer_pairs_are_scored_like_floats_of_the_same_values(dtype):
+    scene = make_scene(seed=4, size=(24, 24))
+    scores = {}
+    for kind in (dtype, np.float64):
+        hr, lr = scene.hr.astype(kind), scene.lr.astype(kind)
+        result = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", keep_outputs=True))
+        scores[kind] = result.rows[0]["psnr"], result.rows[0]["ssim"]
+        output = result.outputs["image1", "bicubic"]
+        assert output.dtype == kind
+        assert min(hr.min(), lr.min()) <= output.min() <= output.max() <= max(hr.max(), lr.max())
+    assert scores[dtype] == pytest.approx(scores[np.float64], abs=0.05)  # integers: outputs rounded
+    ref, img, _ = _pair(np.uint8)
+    assert psnr(ref.astype(dtype), img.astype(dtype)) == psnr(ref.astype(np.float64), img.astype(np.float64))
+    assert ssim(ref.astype(dtype), img.astype(dtype)) == ssim(ref.astype(np.float64), img.astype(np.float64))
+
+
 def test_a_bit_depth_scores_12_bit_data_against_its_own_range(tmp_path):
     scene = make_scene(seed=4, size=(24, 24))
     hr, lr = scene.hr.astype(np.uint16) * 16, scene.lr.astype(np.uint16) * 16  # 12-bit data in uint16

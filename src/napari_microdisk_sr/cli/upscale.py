@@ -74,8 +74,9 @@ def add_bit_depth_option(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing 16-bit files: "
-        "values 0 to 2^N-1 map to the network's full range (default: the dtype's full range, which shows "
-        "12-bit data 16x too dark); give the same to finetune, upscale and evaluate",
+        "values 0 to 2^N-1 map to the network's full range (default: uint8 and uint16 by the dtype's full "
+        "range, which shows 12-bit data 16x too dark; wider and signed integers, like floats, by their own "
+        "minimum and maximum); give the same to finetune, upscale and evaluate",
     )
 
 

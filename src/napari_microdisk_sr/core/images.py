@@ -5,11 +5,17 @@ The networks see float32 RGB in ``[0, 1]`` laid out as ``(1, 3, h, w)``. Images 
 (``(T, H, W)``, ``(T, Z, H, W)``, ``(T, H, W, 3)``; four dimensions at most), which are processed plane by
 plane. This module knows how to cut them into model inputs and how to put the outputs back:
 
-- integer images map by their dtype's full range (a dim ``uint16`` image stays 16-bit data: the range is
-  never guessed from the maximum), or, for unsigned integers, by the bit depth given (``bit_depth=12``:
-  ``[0, 4095]``, for a 12-bit camera writing uint16 files); float images by the minimum and maximum of
-  their colour values;
-- the inverse maps back to the input's dtype and range: floats stay float, integers are rounded and clipped;
+- ``uint8`` and ``uint16`` images map by their dtype's full range (a dim ``uint16`` image stays 16-bit data:
+  the range is never guessed from the maximum), or by the bit depth given (``bit_depth=12``: ``[0, 4095]``,
+  for a 12-bit camera writing uint16 files);
+- float images, signed integer images (``int8`` to ``int64``) and unsigned ones wider than 16 bits
+  (``uint32``, ``uint64``) map by the minimum and maximum of their colour values, as Fiji displays them: a
+  signed type has no fixed black level, and by a 32- or 64-bit type's full range every level of real data
+  would lie within float32 rounding of one value, so the network would see noise. Unsigned wide integers
+  also take a bit depth, like ``uint16``;
+- the inverse maps back to the input's dtype and range: floats stay float, integers are rounded, and both
+  are clipped to the range they were mapped by (an ``int32`` image of values 0 to 99 comes back within
+  0 to 99);
 - gray planes are replicated to three channels for the model and the three output channels averaged back;
 - alpha never goes through the network: it is resized with bicubic interpolation and re-attached.
 """
@@ -284,12 +290,13 @@ def value_range(values: np.ndarray, *, bit_depth: "int | None" = None) -> tuple[
         Integer or float values, finite.
     bit_depth : int, optional
         How many bits of an unsigned integer image carry data (a 12-bit camera writes uint16 files whose
-        values stop at 4095). Without it integers map by their dtype's full range.
+        values stop at 4095). Without it uint8 and uint16 map by their dtype's full range.
 
     Returns
     -------
     low, high : float
-        Integers: the dtype's range, or ``[0, 2**bit_depth - 1]``. Floats: their minimum and maximum.
+        ``[0, 2**bit_depth - 1]`` with a bit depth. Else uint8 and uint16: the dtype's range; other dtypes
+        (see :func:`maps_by_own_range`): the values' minimum and maximum.
 
     Raises
     ------
@@ -299,10 +306,10 @@ def value_range(values: np.ndarray, *, bit_depth: "int | None" = None) -> tuple[
     """
     values = np.asarray(values)
     if bit_depth is None:
-        if values.dtype.kind in "iu":
-            info = np.iinfo(values.dtype)
-            return float(info.min), float(info.max)
-        return float(values.min()), float(values.max())
+        if maps_by_own_range(values.dtype):
+            return float(values.min()), float(values.max())
+        info = np.iinfo(values.dtype)
+        return float(info.min), float(info.max)
     check_bit_depth(bit_depth, values.dtype)
     high = 2**bit_depth - 1
     peak = int(values.max()) if values.size else 0
@@ -312,6 +319,15 @@ def value_range(values: np.ndarray, *, bit_depth: "int | None" = None) -> tuple[
             "data were recorded with (or none, for the dtype's full range)"
         )
     return 0.0, float(high)
+
+
+def maps_by_own_range(dtype: "np.dtype | type") -> bool:
+    """Whether images of ``dtype`` map by their own minimum and maximum, not by the dtype's range.
+
+    True for floats, signed integers and unsigned integers wider than 16 bits; False for uint8 and uint16.
+    """
+    dtype = np.dtype(dtype)
+    return dtype.kind in "fi" or (dtype.kind == "u" and dtype.itemsize > 2)
 
 
 def check_bit_depth(bit_depth: object, dtype: "np.dtype | None" = None) -> int:
@@ -351,13 +367,14 @@ def bit_depth_hint(values: np.ndarray, what: str, how: str) -> "str | None":
 
 
 def likely_bit_depth(values: np.ndarray) -> "int | None":
-    """The usual camera bit depth (10, 12 or 14) that an unsigned 16-bit (or wider) image seems to hold.
+    """The usual camera bit depth (10, 12 or 14) that a uint16 image seems to hold.
 
-    None when its values use more than a quarter of the dtype's range, or for other dtypes. A hint to show
-    the user, never applied on its own: a dim 16-bit image looks the same.
+    None when its values use more than a quarter of the dtype's range, or for other dtypes (wider ones map
+    by their own range). A hint to show the user, never applied on its own: a dim 16-bit image looks the
+    same.
     """
     values = np.asarray(values)
-    if values.dtype.kind != "u" or values.dtype.itemsize < 2 or not values.size:
+    if values.dtype != np.uint16 or not values.size:
         return None
     needed = int(values.max()).bit_length()
     if not needed or needed > 8 * values.dtype.itemsize - 2:  # blank, or more than a quarter of the range
