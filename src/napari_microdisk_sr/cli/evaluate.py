@@ -75,6 +75,11 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise InputError(
+            f"--methods {args.methods!r} names no method; give them comma-separated, e.g. "
+            "--methods bicubic,realesrgan-x4plus"
+        )
     if args.lr is not None and len(args.lr) != len(args.hr):
         raise InputError(f"{len(args.hr)} HR image(s) but {len(args.lr)} --lr image(s): give one LR per HR")
     if args.out is None:
