@@ -181,7 +181,14 @@ def test_tiled_rrdbnet_x2_aligns_tiles_with_its_pixel_unshuffle():
 
 @pytest.mark.parametrize(
     ("dtype", "low", "high"),
-    [(np.uint8, 0, 255), (np.uint16, 0, 200), (np.int16, -300, 300), (np.float32, -2.5, 7.0)],
+    [
+        (np.uint8, 0, 255),
+        (np.uint16, 0, 200),
+        (np.int16, -300, 300),
+        (np.int32, 0, 99),
+        (np.uint64, 1000, 1099),
+        (np.float32, -2.5, 7.0),
+    ],
 )
 def test_values_come_back_in_the_input_dtype_and_range(dtype, low, high):
     """With an exact x4 'network' the output is the nearest-neighbour upscale itself: no range is guessed."""
@@ -189,6 +196,20 @@ def test_values_come_back_in_the_input_dtype_and_range(dtype, low, high):
     out, _ = run(image, Nearest(), scale=4, tile=4, tile_pad=1)
     assert out.dtype == dtype
     np.testing.assert_allclose(out, nearest_x4(image), rtol=0, atol=(high - low) * 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64])
+def test_signed_and_wide_integers_are_upscaled_like_floats_of_the_same_values(dtype):
+    """Values 0 to 99 map by their own range: the result stays within it and is the float32 result rounded,
+    not noise of millions (by an int32's full range every level would be within float32 rounding of 0.5)."""
+    image = np.random.default_rng(0).integers(0, 100, (12, 10)).astype(dtype)
+    image[0, :2] = 0, 99
+    out, _ = run(image, tiny_srvgg(), scale=4, tile=0)
+    as_float, _ = run(image.astype(np.float32), tiny_srvgg(), scale=4, tile=0)
+    assert out.dtype == dtype
+    assert 0 <= out.min() <= out.max() <= 99
+    assert np.ptp(as_float) > 10  # the network's output has contrast to compare
+    np.testing.assert_allclose(out, np.rint(as_float), rtol=0, atol=1)
 
 
 def test_constant_image_is_upscaled_to_the_same_constant():

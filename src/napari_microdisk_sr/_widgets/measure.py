@@ -414,8 +414,7 @@ def _measure(
     if result is None:
         return None
     if csv_path is not None:
-        result.to_csv(csv_path)
-        result.to_json(csv_path.with_suffix(".json"))
+        csv_path = result.save(csv_path)
     return _Measured(result, csv_path)
 
 

@@ -74,8 +74,9 @@ def add_bit_depth_option(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing 16-bit files: "
-        "values 0 to 2^N-1 map to the network's full range (default: the dtype's full range, which shows "
-        "12-bit data 16x too dark); give the same to finetune, upscale and evaluate",
+        "values 0 to 2^N-1 map to the network's full range (default: uint8 and uint16 by the dtype's full "
+        "range, which shows 12-bit data 16x too dark; wider and signed integers, like floats, by their own "
+        "minimum and maximum); give the same to finetune, upscale and evaluate",
     )
 
 
@@ -117,10 +118,11 @@ def run(args: argparse.Namespace) -> int:
             result = drive(job, _progress_on(bar))
         seconds = time.perf_counter() - started
         out = io.write_tiff(
-            io.unique_path(target),
+            target,
             result.image,
             pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
             description=result.provenance | {"input_path": str(path.resolve())},
+            names=io.numbered_paths(target),
         )
         shape = "x".join(map(str, source.data.shape))
         print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.image.shape))}) in {seconds:.1f} s")

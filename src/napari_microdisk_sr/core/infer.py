@@ -126,8 +126,8 @@ class UpscaleConfig:
     bit_depth : int or None
         Significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing uint16 files: their
         values ``[0, 2**bit_depth - 1]`` map to the network's ``[0, 1]`` (see :func:`.images.value_range`).
-        None maps integers by their dtype's full range, which shows a 12-bit image 16x too dark to the
-        network.
+        None maps uint8 and uint16 by their dtype's full range, which shows a 12-bit image 16x too dark to
+        the network (other dtypes map by their own range, see :func:`.images.value_range`).
     """
 
     tile: int = DEFAULT_TILE
