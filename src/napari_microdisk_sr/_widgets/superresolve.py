@@ -27,7 +27,7 @@ from ..core import infer
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import MicrodiskSRError
 from ..core.images import image_layout, normalizations_for
-from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_path, write_tiff
+from ..core.io import PixelSize, ensure_writable_dir, numbered_paths, output_dir_for, write_tiff
 from ..core.layers import upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
 from ..core.outputs import safe_name
@@ -363,11 +363,12 @@ def _superresolve(
             "input_path": None if source.path is None else str(source.path),
             "output_path": None,
         }
-        if source.path is not None:
-            folder = output_dir_for(source.path)
-            target = unique_path(folder / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif")
+        if source.path is not None:  # the file's name is taken when it is written: two writers never clash
+            base = output_dir_for(source.path) / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif"
             pixel_size = None if source.pixel_size is None else source.pixel_size.scaled(1 / factor)
-            provenance["output_path"] = str(target)
-            write_tiff(target, result.image, pixel_size=pixel_size, description=provenance)
+            written = write_tiff(
+                base, result.image, pixel_size=pixel_size, description=provenance, names=numbered_paths(base)
+            )
+            provenance = provenance | {"output_path": str(written)}
         yield _Upscaled(source, result.image, f"{source.name}_x{factor} ({model.name})", factor, provenance)
     return len(sources)
