@@ -270,3 +270,16 @@ def test_bad_options_are_refused(model_file, tmp_path, capsys, no_compute, optio
 def test_missing_input_is_refused(model_file, tmp_path, capsys, no_compute):
     assert_refused(capsys, cli(tmp_path / "nowhere.tif", model=model_file), "does not exist")
     assert files_under(tmp_path) == []
+
+
+def test_a_region_is_a_preview_of_the_same_window_of_the_whole_result(model_file, tmp_path, capsys):
+    image = gray((40, 36))
+    src = write_tiff(tmp_path / "field.tif", image, pixel_size=PixelSize(0.5, 0.5, "um"))
+    assert cli(src, "--region", "8:20,30:36", model=model_file) == 0
+    preview = read_image(tmp_path / "field_microdisk_sr" / "field_x4_8-20_30-36.tif")
+    whole = upscale_array(image, models.load_model(model_file), device="cpu")
+    np.testing.assert_array_equal(preview.data, whole[32:80, 120:144])
+    assert preview.pixel_size == PixelSize(0.125, 0.125, "um")
+    capsys.readouterr()
+    assert_refused(capsys, cli(src, "--region", "8:20,30:37", model=model_file), "reaches beyond the 40x36")
+    assert_refused(capsys, cli(src, "--region", "8-20", model=model_file), "a region is Y0:Y1,X0:X1")

@@ -19,6 +19,7 @@ from napari_microdisk_sr.core.images import Normalization, resize_alpha
 from napari_microdisk_sr.core.infer import (
     _PREPARED,
     MIN_TILE,
+    Region,
     TileEvent,
     UpscaleConfig,
     _prepared,
@@ -622,3 +623,41 @@ def test_cuda_half_precision_is_close_and_falls_back_to_float32_on_overflow(capl
     assert "continuing in float32" in caplog.text
     assert np.isfinite(rescued).all()
     assert np.abs(rescued - full).max() <= 1e-2 * (image.max() - image.min())  # TF32 1x1 convolutions
+
+
+# --- regions (previews) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "region"),
+    [
+        ((40, 48), Region(10, 22, 15, 33)),  # inside
+        ((40, 48), Region(0, 9, 40, 48)),  # at two borders
+        ((40, 48, 3), Region(5, 40, 0, 17)),  # RGB
+        ((2, 30, 30), Region(3, 14, 20, 30)),  # a stack: every plane
+    ],
+)
+def test_a_region_equals_the_same_window_of_the_whole_result(shape, region):
+    image = rng_image(shape)
+    image[..., :4, :4] = 50.0  # far outside the region: the value range is the whole image's
+    net = tiny_srvgg()
+    whole = drive(upscale(image, net, scale=4, tile=16, tile_pad=SRVGG_RADIUS, device="cpu")).image
+    preview = drive(upscale(image, net, scale=4, tile=16, tile_pad=SRVGG_RADIUS, device="cpu", region=region))
+    window = (slice(region.y0 * 4, region.y1 * 4), slice(region.x0 * 4, region.x1 * 4))
+    rgb = len(shape) == 3 and shape[-1] == 3
+    expected = whole[(..., *window, slice(None))] if rgb else whole[(..., *window)]
+    assert preview.image.shape == expected.shape
+    # to float precision, as tiles of other sizes are (convolutions of other sizes round differently)
+    assert np.abs(preview.image - expected).max() <= 1e-5 * (image.max() - image.min())
+    assert preview.provenance["region"] == [region.y0, region.y1, region.x0, region.x1]
+
+
+def test_regions_are_checked():
+    assert Region.parse("0:128,64:192") == Region(0, 128, 64, 192)
+    for text in ("0:128", "a:b,c:d", "0:1:2,3:4"):
+        with pytest.raises(InputError, match="a region is Y0:Y1,X0:X1"):
+            Region.parse(text)
+    with pytest.raises(InputError, match="0 <= y0 < y1"):
+        Region(5, 5, 0, 4)
+    with pytest.raises(InputError, match="reaches beyond the 20x20 image"):
+        upscale(rng_image((20, 20)), tiny_srvgg(), scale=4, region=Region(0, 8, 10, 21))

@@ -64,6 +64,12 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "(about 2x faster there); ignored elsewhere",
     )
     add_bit_depth_option(parser)
+    parser.add_argument(
+        "--region",
+        metavar="Y0:Y1,X0:X1",
+        help="upscale only this window of each input (input pixels; every plane of a stack), a preview equal "
+        "to the same window of the whole result: written as <stem>_x4_Y0-Y1_X0-X1.tif",
+    )
     parser.set_defaults(func=run)
 
 
@@ -84,18 +90,25 @@ def run(args: argparse.Namespace) -> int:
     config = infer.UpscaleConfig(
         tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half, bit_depth=args.bit_depth
     )
+    region = None if args.region is None else infer.Region.parse(args.region)
     for path in args.inputs:  # read and check every input before any work; the pixels are read again below
         image = io.read_image(path).data
         try:
             validate_image(image)
-            normalizations_for(image, image_layout(image.shape), bit_depth=config.bit_depth)
+            layout = image_layout(image.shape)
+            normalizations_for(image, layout, bit_depth=config.bit_depth)
+            if region is not None:
+                region.check_inside(layout.height, layout.width)
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
     device = resolve_device(config.device)
     device_text = describe_device(device)
     model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
     scale = model.spec.scale
-    targets = [(args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}.tif" for path in args.inputs]
+    window = "" if region is None else f"_{region.y0}-{region.y1}_{region.x0}-{region.x1}"
+    targets = [
+        (args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}{window}.tif" for path in args.inputs
+    ]
     for target in targets:
         io.refuse_input_as_output(target, args.inputs)
     for folder in dict.fromkeys(target.parent for target in targets):
@@ -113,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             half=config.half,
             bit_depth=config.bit_depth,
+            region=region,
         )
         with tqdm(desc=path.name, unit="tile", leave=False) as bar:
             result = drive(job, _progress_on(bar))
