@@ -190,6 +190,23 @@ def test_a_float_pair_is_scored_on_one_value_range_and_mixed_dtypes_are_refused(
         drive(evaluate([scene.hr], ["bicubic"], lr_images=[scene.lr.astype(np.float32)], device="cpu"))
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint32])
+def test_signed_and_wide_integer_pairs_are_scored_like_floats_of_the_same_values(dtype):
+    scene = make_scene(seed=4, size=(24, 24))
+    scores = {}
+    for kind in (dtype, np.float64):
+        hr, lr = scene.hr.astype(kind), scene.lr.astype(kind)
+        result = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", keep_outputs=True))
+        scores[kind] = result.rows[0]["psnr"], result.rows[0]["ssim"]
+        output = result.outputs["image1", "bicubic"]
+        assert output.dtype == kind
+        assert min(hr.min(), lr.min()) <= output.min() <= output.max() <= max(hr.max(), lr.max())
+    assert scores[dtype] == pytest.approx(scores[np.float64], abs=0.05)  # integers: outputs rounded
+    ref, img, _ = _pair(np.uint8)
+    assert psnr(ref.astype(dtype), img.astype(dtype)) == psnr(ref.astype(np.float64), img.astype(np.float64))
+    assert ssim(ref.astype(dtype), img.astype(dtype)) == ssim(ref.astype(np.float64), img.astype(np.float64))
+
+
 def test_a_bit_depth_scores_12_bit_data_against_its_own_range(tmp_path):
     scene = make_scene(seed=4, size=(24, 24))
     hr, lr = scene.hr.astype(np.uint16) * 16, scene.lr.astype(np.uint16) * 16  # 12-bit data in uint16
@@ -241,6 +258,24 @@ def test_identical_images_give_infinite_psnr_in_rows_csv_json_and_table(tmp_path
     payload = json.loads(result.to_json(tmp_path / "m.json").read_text())  # strict JSON: no Infinity
     assert payload["rows"][0]["psnr"] == "inf"
     assert "inf" in result.table().splitlines()[2]
+
+
+def test_a_table_is_saved_as_csv_and_json_under_one_free_name(tmp_path):
+    result = evaluate_all([np.full((48, 48), 50, np.uint8)], ["bicubic"])
+    (tmp_path / "m-1.json").write_text("{}")  # a lone JSON: its name is not taken for the CSV either
+    saved = [result.save(tmp_path / "m.csv") for _ in range(2)]
+    assert saved == [tmp_path / "m.csv", tmp_path / "m-2.csv"]
+    assert (
+        json.loads((tmp_path / "m-2.json").read_text())["rows"]
+        == json.loads((tmp_path / "m.json").read_text())["rows"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m-1.json",
+        "m-2.csv",
+        "m-2.json",
+        "m.csv",
+        "m.json",
+    ]
 
 
 def test_evaluate_stops_when_asked(tiny_model):

@@ -73,6 +73,7 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
     widget = _open(viewer)
     session_for(viewer).add_run(RunRef("finetune_disks", run_model, run_model.parent))
     assert widget._runs.value == [str(run_model)]  # a new run is chosen as it arrives
+    assert _open(viewer)._runs.value == [str(run_model)]  # and by a widget opened after it
     widget._reference.value = measure._Reference.PAIR
     assert widget._hr_layers.native.isHidden()
     assert widget._degradation.native.isHidden()

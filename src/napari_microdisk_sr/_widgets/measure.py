@@ -27,7 +27,7 @@ from qtpy.QtWidgets import QTableWidgetItem
 from ..core import metrics
 from ..core.crops import crop_boxes
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.io import ensure_writable_dir, unique_path
+from ..core.io import ensure_writable_dir
 from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.outputs import metrics_path_for, unique_name
 from ..core.pairs import DEGRADATIONS
@@ -193,6 +193,7 @@ class MeasureWidget(Container):
         show_rows(self._pretrained, 2)
         show_rows(self._runs, 3)
         self._update_fields()
+        self._on_runs_changed()  # a widget opened after a run: the newest run is chosen too
 
     # -- choices ------------------------------------------------------------------------------------------
 
@@ -474,10 +475,9 @@ def _measure(
     if result is None:
         return None
     if csv_path is not None:
-        result.to_csv(csv_path)
-        result.to_json(csv_path.with_suffix(".json"))
+        csv_path = result.save(csv_path)
         if result.disk_rows:
-            result.to_disk_csv(unique_path(csv_path.with_name(f"{csv_path.stem}_disks.csv")))
+            result.to_disk_csv(csv_path.with_name(f"{csv_path.stem}_disks.csv"))
     return _Measured(result, csv_path)
 
 

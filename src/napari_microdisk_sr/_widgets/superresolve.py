@@ -28,7 +28,7 @@ from ..core.consistency import lr_consistency
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import MicrodiskSRError
 from ..core.images import image_layout, normalizations_for
-from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_path, write_tiff
+from ..core.io import PixelSize, ensure_writable_dir, numbered_paths, output_dir_for, write_tiff
 from ..core.layers import upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
 from ..core.outputs import safe_name
@@ -389,18 +389,21 @@ def _superresolve(
         if consistency:
             check = lr_consistency(result.image, source.data, bit_depth=config.bit_depth)
             provenance |= check.provenance()
-        if source.path is not None:
-            folder = output_dir_for(source.path)
-            target = unique_path(folder / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif")
+        if source.path is not None:  # the file's name is taken when it is written: two writers never clash
+            base = output_dir_for(source.path) / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif"
             pixel_size = None if source.pixel_size is None else source.pixel_size.scaled(1 / factor)
-            provenance["output_path"] = str(target)
-            write_tiff(target, result.image, pixel_size=pixel_size, description=provenance)
+            written = write_tiff(
+                base, result.image, pixel_size=pixel_size, description=provenance, names=numbered_paths(base)
+            )
+            provenance = provenance | {"output_path": str(written)}
             if check is not None:
+                map_path = written.with_name(f"{written.stem}_consistency.tif")
                 write_tiff(
-                    unique_path(target.with_name(f"{target.stem}_consistency.tif")),
+                    map_path,
                     check.map,
                     pixel_size=source.pixel_size,
-                    description=check.provenance() | {"sr": str(target)},
+                    description=check.provenance() | {"sr": str(written)},
+                    names=numbered_paths(map_path),
                 )
         name = f"{source.name}_x{factor} ({model.name})"
         yield _Upscaled(source, result.image, name, factor, provenance, None if check is None else check.map)

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         io.read_image(args.sr).data, lr.data, degradation=degradation, bit_depth=args.bit_depth
     )
     out = io.write_tiff(
-        io.unique_path(args.out),
+        args.out,
         result.map,
         pixel_size=lr.pixel_size,
         description={
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             "values": "|degrade(SR) - LR| / data range",
         }
         | result.provenance(),
+        names=io.numbered_paths(args.out),
     )
     print(f"degraded back with {result.degradation}")
     print(f"wrote {out} (worst pixel {result.map.max():.4f} of the data range)")

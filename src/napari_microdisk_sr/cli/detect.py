@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [{column: getattr(disk, column) for column in CSV_COLUMNS} for disk in disks]
     io.ensure_writable_dir(args.out.parent)
-    path = io.write_csv(io.unique_path(args.out), rows, CSV_COLUMNS)
+    path = io.write_csv(args.out, rows, CSV_COLUMNS, names=io.numbered_paths(args.out))
     print(f"{len(disks)} disks in {args.image} -> {path}")
     return 0
 

@@ -93,6 +93,11 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise InputError(
+            f"--methods {args.methods!r} names no method; give them comma-separated, e.g. "
+            "--methods bicubic,realesrgan-x4plus"
+        )
     if not args.hr and args.lr is None:
         raise InputError("give HR images, --lr images, or both")
     if not args.hr and args.error_maps is not None:
@@ -105,8 +110,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out} must be a .csv file (the JSON is written beside it)")
     else:
         csv_path = outputs.free_table_path(args.out)
-    json_path = csv_path.with_suffix(".json")
-    disks_path = csv_path.with_name(f"{csv_path.stem}_disks.csv") if args.per_disk else None
     degradation = AREA if args.profile is None else read_profile(args.profile)
     io.refuse_input_as_output(csv_path, [*args.hr, *(args.lr or [])])
     io.ensure_writable_dir(csv_path.parent)
@@ -139,30 +142,30 @@ def run(args: argparse.Namespace) -> int:
 
         result = drive(job, show)
 
-    result.to_csv(csv_path)
-    result.to_json(json_path)
+    csv_path = result.save(csv_path)
+    json_path = csv_path.with_suffix(".json")
     print(result.table())
     print(f"\nLR consistency: outputs degraded back with {result.consistency}")
     print(f"wrote {csv_path} and {json_path}")
-    if disks_path is not None:
-        _report_disks(result, io.unique_path(disks_path))
+    if args.per_disk:
+        _report_disks(result, result.to_disk_csv(csv_path.with_name(f"{csv_path.stem}_disks.csv")))
     if args.error_maps is not None:
         pixel_sizes = dict(zip(names, (f.pixel_size for f in hr_files), strict=True))
         for (image, method), error in result.error_maps.items():
-            path = io.unique_path(args.error_maps / f"{safe_name(image)}_{safe_name(method)}_abs_error.tif")
+            path = args.error_maps / f"{safe_name(image)}_{safe_name(method)}_abs_error.tif"
             io.write_tiff(
                 path,
                 error,
                 pixel_size=pixel_sizes[image],
                 description={"image": image, "method": method, "values": "|SR - HR| / data range"},
+                names=io.numbered_paths(path),
             )
         print(f"wrote {len(result.error_maps)} error map(s) into {args.error_maps}")
     return 0
 
 
 def _report_disks(result: metrics.EvalResult, path: Path) -> None:
-    """Write the per-disk table and print its summary per method (HR pixels)."""
-    result.to_disk_csv(path)
+    """Print the summary per method of the per-disk table written to ``path`` (HR pixels)."""
     print(f"\nper disk ({path}), in HR pixels:")
     print(f"{'method':<24} {'disks':>7} {'median |r error|':>17} {'median edge width error':>24}")
     for line in summarize(result.disk_rows):

@@ -2,9 +2,10 @@
 
 Conventions:
 
-- The data range ``R`` of a metric is, unless given: the dtype's full range for integer images (255 for
-  uint8, 65535 for uint16, as in scikit-image; a 12-bit camera in a uint16 file is scored against 65535), and
-  the reference's ``max - min`` for float images. In :func:`evaluate`, a float HR image and its given LR
+- The data range ``R`` of a metric is, unless given: the dtype's full range for uint8 and uint16 images (255
+  and 65535, as in scikit-image; a 12-bit camera in a uint16 file is scored against 65535), and the
+  reference's ``max - min`` for the images that map by their own range (floats, signed and 32/64-bit
+  integers, see :func:`.images.maps_by_own_range`). In :func:`evaluate`, such an HR image and its given LR
   image share one range, from the smaller minimum to the larger maximum of the two; an HR/LR pair of
   different dtypes is refused.
 - PSNR is ``10 log10(R^2 / MSE)`` over all pixels and channels. Identical images give ``inf``; it stays
@@ -36,7 +37,8 @@ from .consistency import AREA, BackDegradation, consistency_of
 from .device import resolve_device
 from .disk_measures import DISK_COLUMNS, ReferenceDisks
 from .errors import InputError
-from .images import Normalization, image_layout, normalizations_for, validate_image
+from .images import Normalization, image_layout, maps_by_own_range, normalizations_for, validate_image
+from .outputs import table_names
 from .pairs import check_degradation, degrade
 from .progress import StopFlag, drive
 
@@ -75,7 +77,8 @@ def psnr(ref: np.ndarray, img: np.ndarray, *, data_range: "float | None" = None)
     ref, img : (H, W) or (H, W, C) ndarray
         The reference and the image scored, of the same shape (and dtype, unless ``data_range`` is given).
     data_range : float, optional
-        The range ``R`` of the values; by default the dtype's range (integers) or ``ref``'s ``max - min``.
+        The range ``R`` of the values; by default the dtype's range (uint8, uint16) or ``ref``'s
+        ``max - min`` (other dtypes).
 
     Returns
     -------
@@ -148,7 +151,7 @@ def _prepare(
     if data_range is None:
         if ref.dtype != img.dtype:
             raise InputError(f"the images are {ref.dtype} and {img.dtype}: convert one, or give data_range")
-        if ref.dtype.kind in "iu":
+        if not maps_by_own_range(ref.dtype):
             info = np.iinfo(ref.dtype)
             data_range = float(info.max) - float(info.min)
         else:
@@ -248,6 +251,21 @@ class EvalResult:
     disk_rows: list[dict[str, Any]] = field(default_factory=list)
     consistency: str = AREA.describe()
 
+    def save(self, csv_path: "str | os.PathLike[str]") -> Path:
+        """Write the table as CSV and JSON under ``csv_path``, or the first ``-N`` name free for both.
+
+        The CSV claims its name as it is written (see :func:`~.outputs.table_names`), so evaluations saving
+        into one folder at once each keep their table; the JSON goes beside it under the same name.
+
+        Returns
+        -------
+        Path
+            The CSV written; the JSON is its ``.with_suffix(".json")``.
+        """
+        written = io.write_csv(csv_path, self.rows, COLUMNS, names=table_names(csv_path))
+        self.to_json(written.with_suffix(".json"))
+        return written
+
     def to_csv(self, path: "str | os.PathLike[str]") -> Path:
         """Write the rows as CSV (columns :data:`COLUMNS`; ``inf`` for infinite PSNR, empty for None).
 
@@ -256,8 +274,9 @@ class EvalResult:
         return io.write_csv(path, self.rows, COLUMNS)
 
     def to_disk_csv(self, path: "str | os.PathLike[str]") -> Path:
-        """Write the per-disk rows as CSV (:data:`.disk_measures.DISK_COLUMNS`); atomic, never overwrites."""
-        return io.write_csv(path, self.disk_rows, DISK_COLUMNS)
+        """Write the per-disk rows as CSV (:data:`.disk_measures.DISK_COLUMNS`) under ``path`` or the first
+        free ``-N`` name; return the name written."""
+        return io.write_csv(path, self.disk_rows, DISK_COLUMNS, names=io.numbered_paths(path))
 
     def to_json(self, path: "str | os.PathLike[str]") -> Path:
         """Write the rows and how they were made as JSON (infinity as ``"inf"``); atomic, never overwrites."""
@@ -538,7 +557,7 @@ def _cases(
                     f"image {name}: HR is {hr.dtype} but LR is {lr.dtype}; give both in one dtype, so that "
                     "their values mean the same brightness"
                 )
-            if hr.dtype.kind == "f":  # one range for both: each its own would shift and stretch one of them
+            if maps_by_own_range(hr.dtype):  # one range for both: each its own would shift and stretch one
                 hr_norm = lr_norm = Normalization(
                     hr.dtype, min(float(hr.min()), float(lr.min())), max(float(hr.max()), float(lr.max()))
                 )

@@ -109,8 +109,8 @@ class FineTuneConfig:
         Time budget of one call: training ends cleanly after the step during which it runs out, and saves.
     bit_depth : int or None
         Significant bits of unsigned integer crops, e.g. 12 for a 12-bit camera writing uint16 files (see
-        :func:`.images.value_range`); None maps integers by their dtype's full range. Give the same to
-        :func:`.infer.upscale` and :func:`.metrics.evaluate` for images of that camera.
+        :func:`..images.value_range`); None maps uint8 and uint16 by their dtype's full range. Give the
+        same to :func:`..infer.upscale` and :func:`..metrics.evaluate` for images of that camera.
     """
 
     model: str = DEFAULT_MODEL
