@@ -131,3 +131,10 @@ def test_evaluate_with_lr_images_alone_measures_the_disks_on_the_lr_and_each_out
     assert methods == {"LR", "bicubic"}
     assert main(["evaluate", "--lr", files["scene_lr"], "--error-maps", str(tmp_path)]) == 2
     assert "--error-maps needs HR images" in capsys.readouterr().err
+
+
+def test_upscale_consistency_refuses_a_region(files, tmp_path, capsys):
+    argv = ["upscale", files["lr"], "--model", files["model"], "--out", str(tmp_path), "--consistency"]
+    assert main([*argv, "--region", "0:16,0:16"]) == 2
+    assert "--consistency checks whole images" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
