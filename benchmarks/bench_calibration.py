@@ -34,6 +34,7 @@ from skimage import data
 
 from napari_microdisk_sr.core.calibrate import DegradationProfile, calibrate, write_profile
 from napari_microdisk_sr.core.device import describe_device
+from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.metrics import BICUBIC, MEAN, evaluate
 from napari_microdisk_sr.core.progress import drive
 from napari_microdisk_sr.core.sample import make_scene
@@ -117,6 +118,7 @@ def recovery(quick: bool) -> list[dict[str, Any]]:
             "offset": true.offset,
             "photons": true.photons,
             "read_noise": true.read_noise,
+            "noise_at_half": _noise_at_half(true.photons, true.read_noise),
         }
     ]
     for name, hr in images.items():
@@ -134,15 +136,19 @@ def recovery(quick: bool) -> list[dict[str, Any]]:
                     "offset": profile.offset,
                     "photons": profile.photons,
                     "read_noise": profile.read_noise,
+                    "noise_at_half": _noise_at_half(profile.photons, profile.read_noise),
                     "noise_r2": profile.fit.noise_r2,
                 }
             )
     return rows
 
 
-def _lr_alone(lr: np.ndarray) -> "DegradationProfile | None":
-    from napari_microdisk_sr.core.errors import InputError
+def _noise_at_half(photons: float, read_noise: float) -> float:
+    """The noise sigma at half of full scale: what photons and read noise give together where measured."""
+    return float(np.sqrt(0.5 / photons + read_noise**2))
 
+
+def _lr_alone(lr: np.ndarray) -> "DegradationProfile | None":
     try:
         return calibrate(lr)
     except InputError:
@@ -183,7 +189,8 @@ def main() -> int:
     recovered = recovery(args.quick)
     print(f"Part 1: recovery of a known microscope ({GAUSSIAN})")
     _common.print_table(
-        recovered, ("image", "fit", "psf_sigma", "gain", "offset", "photons", "read_noise", "noise_r2")
+        recovered,
+        ("image", "fit", "psf_sigma", "gain", "offset", "photons", "read_noise", "noise_at_half", "noise_r2"),
     )
 
     train_hr = [uint16(unit(make_scene(seed=s, size=size).hr)) for s in TRAIN_SEEDS]
