@@ -107,6 +107,14 @@ def test_the_lr_alone_gives_the_noise_and_says_the_psf_is_unknown():
     assert "not measured" in profile.fit.notes[0]
 
 
+def test_a_narrow_range_of_flat_intensities_is_said_to_leave_photons_and_read_noise_uncertain():
+    wide = calibrate(_acquire(_field(seed=1), **TRUE[0]))
+    narrow = calibrate(_acquire(0.3 + 0.2 * _field(seed=1), **TRUE[0]))
+    assert not any("trade off" in note for note in wide.fit.notes)
+    assert any("trade off" in note for note in narrow.fit.notes)
+    assert narrow.fit.intensity_range[1] - narrow.fit.intensity_range[0] < 0.35
+
+
 def test_calibrate_refuses_unusable_images():
     hr = _field(n=32)
     lr = _acquire(hr, **TRUE[0])

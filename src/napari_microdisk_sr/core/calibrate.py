@@ -65,6 +65,7 @@ _BINS = 16  # intensity bins of the mean-variance fit
 _BLOCK = 4  # 2x2 cells per side of a block of the LR-only fit (8 LR pixels)
 _MIN_BLOCKS = 24  # flat blocks the LR-only fit needs
 _FLAT = 1.6  # largest ratio of a flat block's horizontal/vertical detail energy to the noise at its level
+_NARROW = 0.35  # the narrowest intensity range over which photons and read noise separate well
 _CLIPPED = 0.02  # largest share of clipped pixels (pair) or blocks (LR alone) of a bin that is fitted
 
 
@@ -501,6 +502,11 @@ def _noise_line(
     total = float(np.sum(weights * centred**2))
     r2 = 1.0 - float(np.sum(weights * residual**2)) / total if total > 0 else 0.0
     notes = []
+    if level.max() - level.min() < _NARROW:
+        notes.append(
+            f"the noise was measured on intensities {level.min():.2f}-{level.max():.2f} only: photons and "
+            "read noise trade off there (the noise they give together in that range is what is reliable)"
+        )
     if slope > 1.0 / MAX_PHOTONS:
         photons = float(1.0 / slope)
     else:
