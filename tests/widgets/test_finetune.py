@@ -10,9 +10,10 @@ from napari.utils.notifications import NotificationSeverity
 from qtpy.QtCore import QTimer
 
 from napari_microdisk_sr._widgets import finetune
-from napari_microdisk_sr._widgets._controls import ModelChoice
+from napari_microdisk_sr._widgets._controls import DegradationChoice, ModelChoice
 from napari_microdisk_sr._widgets._loss_plot import loss_range
 from napari_microdisk_sr._widgets._session import CropSetRef, session_for
+from napari_microdisk_sr.core.calibrate import DegradationProfile, write_profile
 from napari_microdisk_sr.core.crops import crop_disks, write_crop_set
 from napari_microdisk_sr.core.detect import disk_box
 from napari_microdisk_sr.core.sample import make_scene
@@ -277,6 +278,31 @@ def test_a_crops_folder_trains_and_its_run_goes_beside_it(
     info = json.loads((tmp_path / "finetune_field_crops" / "model.json").read_text())["info"]
     assert info["provenance"]["crops"]["folder"] == str(folder)
     assert len(info["provenance"]["crops"]["files"]) == len(crops)
+
+
+def test_a_profile_file_trains_with_the_calibrated_degradation(
+    make_napari_viewer, qtbot, notes, tiny_model, crops, tmp_path
+):
+    profile = DegradationProfile(photons=300.0, read_noise=0.02, psf_sigma=1.2, gain=0.9, offset=0.05)
+    path = write_profile(tmp_path / "microscope.json", profile)
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    session_for(viewer).add_crop_set(CropSetRef("disks", crops))
+    _tiny_settings(widget, tiny_model, tmp_path, epochs=1)
+    assert widget._profile.native.isHidden()  # shown only for "profile file..."
+    widget._degradation.value = DegradationChoice.PROFILE
+    assert not widget._profile.native.isHidden()
+
+    widget._start_button.native.click()  # no file chosen yet
+    assert any("choose a degradation profile" in message for message in _errors(notes))
+    assert not widget._jobs.running
+    widget._profile.value = path
+    widget._start_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert len(_errors(notes)) == 1  # the refusal above, nothing since
+    config = json.loads((tmp_path / "finetune_disks" / "config.json").read_text())
+    assert config["degradation"] == str(path)
+    assert config["profile"]["photons"] == 300.0
 
 
 def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(

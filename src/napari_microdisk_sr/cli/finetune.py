@@ -85,8 +85,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     parser.add_argument(
         "--degradation",
-        choices=DEGRADATIONS,
-        help="how LR patches are made: the study's bicubic, or blur + camera pixels + sensor noise "
+        metavar="{" + ",".join(DEGRADATIONS) + "} or PROFILE.json",
+        help="how LR patches are made: the study's bicubic, generic blur + camera pixels + sensor noise "
+        "(realistic), or your microscope's profile written by 'microdisk-sr calibrate' "
         f"(default: {_DEFAULTS.degradation})",
     )
     parser.add_argument(
@@ -161,6 +162,10 @@ def _config(args: argparse.Namespace) -> FineTuneConfig:
         changes["layer_lrs"] = train.STUDY_LAYER_LRS
     if args.model is not None and Path(args.model).exists():
         changes["model"] = str(Path(args.model).resolve())  # a run folder resumes from any directory
+    if args.degradation is not None:
+        changes["profile"] = None  # read from the file given, so that a changed profile refuses to resume
+        if Path(args.degradation).is_file():
+            changes["degradation"] = str(Path(args.degradation).resolve())
     return FineTuneConfig.from_json(base.to_json() | changes)
 
 

@@ -16,7 +16,7 @@ from ..crops import CropSet
 from ..errors import InputError
 from ..images import check_finite
 from ..models import ModelSpec
-from ..pairs import PairConfig, PairSampler, refuse_small_crops, split_by_disk, validation_pairs
+from ..pairs import PROFILE, PairConfig, PairSampler, refuse_small_crops, split_by_disk, validation_pairs
 from .config import FineTuneConfig
 
 __all__ = ["CropRecord", "RunPairs", "gather_crops", "make_pairs"]
@@ -109,13 +109,14 @@ def make_pairs(
     pair_config = PairConfig(
         patch=config.patch,
         scale=spec.scale,
-        degradation=config.degradation,
+        degradation=config.degradation if config.profile is None else PROFILE,
         pairs_per_epoch=config.pairs_per_epoch,
         augment=config.augment,
         seed=config.seed,
         small_crops=config.small_crops,
         channels=spec.in_channels,
         bit_depth=config.bit_depth,
+        profile=config.profile,
     )
     if config.small_crops == "refuse":  # all of them, before the split: numbered as the user knows them
         refuse_small_crops([image.shape[:2] for image in images], config.patch)
