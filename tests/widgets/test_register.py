@@ -1,0 +1,62 @@
+"""The Register LR/HR dock widget in a real viewer: two layers registered into an aligned x4 pair."""
+
+import numpy as np
+import pytest
+from napari.utils.notifications import NotificationSeverity
+
+PLUGIN = "napari-microdisk-sr"
+WIDGET = "Register LR/HR"
+TIMEOUT_MS = 60_000
+
+
+def _open(viewer):
+    return viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)[1]
+
+
+def _run(qtbot, widget):
+    widget._run.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+
+
+def test_registering_two_layers_adds_the_pair_aligned_in_world_coordinates(
+    make_napari_viewer, qtbot, magnified_pair, screenshot, tmp_path
+):
+    lr, hr, truth = magnified_pair()
+    viewer = make_napari_viewer()
+    lr_layer = viewer.add_image(lr, name="4x", scale=(1.625, 1.625), translate=(10.0, -5.0))
+    viewer.add_image(hr, name="10x", scale=(0.65, 0.65))
+    widget = _open(viewer)
+    assert (widget._lr.value.name, widget._hr.value.name) == ("4x", "10x")
+    assert widget._scale.value == pytest.approx(2.5)  # from the layers' pixel sizes
+    _run(qtbot, widget)
+    assert "normalised correlation 0.9" in widget._status.value
+    crop, grid = viewer.layers["4x registered LR"], viewer.layers["10x registered HR"]
+    assert grid.data.shape == (4 * crop.data.shape[0], 4 * crop.data.shape[1])
+    y0, x0 = grid.metadata["microdisk_sr_registration"]["lr_box"][:2]
+    np.testing.assert_array_equal(crop.data, lr[y0 : y0 + crop.data.shape[0], x0 : x0 + crop.data.shape[1]])
+    # HR grid pixel (i, j) lies at LR (y0 + (i + 0.5) / 4 - 0.5, ...) in the LR layer's world
+    for i, j in [(0, 0), (17, 42)]:
+        expected = lr_layer.data_to_world((y0 + (i + 0.5) / 4 - 0.5, x0 + (j + 0.5) / 4 - 0.5))
+        np.testing.assert_allclose(grid.data_to_world((i, j)), expected, atol=1e-9)
+    # and shows the HR pixel that the true fit puts there
+    i, j = 101, 77
+    x, y = truth.lr_to_hr() @ (x0 + (j + 0.5) / 4 - 0.5, y0 + (i + 0.5) / 4 - 0.5, 1.0)
+    assert abs(float(grid.data[i, j]) - float(hr[round(y), round(x)])) < 25
+    screenshot(viewer, tmp_path / "register.png")
+
+
+def test_a_pair_of_different_fields_is_refused_and_adds_no_layer(
+    make_napari_viewer, qtbot, magnified_pair, notes
+):
+    lr, _, _ = magnified_pair()
+    _, elsewhere, _ = magnified_pair(seed=8)
+    viewer = make_napari_viewer()
+    viewer.add_image(lr, name="4x")
+    viewer.add_image(elsewhere, name="10x")
+    widget = _open(viewer)
+    widget._scale.value = 2.5
+    _run(qtbot, widget)
+    assert widget._status.value.startswith("failed: ")
+    assert [layer.name for layer in viewer.layers] == ["4x", "10x"]
+    assert any(n.severity == NotificationSeverity.ERROR for n in notes)
+    assert widget._run.enabled
