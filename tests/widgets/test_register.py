@@ -4,6 +4,10 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity
 
+from napari_microdisk_sr._widgets._session import RunRef, session_for
+from napari_microdisk_sr._widgets.measure import _Reference
+from napari_microdisk_sr.core import models
+
 PLUGIN = "napari-microdisk-sr"
 WIDGET = "Register LR/HR"
 TIMEOUT_MS = 60_000
@@ -60,3 +64,44 @@ def test_a_pair_of_different_fields_is_refused_and_adds_no_layer(
     assert [layer.name for layer in viewer.layers] == ["4x", "10x"]
     assert any(n.severity == NotificationSeverity.ERROR for n in notes)
     assert widget._run.enabled
+
+
+def test_compare_and_measure_scores_the_registered_pair_and_a_run_against_its_own_parent(
+    make_napari_viewer, qtbot, magnified_pair, tiny_model, notes, tmp_path
+):
+    parent = models.load_model(tiny_model)
+    run_dir = tmp_path / "compact_run"
+    run_dir.mkdir()
+    record = {"name": parent.name, "source": parent.source, "sha256": parent.sha256}
+    info = {"name": "compact_run", "provenance": {"parent": record}}
+    run_model = models.save_model(parent.module, parent.spec, run_dir / "model.pth", info=info)
+    lr, hr, _ = magnified_pair()
+    viewer = make_napari_viewer()
+    viewer.add_image(lr, name="4x")
+    viewer.add_image(hr, name="10x")
+    register = _open(viewer)
+    _run(qtbot, register)
+    viewer.layers.remove("4x")
+    viewer.layers.remove("10x")
+    _, measure = viewer.window.add_plugin_dock_widget(PLUGIN, "Compare & measure")
+    measure._pretrained.value = []
+    measure._device.value = "cpu"
+    measure._output.value = tmp_path / "metrics"
+    session_for(viewer).add_run(RunRef("compact_run", run_model, run_dir))
+    measure._reference.value = _Reference.PAIR
+    assert (measure._lr_layer.value.name, measure._hr_layer.value.name) == (
+        "4x registered LR",
+        "10x registered HR",
+    )
+    measure._measure_button.native.click()
+    qtbot.waitUntil(lambda: not measure._jobs.running, timeout=TIMEOUT_MS)
+    assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    table = measure._table
+    rows = {
+        table.item(r, 1).text(): table.item(r, 6).text()
+        for r in range(table.rowCount())
+        if table.item(r, 0).text() != "mean"
+    }
+    assert set(rows) == {"bicubic", "compact_run", "tiny (parent)"}
+    assert rows["compact_run"] == "+0.00"  # the same weights as its parent: no gain over it
+    assert rows["tiny (parent)"] == ""  # x4plus, its own reference, was not measured

@@ -46,13 +46,14 @@ from ._session import session_for
 if TYPE_CHECKING:
     import napari
 
+_PRETRAINED = f"the pretrained model (a fine-tuned run's own parent, measured too; else {metrics.PRETRAINED})"
 _SCORES = (  # header, key of the result rows, format, tooltip
     ("PSNR", "psnr", "{:.2f}", "PSNR against the reference (dB)"),
     ("SSIM", "ssim", "{:.4f}", "structural similarity with the reference (-1 to 1)"),
     ("Δ bicubic", "gain_vs_bicubic_db", "{:+.2f}", "PSNR gain over bicubic (dB)"),
     ("%", "gain_vs_bicubic_pct", "{:+.1f}", "PSNR gain over bicubic (% of its PSNR)"),
-    ("Δ pretrained", "gain_vs_pretrained_db", "{:+.2f}", f"PSNR gain over {metrics.PRETRAINED} (dB)"),
-    ("%", "gain_vs_pretrained_pct", "{:+.1f}", f"PSNR gain over {metrics.PRETRAINED} (% of its PSNR)"),
+    ("Δ pretrained", "gain_vs_pretrained_db", "{:+.2f}", f"PSNR gain over {_PRETRAINED} (dB)"),
+    ("%", "gain_vs_pretrained_pct", "{:+.1f}", f"PSNR gain over {_PRETRAINED} (% of its PSNR)"),
 )
 
 
@@ -214,7 +215,8 @@ class MeasureWidget(Container):
             raise InputError(
                 "choose at least one method to compare: bicubic, a pretrained model, a run or a file"
             )
-        return labels
+        parents = metrics.with_parents(list(labels))[len(labels) :]
+        return labels | {parent: f"{Path(parent).stem} (parent)" for parent in parents}
 
     def _references(self) -> _References:
         reference = self._reference.value
