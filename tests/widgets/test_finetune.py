@@ -11,10 +11,11 @@ from qtpy.QtCore import QTimer
 from napari_microdisk_sr._widgets import finetune
 from napari_microdisk_sr._widgets._controls import ModelChoice
 from napari_microdisk_sr._widgets._session import CropSetRef, session_for
-from napari_microdisk_sr.core.crops import crop_disks, write_crop_set
+from napari_microdisk_sr.core.crops import crop_disks, crop_pairs, read_crop_set, write_crop_set
 from napari_microdisk_sr.core.detect import disk_box
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, EventKind, TrainEvent
+from napari_microdisk_sr.core.train.checkpoint import crops_fingerprint
 
 PLUGIN = "napari-microdisk-sr"
 WIDGET = "Fine-tune"
@@ -262,7 +263,7 @@ def test_a_crops_folder_trains_and_its_run_goes_beside_it(
 def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
     make_napari_viewer, qtbot, notes, monkeypatch, crops, tmp_path
 ):
-    def out_of_memory(crops, config, run_dir, *, stop, resume):
+    def out_of_memory(crops, config, run_dir, *, stop, resume, lr_crops):
         yield TrainEvent(EventKind.STARTED, 0, config.epochs, 0, 10, message="starting")
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
@@ -279,3 +280,24 @@ def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
         assert widget._progress.native.text().startswith("failed at ")
     assert sum("CUDA out of memory" in message for message in _errors(notes)) == 2
     assert not session_for(viewer).runs
+
+
+def test_a_paired_crops_folder_trains_on_its_registered_lr_crops(
+    make_napari_viewer, qtbot, notes, tiny_model, scene, tmp_path
+):
+    folder = tmp_path / "paired_crops"
+    write_crop_set(crop_pairs(scene.hr, scene.lr, scene.disks_hr, source="field"), folder, stem="field")
+    paired = read_crop_set(folder)
+    widget = _open(make_napari_viewer())
+    widget._source.value = finetune._Source.FOLDER
+    widget._folder.value = folder
+    _tiny_settings(widget, tiny_model, None, epochs=1)
+
+    widget._start_button.native.click()
+    assert "paired crop set" in widget._status.value
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert not _errors(notes)
+    run_dir = tmp_path / "finetune_paired_crops"
+    crops = json.loads((run_dir / "model.json").read_text())["info"]["provenance"]["crops"]
+    assert crops["lr_files"] == [row["lr_file"] for row in paired.rows]
+    assert crops["sha256"] == crops_fingerprint(paired.images, paired.lr_images)  # trained on them
