@@ -7,11 +7,12 @@ import pytest
 
 from napari_microdisk_sr.cli import main
 from napari_microdisk_sr.core.io import PixelSize, read_csv, read_image, write_tiff
+from napari_microdisk_sr.core.sample import make_magnified_pair
 
 
 @pytest.fixture
-def pair_files(magnified_pair, tmp_path):
-    lr, hr, truth = magnified_pair()
+def pair_files(tmp_path):
+    lr, hr, truth = make_magnified_pair()
     lr_path = write_tiff(tmp_path / "field.tif", lr, pixel_size=PixelSize(1.625, 1.625, "um"))
     hr_path = write_tiff(tmp_path / "field10x.tif", hr, pixel_size=PixelSize(0.65, 0.65, "um"))
     return str(lr_path), str(hr_path), truth
@@ -35,8 +36,8 @@ def test_register_writes_the_pair_and_the_fit_and_evaluate_takes_the_pair(pair_f
     assert float(read_csv(table)[0]["psnr"]) > 20
 
 
-def test_a_scale_from_the_option_replaces_missing_pixel_sizes(magnified_pair, tmp_path, capsys):
-    lr, hr, _ = magnified_pair()
+def test_a_scale_from_the_option_replaces_missing_pixel_sizes(tmp_path, capsys):
+    lr, hr, _ = make_magnified_pair()
     lr_path, hr_path = write_tiff(tmp_path / "a.tif", lr), write_tiff(tmp_path / "b.tif", hr)
     argv = ["register", str(lr_path), str(hr_path), "--out", str(tmp_path / "out")]
     assert main(argv) == 2
@@ -46,9 +47,9 @@ def test_a_scale_from_the_option_replaces_missing_pixel_sizes(magnified_pair, tm
     assert read_image(tmp_path / "out" / "a_hr.tif").pixel_size is None
 
 
-def test_a_pair_of_different_fields_is_refused_and_nothing_written(magnified_pair, tmp_path, capsys):
-    lr, _, _ = magnified_pair()
-    _, elsewhere, _ = magnified_pair(seed=8)
+def test_a_pair_of_different_fields_is_refused_and_nothing_written(tmp_path, capsys):
+    lr, _, _ = make_magnified_pair()
+    _, elsewhere, _ = make_magnified_pair(seed=8)
     lr_path, hr_path = write_tiff(tmp_path / "a.tif", lr), write_tiff(tmp_path / "b.tif", elsewhere)
     argv = ["register", str(lr_path), str(hr_path), "--out", str(tmp_path / "out"), "--scale", "2.5"]
     assert main(argv) == 2

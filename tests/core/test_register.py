@@ -11,6 +11,7 @@ import tifffile
 from napari_microdisk_sr.core import register as reg
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.io import PixelSize, read_image, write_tiff
+from napari_microdisk_sr.core.sample import make_magnified_pair
 
 
 def _assert_recovered(found, truth):
@@ -24,8 +25,8 @@ def _assert_recovered(found, truth):
     [(2.5 * 1.015, 1.5, "uint8"), (2.5 * 0.985, -2.2, "uint16")],
     ids=["1.5 % over, +1.5 deg", "1.5 % under, -2.2 deg, 16-bit"],
 )
-def test_a_known_similarity_is_recovered_despite_gain_offset_and_noise(magnified_pair, scale, angle, dtype):
-    lr, hr, truth = magnified_pair(scale=scale, angle=angle, dtype=dtype)
+def test_a_known_similarity_is_recovered_despite_gain_offset_and_noise(scale, angle, dtype):
+    lr, hr, truth = make_magnified_pair(scale=scale, angle=angle, dtype=dtype)
     result = reg.register(lr, hr, scale=2.5)
     _assert_recovered(result.transform, truth)
     assert result.nominal_scale == 2.5
@@ -38,9 +39,9 @@ def test_a_known_similarity_is_recovered_despite_gain_offset_and_noise(magnified
     assert result.hr.dtype == result.lr.dtype == np.dtype(dtype)
 
 
-def test_the_hr_lies_on_the_x4_grid_of_the_lr_crop(magnified_pair):
+def test_the_hr_lies_on_the_x4_grid_of_the_lr_crop():
     """HR pixel (i, j) of the output has its centre at LR ((i + 0.5) / 4 - 0.5, ...) of the crop."""
-    lr, hr, truth = magnified_pair()
+    lr, hr, truth = make_magnified_pair()
     result = reg.register(lr, hr, scale=2.5)
     y0, x0 = result.lr_box[:2]
     offset = (1 - 1 / 4) / 2
@@ -56,8 +57,8 @@ def test_the_hr_lies_on_the_x4_grid_of_the_lr_crop(magnified_pair):
     assert error.mean() < 0.5 * shifted.mean()
 
 
-def test_every_plane_and_channel_is_resampled_with_the_fit_of_the_first(magnified_pair):
-    lr, hr, _ = magnified_pair()
+def test_every_plane_and_channel_is_resampled_with_the_fit_of_the_first():
+    lr, hr, _ = make_magnified_pair()
     gray = reg.register(lr, hr, scale=2.5)
     stack = reg.register(np.stack([lr, 255 - lr]), np.stack([hr, 255 - hr]), scale=2.5)
     assert stack.lr_box == gray.lr_box
@@ -69,15 +70,15 @@ def test_every_plane_and_channel_is_resampled_with_the_fit_of_the_first(magnifie
     assert np.abs(rgb.hr[..., 0].astype(int) - gray.hr).max() <= 1
 
 
-def test_a_pair_that_does_not_overlap_is_refused(magnified_pair):
-    lr, _, _ = magnified_pair()
-    _, elsewhere, _ = magnified_pair(seed=8)  # another field
+def test_a_pair_that_does_not_overlap_is_refused():
+    lr, _, _ = make_magnified_pair()
+    _, elsewhere, _ = make_magnified_pair(seed=8)  # another field
     with pytest.raises(InputError, match=r"not found|do not overlap|do not show the same field|fits poorly"):
         reg.register(lr, elsewhere, scale=2.5)
 
 
-def test_a_poor_fit_is_refused(magnified_pair):
-    lr, hr, _ = magnified_pair(noise=60.0)
+def test_a_poor_fit_is_refused():
+    lr, hr, _ = make_magnified_pair(noise=60 / 255)
     with pytest.raises(InputError, match="fits poorly"):
         reg.register(lr, hr, scale=2.5, min_ncc=0.9)
 
@@ -90,8 +91,8 @@ def test_the_nominal_scale_comes_from_the_pixel_sizes_or_is_asked_for():
         reg.nominal_scale(PixelSize(1.625, 1.625, "um"), PixelSize(0.65, 0.65, "mm"))
 
 
-def test_files_are_written_with_pixel_sizes_and_the_fit(magnified_pair, tmp_path):
-    lr, hr, truth = magnified_pair(dtype="uint16")
+def test_files_are_written_with_pixel_sizes_and_the_fit(tmp_path):
+    lr, hr, truth = make_magnified_pair(dtype="uint16")
     lr_path = write_tiff(tmp_path / "field.tif", lr, pixel_size=PixelSize(1.625, 1.625, "um"))
     hr_path = write_tiff(tmp_path / "field10x.tif", hr, pixel_size=PixelSize(0.65, 0.65, "um"))
     written = reg.register_files(lr_path, hr_path, tmp_path / "out")
@@ -116,9 +117,9 @@ def test_files_are_written_with_pixel_sizes_and_the_fit(magnified_pair, tmp_path
     assert tifffile.imread(written.lr).shape == lr_out.data.shape
 
 
-def test_a_refused_pair_writes_nothing(magnified_pair, tmp_path):
-    lr, _, _ = magnified_pair()
-    _, elsewhere, _ = magnified_pair(seed=8)
+def test_a_refused_pair_writes_nothing(tmp_path):
+    lr, _, _ = make_magnified_pair()
+    _, elsewhere, _ = make_magnified_pair(seed=8)
     lr_path, hr_path = write_tiff(tmp_path / "a.tif", lr), write_tiff(tmp_path / "b.tif", elsewhere)
     with pytest.raises(InputError):
         reg.register_files(lr_path, hr_path, tmp_path / "out", scale=2.5)

@@ -79,9 +79,9 @@ class Similarity:
 
     def hr_to_lr(self) -> np.ndarray:
         """The ``(2, 3)`` affine matrix from HR to LR positions in OpenCV's ``(x, y)`` order."""
-        theta = math.radians(self.rotation_deg)
-        c, s = math.cos(theta) / self.scale, math.sin(theta) / self.scale
-        return np.array([[c, -s, self.shift[1]], [s, c, self.shift[0]]])
+        return np.hstack(
+            [rotation_matrix(self.rotation_deg) / self.scale, [[self.shift[1]], [self.shift[0]]]]
+        )
 
     def lr_to_hr(self) -> np.ndarray:
         """The ``(2, 3)`` affine matrix from LR to HR positions in OpenCV's ``(x, y)`` order."""
@@ -360,7 +360,7 @@ def _coarse_fit(
             # template pixel u -> HR: its centre (tw-1)/2, (th-1)/2 on the HR's centre
             centre_t = np.array([(tw - 1) / 2, (th - 1) / 2])
             centre_h = np.array([(hr.shape[1] - 1) / 2, (hr.shape[0] - 1) / 2])
-            rot = _rotation(-angle) * s
+            rot = rotation_matrix(-angle) * s
             to_hr = np.hstack([rot, (centre_h - rot @ centre_t)[:, None]])
             template = cv2.warpAffine(hr_s, to_hr, (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
             score = cv2.matchTemplate(lr_s, template, cv2.TM_CCOEFF_NORMED)
@@ -369,13 +369,13 @@ def _coarse_fit(
                 dy, dx = _subpixel(score, py, px)
                 # template centre at LR (px + dx + centre_t) is HR centre_h
                 centre_l = np.array([px + dx, py + dy]) + centre_t
-                to_lr = _rotation(angle) / s
+                to_lr = rotation_matrix(angle) / s
                 shift = centre_l - to_lr @ centre_h
                 best = (peak, Similarity(s, angle, (float(shift[1]), float(shift[0]))))
     return best[1], float(best[0])
 
 
-def _rotation(angle_deg: float) -> np.ndarray:
+def rotation_matrix(angle_deg: float) -> np.ndarray:
     """The ``(x, y)`` rotation matrix of ``angle_deg`` (from x towards y)."""
     theta = math.radians(angle_deg)
     return np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
@@ -407,9 +407,9 @@ def _refine(lr: np.ndarray, hr: np.ndarray, start: Similarity) -> Similarity:
 
     def moved(p: np.ndarray) -> Similarity:  # p: scale change in %, rotation in degrees, shift in LR pixels
         return Similarity(
-            start.scale * math.exp(p[0] / 100),
-            start.rotation_deg + p[1],
-            (start.shift[0] + p[2], start.shift[1] + p[3]),
+            float(start.scale * math.exp(p[0] / 100)),
+            float(start.rotation_deg + p[1]),
+            (float(start.shift[0] + p[2]), float(start.shift[1] + p[3])),
         )
 
     def cost(p: np.ndarray) -> float:

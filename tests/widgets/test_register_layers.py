@@ -7,6 +7,7 @@ from napari.utils.notifications import NotificationSeverity
 from napari_microdisk_sr._widgets._session import RunRef, session_for
 from napari_microdisk_sr._widgets.measure import _Reference
 from napari_microdisk_sr.core import models
+from napari_microdisk_sr.core.sample import make_magnified_pair
 
 PLUGIN = "napari-microdisk-sr"
 WIDGET = "Register LR/HR"
@@ -23,9 +24,9 @@ def _run(qtbot, widget):
 
 
 def test_registering_two_layers_adds_the_pair_aligned_in_world_coordinates(
-    make_napari_viewer, qtbot, magnified_pair, screenshot, tmp_path
+    make_napari_viewer, qtbot, screenshot, tmp_path
 ):
-    lr, hr, truth = magnified_pair()
+    lr, hr, truth = make_magnified_pair()
     viewer = make_napari_viewer()
     lr_layer = viewer.add_image(lr, name="4x", scale=(1.625, 1.625), translate=(10.0, -5.0))
     viewer.add_image(hr, name="10x", scale=(0.65, 0.65))
@@ -49,11 +50,9 @@ def test_registering_two_layers_adds_the_pair_aligned_in_world_coordinates(
     screenshot(viewer, tmp_path / "register.png")
 
 
-def test_a_pair_of_different_fields_is_refused_and_adds_no_layer(
-    make_napari_viewer, qtbot, magnified_pair, notes
-):
-    lr, _, _ = magnified_pair()
-    _, elsewhere, _ = magnified_pair(seed=8)
+def test_a_pair_of_different_fields_is_refused_and_adds_no_layer(make_napari_viewer, qtbot, notes):
+    lr, _, _ = make_magnified_pair()
+    _, elsewhere, _ = make_magnified_pair(seed=8)
     viewer = make_napari_viewer()
     viewer.add_image(lr, name="4x")
     viewer.add_image(elsewhere, name="10x")
@@ -67,7 +66,7 @@ def test_a_pair_of_different_fields_is_refused_and_adds_no_layer(
 
 
 def test_compare_and_measure_scores_the_registered_pair_and_a_run_against_its_own_parent(
-    make_napari_viewer, qtbot, magnified_pair, tiny_model, notes, tmp_path
+    make_napari_viewer, qtbot, tiny_model, notes, tmp_path
 ):
     parent = models.load_model(tiny_model)
     run_dir = tmp_path / "compact_run"
@@ -75,7 +74,7 @@ def test_compare_and_measure_scores_the_registered_pair_and_a_run_against_its_ow
     record = {"name": parent.name, "source": parent.source, "sha256": parent.sha256}
     info = {"name": "compact_run", "provenance": {"parent": record}}
     run_model = models.save_model(parent.module, parent.spec, run_dir / "model.pth", info=info)
-    lr, hr, _ = magnified_pair()
+    lr, hr, _ = make_magnified_pair()
     viewer = make_napari_viewer()
     viewer.add_image(lr, name="4x")
     viewer.add_image(hr, name="10x")
