@@ -106,7 +106,8 @@ class Registration:
         The overlap in the LR's pixels.
     ncc : float
         Normalised cross-correlation of ``lr`` with ``hr`` binned back to the LR's pixels (first plane,
-        gray): 1 is a perfect fit.
+        gray; both smoothed by a Gaussian of one LR pixel, so that noise weighs less than misfit): 1 is a
+        perfect fit.
     """
 
     lr: np.ndarray
@@ -226,7 +227,8 @@ def register(
         )
     box = _overlap(transform, hr_gray.shape, lr_gray.shape)
     hr_grid = _resample(hr_gray, transform, box)
-    ncc = _ncc(lr_gray[box[0] : box[2], box[1] : box[3]], _bin(hr_grid, GRID))
+    lr_crop_gray = lr_gray[box[0] : box[2], box[1] : box[3]]
+    ncc = _ncc(_smooth(lr_crop_gray, _SMOOTH_LR), _smooth(_bin(hr_grid, GRID).astype(np.float32), _SMOOTH_LR))
     log.info("registration: %s, box %s, NCC %.4f (coarse %.3f)", transform, box, ncc, coarse_ncc)
     if not ncc >= min_ncc:
         raise InputError(
