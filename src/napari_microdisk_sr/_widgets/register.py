@@ -8,8 +8,7 @@ line.
 """
 
 from collections.abc import Generator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
@@ -25,18 +24,6 @@ from ._layers import layer_choices
 
 if TYPE_CHECKING:
     import napari
-
-
-@dataclass(frozen=True, eq=False)
-class _Layer:
-    """What the job and the outputs need of a layer, read on the main thread."""
-
-    name: str
-    data: np.ndarray
-    rgb: bool
-    scale: tuple[float, ...]
-    translate: tuple[float, ...]
-    units: tuple[Any, ...]
 
 
 class RegisterWidget(Container):
@@ -93,34 +80,22 @@ class RegisterWidget(Container):
         if not np.isclose(ratio, 1.0):
             self._scale.value = ratio
 
-    def _read(self, layer: "Image | None", what: str) -> _Layer:
-        if layer is None:
-            raise InputError(f"choose the {what} layer")
-        if layer.multiscale:
-            raise InputError(f"{layer.name!r} is a pyramid; register single-resolution layers")
-        return _Layer(
-            layer.name,
-            np.asarray(layer.data),
-            layer.rgb,
-            tuple(layer.scale),
-            tuple(layer.translate),
-            tuple(layer.units),
-        )
-
     def _start(self) -> None:
+        lr, hr = self._lr.value, self._hr.value
         try:
-            if self._lr.value is self._hr.value:
+            if lr is hr:
                 raise InputError("choose two different layers: the low- and the high-magnification one")
-            lr, hr = (
-                self._read(self._lr.value, "low-resolution"),
-                self._read(self._hr.value, "high-resolution"),
-            )
+            for layer, what in ((lr, "low-resolution"), (hr, "high-resolution")):
+                if layer is None:
+                    raise InputError(f"choose the {what} layer")
+                if layer.multiscale:
+                    raise InputError(f"{layer.name!r} is a pyramid; register single-resolution layers")
         except MicrodiskSRError as exc:
             refuse(self._status, str(exc))
             return
-        scale, min_ncc = self._scale.value, self._min_ncc.value
+        job_args = (np.asarray(lr.data), np.asarray(hr.data), lr.rgb, self._scale.value, self._min_ncc.value)
         started = self._jobs.start(
-            lambda _stop: _registering(lr, hr, scale, min_ncc),
+            lambda _stop: _registering(*job_args),
             on_event=lambda message: setattr(self._status, "value", message),
             on_finished=lambda result: self._add_pair(lr, hr, result),
             on_failed=self._on_failed,
@@ -128,13 +103,14 @@ class RegisterWidget(Container):
         if started:
             self._run.enabled = False
 
-    def _add_pair(self, lr: _Layer, hr: _Layer, result: Registration) -> None:
+    def _add_pair(self, lr: Image, hr: Image, result: Registration) -> None:
+        """Add the LR crop and the registered HR, placed in ``lr``'s world coordinates."""
         self._run.enabled = True
         y0, x0, y1, x1 = result.lr_box
         translate = list(lr.translate)
         translate[-2] += y0 * lr.scale[-2]
         translate[-1] += x0 * lr.scale[-1]
-        common = {"rgb": lr.rgb, "units": lr.units}
+        common = {"rgb": lr.rgb, "units": tuple(lr.units)}
         self._viewer.add_image(
             result.lr, name=f"{lr.name} registered LR", scale=lr.scale, translate=translate, **common
         )
@@ -160,7 +136,9 @@ class RegisterWidget(Container):
         self._status.value = f"failed: {message}"
 
 
-def _registering(lr: _Layer, hr: _Layer, scale: float, min_ncc: float) -> Generator[str, None, Registration]:
+def _registering(
+    lr: np.ndarray, hr: np.ndarray, rgb: bool, scale: float, min_ncc: float
+) -> Generator[str, None, Registration]:
     """The job: one status line, then the registration."""
-    yield f"registering {hr.name!r} onto {lr.name!r} (nominal scale {scale:g})..."
-    return register(lr.data, hr.data, scale=scale, min_ncc=min_ncc, rgb=lr.rgb)
+    yield f"registering (nominal scale {scale:g})..."
+    return register(lr, hr, scale=scale, min_ncc=min_ncc, rgb=rgb)
