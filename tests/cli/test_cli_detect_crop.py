@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from skimage import data
 
 from napari_microdisk_sr.cli import main
 from napari_microdisk_sr.core.crops import CSV_NAME, read_crop_set
@@ -84,7 +85,14 @@ def test_detect_refuses_bad_input_with_a_message(images, capsys, argv, message):
 
 
 @pytest.mark.parametrize(
-    "option", [["--min-radius", "1"], ["--max-radius", "x"], ["--sensitivity", "2"], ["--sensitivity", "nan"]]
+    "option",
+    [
+        ["--min-radius", "1"],
+        ["--max-radius", "x"],
+        ["--sensitivity", "2"],
+        ["--sensitivity", "nan"],
+        ["--polarity", "light"],
+    ],
 )
 def test_detect_refuses_bad_options_as_usage_errors(images, capsys, option):
     folder, _ = images
@@ -92,6 +100,22 @@ def test_detect_refuses_bad_options_as_usage_errors(images, capsys, option):
         main(["detect", str(folder / "gray.tif"), *option])
     assert exit_info.value.code == 2
     assert option[0] in capsys.readouterr().err
+
+
+def test_polarity_chooses_dark_bright_or_either_disks(tmp_path, capsys):
+    coins = tmp_path / "coins.tif"  # bright coins on a dark ground
+    write_tiff(coins, data.coins())
+    found = {}
+    for polarity in ("either", "bright"):
+        assert main(["detect", str(coins), "--polarity", polarity]) == 0
+        found[polarity] = capsys.readouterr().out.splitlines()[1:]
+    assert found["either"] == found["bright"]
+    assert len(found["either"]) >= 20
+    assert main(["detect", str(coins), "--polarity", "dark", "--min-radius", "15"]) == 2
+    assert "(--polarity dark)" in capsys.readouterr().err
+    out = tmp_path / "crops"
+    assert main(["crop", str(coins), "--out", str(out), "--polarity", "bright"]) == 0
+    assert len(read_crop_set(out).images) >= 15  # coins cut by the border are left out
 
 
 def test_crop_writes_one_crop_set_for_all_images(images, tmp_path, capsys):

@@ -66,7 +66,7 @@ def test_evaluate_degrades_hr_images_without_lr_and_writes_beside_them_by_defaul
     assert main(["evaluate", files["hr1"], "--degradation", "realistic", "--methods", "bicubic"]) == 0
     out = Path(files["hr1"]).parent / "field1_hr_microdisk_sr" / "metrics.csv"
     assert json.loads(out.with_suffix(".json").read_text())["degradation"] == "realistic"
-    assert len(read_csv(out)) == 2
+    assert [row["image"] for row in read_csv(out)] == ["field1_hr"]  # no mean row repeating it
     assert str(out) in capsys.readouterr().out
 
 
@@ -75,6 +75,11 @@ def test_evaluate_degrades_hr_images_without_lr_and_writes_beside_them_by_defaul
     [
         (["--lr", "LR1", "LR2"], "1 HR image(s) but 2 --lr image(s)"),
         (["--methods", "bicubic,no-such-model"], "unknown method 'no-such-model'"),
+        (
+            ["--methods", ""],
+            "--methods '' names no method; give them comma-separated, e.g. --methods bicubic,",
+        ),
+        (["--methods", " , "], "give them comma-separated, e.g. --methods bicubic,realesrgan-x4plus"),
         (["--methods", "bicubic,missing/model.pth"], "model file missing/model.pth does not exist"),
         (["--lr", "MISSING"], "does not exist"),
         (["--bit-depth", "12"], "HR image field1_hr: a uint8 image holds at most 8 bits, not 12"),

@@ -93,8 +93,18 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(files, tmp_path, capsys, monke
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--batch", "9"], "batch_size 9 is larger than the 8 pairs of an epoch"),
-        (["--patch", "48", "--small-crops", "refuse"], "smaller than the 48 px patch"),
+        (
+            ["--batch", "9"],
+            "--batch 9 is larger than the 8 pairs of an epoch; lower the batch size or raise "
+            "--pairs-per-epoch",
+        ),
+        (
+            ["--patch", "48", "--small-crops", "refuse"],
+            "6 of the 6 HR crop(s) smaller than the 48 px patch: "
+            "0 (40x40), 1 (40x40), 2 (40x40), 3 (40x40), 4 (40x40) and 1 more; use a smaller patch, "
+            "larger crop margins, or --small-crops pad",
+        ),
+        (["--val-fraction", "0", "--early-stop"], "set --val-fraction > 0 or leave out --early-stop"),
         (["--patch", "18"], "multiple of the scale 4"),
         (["--lr", "0"], "lr must be a positive number"),
         (["--early-stop", "--val-fraction", "0"], "early stopping needs a validation set"),
@@ -108,6 +118,19 @@ def test_finetune_errors_say_how_to_fix(files, tmp_path, capsys, options, messag
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert message in err
+    assert not (tmp_path / "run").exists()  # a refused run leaves no folder behind
+
+
+def test_a_resume_removes_what_a_killed_checkpoint_write_left(files, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_argv(files, out, "--epochs", "1")) == 0
+    stray = out / ".checkpoint.k1ll3d.tmp.pth"  # the hidden temporary of a write killed with SIGKILL
+    stray.write_bytes(b"half a checkpoint")
+    foreign = out / ".notes.tmp.pth"
+    foreign.write_bytes(b"not ours")
+    assert main(_argv(files, out, "--resume")) == 0
+    assert not stray.exists()
+    assert foreign.exists()
 
 
 def test_missing_or_empty_crop_folder(files, tmp_path, capsys):

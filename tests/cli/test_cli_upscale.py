@@ -112,6 +112,52 @@ def test_existing_outputs_get_numbered_never_overwritten(model_file, tmp_path):
     assert files_under(out_dir) == ["a_x4-1.tif", "a_x4-2.tif", "a_x4.tif"]
 
 
+def test_processes_writing_into_one_folder_at_once_each_keep_their_result(model_file, tmp_path, run_at_once):
+    """Four ``upscale`` processes started together, each upscaling one input into one folder five times in a
+    row: twenty results under twenty names, every process told the name its result got."""
+    src = write_tiff(tmp_path / "img.tif", gray((96, 96)))
+    out_dir = tmp_path / "results"
+    argv = ["upscale", src, "--out", out_dir, "--model", model_file, "--device", "cpu"]
+    body = "sys.exit(max(main(sys.argv[3:]) for _ in range(5)))"
+    runs = run_at_once("from napari_microdisk_sr.cli import main", body, [argv] * 4)
+    assert [run.returncode for run in runs] == [0] * 4, [run.stderr for run in runs]
+    names = ["img_x4.tif", *(f"img_x4-{n}.tif" for n in range(1, 20))]
+    assert files_under(out_dir) == sorted(names)  # no temporary file left either
+    reported = [
+        line.split(" -> ")[1].split(" (")[0] for run in runs for line in run.stdout.splitlines()[1::2]
+    ]
+    assert sorted(reported) == sorted(str(out_dir / name) for name in names)  # each its own name
+    expected = upscale_array(gray((96, 96)), models.load_model(model_file), device="cpu")
+    for name in names:
+        np.testing.assert_array_equal(read_image(out_dir / name).data, expected)
+
+
+def test_a_4d_stack_is_written_with_its_axes_and_reopens_as_it_went_in(model_file, tmp_path, capsys):
+    stack = gray((2, 2, 16, 16))
+    src = write_tiff(tmp_path / "tz.tif", stack, pixel_size=PixelSize(0.5, 0.5, "um"))
+    assert read_image(src).data.shape == (2, 2, 16, 16)
+    assert cli(src, "--out", tmp_path / "out", model=model_file) == 0
+    assert "(2x2x16x16) -> " in capsys.readouterr().out
+    back = read_image(tmp_path / "out" / "tz_x4.tif")
+    np.testing.assert_array_equal(
+        back.data, upscale_array(stack, models.load_model(model_file), device="cpu")
+    )
+    assert back.data.shape == (2, 2, 64, 64)
+    assert back.pixel_size == PixelSize(0.125, 0.125, "um")
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_wide_signed_integers_come_back_within_their_values(model_file, tmp_path, dtype):
+    image = gray((16, 16), dtype) % 100  # values 0..99: once written back as millions
+    src = write_tiff(tmp_path / "deep.tif", image)
+    assert cli(src, "--out", tmp_path / "out", model=model_file) == 0
+    out = read_image(tmp_path / "out" / "deep_x4.tif").data
+    assert out.dtype == dtype
+    assert image.min() <= out.min() <= out.max() <= image.max()
+    as_float = upscale_array(image.astype(np.float32), models.load_model(model_file), device="cpu")
+    np.testing.assert_allclose(out, np.rint(as_float), rtol=0, atol=1)
+
+
 def test_several_inputs_rgb_png_rgba_and_a_stack(model_file, tmp_path, capsys):
     rng = np.random.default_rng(1)
     png = tmp_path / "rgb.png"
@@ -174,6 +220,8 @@ def test_inf_pixels_are_refused(model_file, tmp_path, capsys, no_compute):
         (np.zeros((6, 6), np.complex64), "complex"),
         (np.zeros((6, 6), bool), "boolean"),
         (np.zeros((2, 2, 2, 6, 6), np.uint8), "5 dimensions"),
+        (np.zeros((32, 32, 5), np.uint16), "ends in an axis of 5, which looks like colour channels"),
+        (np.zeros((32, 32, 2), np.uint8), "split the channels"),
     ],
 )
 def test_unusable_images_are_refused(model_file, tmp_path, capsys, no_compute, image, fragment):
@@ -222,3 +270,16 @@ def test_bad_options_are_refused(model_file, tmp_path, capsys, no_compute, optio
 def test_missing_input_is_refused(model_file, tmp_path, capsys, no_compute):
     assert_refused(capsys, cli(tmp_path / "nowhere.tif", model=model_file), "does not exist")
     assert files_under(tmp_path) == []
+
+
+def test_a_region_is_a_preview_of_the_same_window_of_the_whole_result(model_file, tmp_path, capsys):
+    image = gray((40, 36))
+    src = write_tiff(tmp_path / "field.tif", image, pixel_size=PixelSize(0.5, 0.5, "um"))
+    assert cli(src, "--region", "8:20,30:36", model=model_file) == 0
+    preview = read_image(tmp_path / "field_microdisk_sr" / "field_x4_8-20_30-36.tif")
+    whole = upscale_array(image, models.load_model(model_file), device="cpu")
+    np.testing.assert_array_equal(preview.data, whole[32:80, 120:144])
+    assert preview.pixel_size == PixelSize(0.125, 0.125, "um")
+    capsys.readouterr()
+    assert_refused(capsys, cli(src, "--region", "8:20,30:37", model=model_file), "reaches beyond the 40x36")
+    assert_refused(capsys, cli(src, "--region", "8-20", model=model_file), "a region is Y0:Y1,X0:X1")

@@ -137,6 +137,43 @@ def test_writing_again_appends_and_never_overwrites(tmp_path, image):
     assert crop_set.images[1].dtype == np.uint8
 
 
+def test_processes_adding_crops_to_one_set_at_once_lose_none(tmp_path, run_at_once):
+    """Four processes add three crops each to one folder at the same moment: twelve files, all listed."""
+    setup = "import numpy as np\nfrom napari_microdisk_sr.core.crops import Crop, write_crop_set"
+    body = (
+        "n = int(sys.argv[4])\n"
+        "crops = [Crop(np.full((6, 6), 10 * n + k, np.uint8), (0, k, 6, k + 6), source=f'p{n}.tif')\n"
+        "         for k in range(3)]\n"
+        "write_crop_set(crops, sys.argv[3], stem='field')"
+    )
+    runs = run_at_once(setup, body, [[tmp_path, n] for n in range(4)])
+    assert [run.returncode for run in runs] == [0] * 4, [run.stderr for run in runs]
+    crop_set = read_crop_set(tmp_path)
+    assert sorted(row["file"] for row in crop_set.rows) == [f"field_disk{n:03d}.tif" for n in range(1, 13)]
+    assert sorted(int(image[0, 0]) for image in crop_set.images) == sorted(
+        10 * n + k for n in range(4) for k in range(3)
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [CSV_NAME, *(r["file"] for r in crop_set.rows)]
+    )
+
+
+def test_a_crop_name_taken_while_writing_gets_the_next_number(tmp_path, image, monkeypatch):
+    taken = tmp_path / "a_disk001.tif"
+    real_write = tifffile.imwrite
+
+    def another_writer_first(path, *args, **kwargs):
+        if not taken.exists():
+            taken.write_bytes(b"another writer's crop")
+        real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", another_writer_first)
+    written = write_crop_set(crop_disks(image, [INSIDE], source="a.tif"), tmp_path, stem="a")
+    assert written == [tmp_path / "a_disk002.tif"]
+    assert [row["file"] for row in read_csv(tmp_path / CSV_NAME)] == ["a_disk002.tif"]
+    assert taken.read_bytes() == b"another writer's crop"
+
+
 def test_the_same_crops_are_not_added_twice(tmp_path, image, caplog):
     crops = crop_disks(image, [INSIDE, (0, 0, 10, 12)], source="field.tif")
     write_crop_set(crops, tmp_path, stem="field")

@@ -1,10 +1,13 @@
 """Microdisk detection: accuracy on synthetic scenes with known disks, options, validation, boxes."""
 
+import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
+from skimage import data, filters, measure, segmentation
 
-from napari_microdisk_sr.core.detect import Disk, detect_disks, disk_box, reaches_border
+from napari_microdisk_sr.core.detect import POLARITIES, Disk, detect_disks, disk_box, reaches_border
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.sample import make_scene
 
@@ -106,6 +109,69 @@ def test_sensitivity_trades_completeness_for_strictness():
     assert lenient >= 0.9 * len(scene.disks_lr)
 
 
+def _plain_disks(disks, *, bright, shape=(160, 200), seed=0):
+    """Uniform disks (no rim) brighter or darker than a uniform ground, blurred, with noise."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = np.full(shape, 40.0 if bright else 200.0)
+    for disk in disks:
+        inside = np.clip(disk.r + 0.5 - np.hypot(yy - disk.cy, xx - disk.cx), 0.0, 1.0)
+        image += (160.0 if bright else -160.0) * inside
+    image = cv2.GaussianBlur(image, (0, 0), 1.0)
+    return image + np.random.default_rng(seed).normal(0.0, 4.0, shape)
+
+
+_PLAIN = [Disk(40, 45, 12), Disk(45, 120, 15), Disk(110, 60, 18), Disk(115, 150, 10.5)]
+
+
+@pytest.mark.parametrize("bright", [True, False], ids=["bright disks", "dark disks"])
+def test_either_polarity_is_found_by_default_and_each_one_on_request(bright):
+    image = _plain_disks(_PLAIN, bright=bright)
+    found = detect_disks(image)
+    pairs = _match(_PLAIN, found)
+    assert len(pairs) == len(found) == len(_PLAIN)
+    for truth, disk in pairs:
+        assert (disk.cy, disk.cx, disk.r) == pytest.approx((truth.cy, truth.cx, truth.r), abs=0.2)
+    assert detect_disks(image, polarity="bright" if bright else "dark") == found
+    assert detect_disks(image, polarity="dark" if bright else "bright") == []
+
+
+def test_either_polarity_finds_microdisks_as_the_dark_search_does():
+    for background in ("light", "dark"):
+        scene = make_scene(seed=5, background=background)
+        assert detect_disks(scene.lr) == detect_disks(scene.lr, polarity="dark")
+        assert detect_disks(scene.lr, polarity="bright") == []
+
+
+def test_specks_far_smaller_than_the_disks_are_left_out_unless_a_minimum_radius_is_given():
+    specks = [Disk(20, 180, 4.0), Disk(140, 100, 4.0)]
+    image = _plain_disks(_PLAIN + specks, bright=True)
+    assert len(_match(_PLAIN, detect_disks(image))) == len(detect_disks(image)) == len(_PLAIN)
+    kept = detect_disks(image, radius_range=(3, None))
+    assert len(_match(specks, kept)) == len(specks)
+    assert len(kept) == len(_PLAIN) + len(specks)
+
+
+def _coins_truth():
+    """The 24 coins of scikit-image's photograph (centre, radius of the same area), by watershed."""
+    coins = data.coins()
+    markers = np.where(coins < 30, 1, 0) + np.where(coins > 150, 2, 0)
+    filled = ndimage.binary_fill_holes(segmentation.watershed(filters.sobel(coins), markers) == 2)
+    regions = [r for r in measure.regionprops(ndimage.label(filled)[0]) if r.area > 300]
+    return [Disk(*r.centroid, r.equivalent_diameter_area / 2) for r in regions]
+
+
+def test_the_coins_photograph_bright_coins_on_a_dark_ground():
+    truth = _coins_truth()
+    assert len(truth) == 24
+    found = detect_disks(data.coins())
+    pairs = _match(truth, found)
+    assert len(pairs) >= 22  # 23 at the time of writing (the inverted image alone found 22, and a speck)
+    assert len(found) - len(pairs) <= 1  # 0 at the time of writing
+    for coin, disk in pairs:
+        assert 15 <= disk.r <= 35
+        assert abs(disk.r - coin.r) <= 0.15 * coin.r
+
+
 @pytest.mark.parametrize(
     "make_image",
     [
@@ -155,6 +221,12 @@ def test_unusable_images_are_refused(image, message):
 def test_bad_options_are_refused(options, message):
     with pytest.raises(InputError, match=message):
         detect_disks(np.zeros((64, 64)), **options)
+
+
+def test_polarities_are_checked():
+    assert POLARITIES[0] == "either"  # the default
+    with pytest.raises(InputError, match="polarity must be one of either, dark, bright, not 'light'"):
+        detect_disks(np.zeros((64, 64)), polarity="light")
 
 
 def test_disk_validates_and_rescales():

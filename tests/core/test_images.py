@@ -96,6 +96,20 @@ def test_one_or_two_channels_last_are_refused_unless_declared_a_stack(shape):
     assert image_layout((5, 2, 2)) == ImageLayout((5,), 2, 2, 1)  # 2x2 planes: a stack
 
 
+@pytest.mark.parametrize("shape", [(32, 32, 5), (2, 32, 32, 6), (32, 32, 8), (9, 7, 2)])
+def test_a_narrow_last_axis_is_refused_as_channels_with_how_to_split_them(shape):
+    with pytest.raises(InputError, match=rf"ends in an axis of {shape[-1]},.*split the channels") as info:
+        image_layout(shape)
+    assert "channel_axis=-1" in str(info.value)
+    assert image_layout(shape, rgb=False) == ImageLayout(shape[:-2], shape[-2], shape[-1], 1)
+
+
+def test_a_last_axis_wider_than_channels_or_after_small_axes_is_a_stack():
+    assert image_layout((32, 32, 9)) == ImageLayout((32,), 32, 9, 1)
+    assert image_layout((3, 6, 5)) == ImageLayout((3,), 6, 5, 1)
+    assert image_layout((32, 8, 5)) == ImageLayout((32,), 8, 5, 1)
+
+
 @pytest.mark.parametrize("shape", [(5, 7), (5, 7, 2)])
 def test_rgb_true_needs_a_channel_axis(shape):
     with pytest.raises(InputError, match="not RGB"):
@@ -125,7 +139,7 @@ def test_dim_uint16_keeps_its_16_bit_range():
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64, np.uint64])
-def test_wide_integers_map_by_dtype_range_and_clip_without_overflow(dtype):
+def test_wide_integer_normalizations_clip_without_overflow(dtype):
     info = np.iinfo(dtype)
     norm = Normalization(np.dtype(dtype), float(info.min), float(info.max))
     back = norm.from_unit(np.array([-0.5, 0.0, 0.5, 1.0, 1.5]))
@@ -133,6 +147,21 @@ def test_wide_integers_map_by_dtype_range_and_clip_without_overflow(dtype):
     assert back[0] == back[1] == info.min
     assert back[3] == back[4] > info.max // 2  # clipped near the top, not wrapped around to the bottom
     assert int(back[3]) <= info.max
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64])
+def test_signed_and_wide_integers_map_by_their_own_range_and_come_back_within_it(dtype):
+    image = np.arange(100).reshape(10, 10).astype(dtype)
+    norm, _ = normalizations_for(image, image_layout(image.shape))
+    assert (norm.low, norm.high) == (0.0, 99.0)
+    unit = norm.to_unit(image)
+    assert (unit.min(), unit.max()) == (0.0, 1.0)
+    np.testing.assert_array_equal(norm.from_unit(unit), image)
+    assert norm.from_unit(np.array([-0.5, 1.5])).tolist() == [0, 99]  # clipped to the input's range
+
+
+def test_uint32_takes_a_bit_depth_like_uint16():
+    assert value_range(np.array([[0, 99]], np.uint32), bit_depth=12) == (0.0, 4095.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -302,7 +331,7 @@ def test_check_bit_depth_alone_checks_the_number():
         (16384, np.uint16, None),  # 15 bits: more than a quarter of the range, could be any 16-bit image
         (200, np.uint8, None),
         (4095, np.int16, None),
-        (4095, np.uint32, 12),
+        (4095, np.uint32, None),  # maps by its own range: a bit depth is no hint there
     ],
 )
 def test_likely_bit_depth_is_a_hint_for_sparse_wide_integers(peak, dtype, expected):

@@ -19,6 +19,7 @@ from napari_microdisk_sr.core.images import Normalization, resize_alpha
 from napari_microdisk_sr.core.infer import (
     _PREPARED,
     MIN_TILE,
+    Region,
     TileEvent,
     UpscaleConfig,
     _prepared,
@@ -181,7 +182,14 @@ def test_tiled_rrdbnet_x2_aligns_tiles_with_its_pixel_unshuffle():
 
 @pytest.mark.parametrize(
     ("dtype", "low", "high"),
-    [(np.uint8, 0, 255), (np.uint16, 0, 200), (np.int16, -300, 300), (np.float32, -2.5, 7.0)],
+    [
+        (np.uint8, 0, 255),
+        (np.uint16, 0, 200),
+        (np.int16, -300, 300),
+        (np.int32, 0, 99),
+        (np.uint64, 1000, 1099),
+        (np.float32, -2.5, 7.0),
+    ],
 )
 def test_values_come_back_in_the_input_dtype_and_range(dtype, low, high):
     """With an exact x4 'network' the output is the nearest-neighbour upscale itself: no range is guessed."""
@@ -189,6 +197,20 @@ def test_values_come_back_in_the_input_dtype_and_range(dtype, low, high):
     out, _ = run(image, Nearest(), scale=4, tile=4, tile_pad=1)
     assert out.dtype == dtype
     np.testing.assert_allclose(out, nearest_x4(image), rtol=0, atol=(high - low) * 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64])
+def test_signed_and_wide_integers_are_upscaled_like_floats_of_the_same_values(dtype):
+    """Values 0 to 99 map by their own range: the result stays within it and is the float32 result rounded,
+    not noise of millions (by an int32's full range every level would be within float32 rounding of 0.5)."""
+    image = np.random.default_rng(0).integers(0, 100, (12, 10)).astype(dtype)
+    image[0, :2] = 0, 99
+    out, _ = run(image, tiny_srvgg(), scale=4, tile=0)
+    as_float, _ = run(image.astype(np.float32), tiny_srvgg(), scale=4, tile=0)
+    assert out.dtype == dtype
+    assert 0 <= out.min() <= out.max() <= 99
+    assert np.ptp(as_float) > 10  # the network's output has contrast to compare
+    np.testing.assert_allclose(out, np.rint(as_float), rtol=0, atol=1)
 
 
 def test_constant_image_is_upscaled_to_the_same_constant():
@@ -601,3 +623,41 @@ def test_cuda_half_precision_is_close_and_falls_back_to_float32_on_overflow(capl
     assert "continuing in float32" in caplog.text
     assert np.isfinite(rescued).all()
     assert np.abs(rescued - full).max() <= 1e-2 * (image.max() - image.min())  # TF32 1x1 convolutions
+
+
+# --- regions (previews) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "region"),
+    [
+        ((40, 48), Region(10, 22, 15, 33)),  # inside
+        ((40, 48), Region(0, 9, 40, 48)),  # at two borders
+        ((40, 48, 3), Region(5, 40, 0, 17)),  # RGB
+        ((2, 30, 30), Region(3, 14, 20, 30)),  # a stack: every plane
+    ],
+)
+def test_a_region_equals_the_same_window_of_the_whole_result(shape, region):
+    image = rng_image(shape)
+    image[..., :4, :4] = 50.0  # far outside the region: the value range is the whole image's
+    net = tiny_srvgg()
+    whole = drive(upscale(image, net, scale=4, tile=16, tile_pad=SRVGG_RADIUS, device="cpu")).image
+    preview = drive(upscale(image, net, scale=4, tile=16, tile_pad=SRVGG_RADIUS, device="cpu", region=region))
+    window = (slice(region.y0 * 4, region.y1 * 4), slice(region.x0 * 4, region.x1 * 4))
+    rgb = len(shape) == 3 and shape[-1] == 3
+    expected = whole[(..., *window, slice(None))] if rgb else whole[(..., *window)]
+    assert preview.image.shape == expected.shape
+    # to float precision, as tiles of other sizes are (convolutions of other sizes round differently)
+    assert np.abs(preview.image - expected).max() <= 1e-5 * (image.max() - image.min())
+    assert preview.provenance["region"] == [region.y0, region.y1, region.x0, region.x1]
+
+
+def test_regions_are_checked():
+    assert Region.parse("0:128,64:192") == Region(0, 128, 64, 192)
+    for text in ("0:128", "a:b,c:d", "0:1:2,3:4"):
+        with pytest.raises(InputError, match="a region is Y0:Y1,X0:X1"):
+            Region.parse(text)
+    with pytest.raises(InputError, match="0 <= y0 < y1"):
+        Region(5, 5, 0, 4)
+    with pytest.raises(InputError, match="reaches beyond the 20x20 image"):
+        upscale(rng_image((20, 20)), tiny_srvgg(), scale=4, region=Region(0, 8, 10, 21))

@@ -1,3 +1,5 @@
+import errno
+import json
 import os
 import stat
 from pathlib import Path
@@ -33,6 +35,65 @@ def test_atomic_write_never_overwrites_and_cleans_up_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         io.atomic_write(tmp_path / "other.bin", broken)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_name_taken_while_writing_is_skipped_and_the_work_kept(tmp_path):
+    target = tmp_path / "img_x4.tif"
+
+    def another_process_takes_the_name(tmp: Path) -> None:
+        target.write_bytes(b"theirs")
+        tmp.write_bytes(b"ours")
+
+    written = io.atomic_write(target, another_process_takes_the_name, names=io.numbered_paths(target))
+    assert written == tmp_path / "img_x4-1.tif"
+    assert (target.read_bytes(), written.read_bytes()) == (b"theirs", b"ours")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img_x4-1.tif", "img_x4.tif"]  # no temporary
+    with pytest.raises(OutputError, match=r"img_x4\.tif exists and is not overwritten"):
+        io.atomic_write(target, another_process_takes_the_name)  # one name only: refused, not replaced
+    assert target.read_bytes() == b"theirs"
+
+
+def test_processes_writing_one_name_at_once_each_keep_their_file(tmp_path, run_at_once):
+    """Four processes write slowly to one name at the same moment: every file is kept, each under its own
+    name, and each process learns the name it got."""
+    target = tmp_path / "table.csv"
+    body = (
+        "path = io.atomic_write(sys.argv[3], lambda tmp: (time.sleep(0.3), tmp.write_text(sys.argv[4])), "
+        "names=io.numbered_paths(sys.argv[3]))\nprint(path)"
+    )
+    runs = run_at_once(
+        "from napari_microdisk_sr.core import io", body, [[target, f"from {i}"] for i in range(4)]
+    )
+    assert [run.returncode for run in runs] == [0] * 4, [run.stderr for run in runs]
+    names = sorted(["table.csv", "table-1.csv", "table-2.csv", "table-3.csv"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    got = {Path(run.stdout.strip()).read_text() for run in runs}
+    assert got == {f"from {i}" for i in range(4)}
+
+
+def test_without_hard_links_a_name_is_claimed_by_creating_it_exclusively(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(io.os, "link", no_links)
+    target = tmp_path / "out.bin"
+    first = io.write_bytes(target, b"one", names=io.numbered_paths(target))
+    second = io.write_bytes(target, b"two", names=io.numbered_paths(target))
+    assert (first, second) == (target, tmp_path / "out-1.bin")
+    assert (first.read_bytes(), second.read_bytes()) == (b"one", b"two")
+    assert stat.S_IMODE(second.stat().st_mode) == stat.S_IMODE(
+        io.write_bytes(tmp_path / "x", b"").stat().st_mode
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out-1.bin", "out.bin", "x"]
+
+
+def test_make_new_dir_claims_a_free_name(tmp_path):
+    assert io.make_new_dir(tmp_path / "a" / "run") == tmp_path / "a" / "run"
+    assert io.make_new_dir(tmp_path / "a" / "run") == tmp_path / "a" / "run-1"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["run", "run-1"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot create folder"):
+        io.make_new_dir(tmp_path / "file" / "run")
 
 
 def test_atomic_write_overwrite_replaces_owned_files(tmp_path):
@@ -90,6 +151,35 @@ def test_tiff_round_trip_keeps_data_and_pixel_size(tmp_path, shape, dtype):
     assert back.pixel_size.x == pytest.approx(0.65, rel=1e-6)
     assert back.pixel_size.unit == "um"
     assert back.pixel_size.scaled(1 / 4).y == pytest.approx(0.1625, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "axes"),
+    [
+        ((2, 2, 16, 16), np.uint16, "TZYX"),
+        ((3, 16, 16), np.float32, "ZYX"),
+        ((2, 16, 16, 3), np.uint8, "ZYXS"),
+        ((2, 2, 16, 16), np.int32, None),  # ImageJ holds no int32: tifffile's shape record instead
+        ((2, 16, 16, 3), np.uint16, None),
+        ((2, 2, 16, 16), np.float64, None),
+    ],
+)
+def test_stacks_reopen_with_their_shape_pixel_size_and_description(tmp_path, shape, dtype, axes):
+    data = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+    path = io.write_tiff(
+        tmp_path / "a.tif", data, pixel_size=io.PixelSize(0.25, 0.5, "um"), description={"model": "tiny"}
+    )
+    back = io.read_image(path)
+    np.testing.assert_array_equal(back.data, data)
+    assert back.pixel_size == io.PixelSize(0.25, 0.5, "um")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].shape == shape
+        assert tif.pages.first.tags["ResolutionUnit"].value == 3  # pixels per centimetre, as for planes
+        if axes is None:
+            assert json.loads(tif.pages.first.description) == {"model": "tiny"}
+        else:  # an ImageJ hyperstack: Fiji opens it with its axes, the description in its Info
+            assert tif.series[0].axes == axes
+            assert json.loads(tif.imagej_metadata["Info"]) == {"model": "tiny"}
 
 
 def test_a_single_channel_axis_is_read_as_a_gray_image(tmp_path):

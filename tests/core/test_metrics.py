@@ -163,6 +163,14 @@ def test_evaluate_scores_bicubic_and_a_model_on_given_lr_images(tiny_model):
     assert result.models[tiny_model]["sha256"] == loaded.sha256
 
 
+def test_mean_rows_come_last_and_only_for_more_than_one_image():
+    scenes = [make_scene(seed=seed, size=(16, 16)) for seed in (1, 2)]
+    one = drive(evaluate([scenes[0].hr], ["bicubic"], names=["a"], device="cpu"))
+    assert [(r["image"], r["method"]) for r in one.rows] == [("a", "bicubic")]  # no mean repeating it
+    two = drive(evaluate([s.hr for s in scenes], ["bicubic"], names=["a", "b"], device="cpu"))
+    assert [r["image"] for r in two.rows] == ["a", "b", "mean"]
+
+
 def test_a_float_pair_is_scored_on_one_value_range_and_mixed_dtypes_are_refused():
     scene = make_scene(seed=4, size=(24, 24))
     scores = {}
@@ -182,6 +190,23 @@ def test_a_float_pair_is_scored_on_one_value_range_and_mixed_dtypes_are_refused(
     assert scores["float"] == pytest.approx(scores["uint8"] + 20 * math.log10(span), abs=0.1)
     with pytest.raises(InputError, match="HR is uint8 but LR is float32; give both in one dtype"):
         drive(evaluate([scene.hr], ["bicubic"], lr_images=[scene.lr.astype(np.float32)], device="cpu"))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint32])
+def test_signed_and_wide_integer_pairs_are_scored_like_floats_of_the_same_values(dtype):
+    scene = make_scene(seed=4, size=(24, 24))
+    scores = {}
+    for kind in (dtype, np.float64):
+        hr, lr = scene.hr.astype(kind), scene.lr.astype(kind)
+        result = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", keep_outputs=True))
+        scores[kind] = result.rows[0]["psnr"], result.rows[0]["ssim"]
+        output = result.outputs["image1", "bicubic"]
+        assert output.dtype == kind
+        assert min(hr.min(), lr.min()) <= output.min() <= output.max() <= max(hr.max(), lr.max())
+    assert scores[dtype] == pytest.approx(scores[np.float64], abs=0.05)  # integers: outputs rounded
+    ref, img, _ = _pair(np.uint8)
+    assert psnr(ref.astype(dtype), img.astype(dtype)) == psnr(ref.astype(np.float64), img.astype(np.float64))
+    assert ssim(ref.astype(dtype), img.astype(dtype)) == ssim(ref.astype(np.float64), img.astype(np.float64))
 
 
 def test_a_bit_depth_scores_12_bit_data_against_its_own_range(tmp_path):
@@ -235,6 +260,24 @@ def test_identical_images_give_infinite_psnr_in_rows_csv_json_and_table(tmp_path
     payload = json.loads(result.to_json(tmp_path / "m.json").read_text())  # strict JSON: no Infinity
     assert payload["rows"][0]["psnr"] == "inf"
     assert "inf" in result.table().splitlines()[2]
+
+
+def test_a_table_is_saved_as_csv_and_json_under_one_free_name(tmp_path):
+    result = evaluate_all([np.full((48, 48), 50, np.uint8)], ["bicubic"])
+    (tmp_path / "m-1.json").write_text("{}")  # a lone JSON: its name is not taken for the CSV either
+    saved = [result.save(tmp_path / "m.csv") for _ in range(2)]
+    assert saved == [tmp_path / "m.csv", tmp_path / "m-2.csv"]
+    assert (
+        json.loads((tmp_path / "m-2.json").read_text())["rows"]
+        == json.loads((tmp_path / "m.json").read_text())["rows"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m-1.json",
+        "m-2.csv",
+        "m-2.json",
+        "m.csv",
+        "m.json",
+    ]
 
 
 def test_evaluate_stops_when_asked(tiny_model):

@@ -3,7 +3,13 @@
 import pytest
 
 from napari_microdisk_sr.core.errors import OutputError
-from napari_microdisk_sr.core.outputs import free_table_path, metrics_path_for, run_dir_for, safe_name
+from napari_microdisk_sr.core.outputs import (
+    free_table_path,
+    metrics_path_for,
+    run_dir_for,
+    safe_name,
+    unique_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +73,8 @@ def test_a_chosen_table_name_skips_names_whose_csv_or_json_exists(tmp_path):
     assert free_table_path(tmp_path / "scores.csv") == tmp_path / "scores.csv"
     (tmp_path / "scores.json").touch()
     assert free_table_path(tmp_path / "scores.csv") == tmp_path / "scores-1.csv"
+
+
+def test_unique_name_numbers_a_taken_name():
+    assert unique_name("run", set()) == "run"
+    assert unique_name("run", {"run", "run 2"}) == "run 3"

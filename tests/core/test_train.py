@@ -99,7 +99,7 @@ def test_defaults_are_the_study_recipe():
     assert (config.lr, config.betas, config.lr_step, config.lr_gamma) == (1e-4, (0.9, 0.999), 16, 0.5)
     assert (config.epochs, config.patch, config.pairs_per_epoch, config.batch_size) == (50, 128, 500, None)
     assert config.augment
-    assert config.degradation == "bicubic"
+    assert config.degradation == "realistic"  # not the study's bicubic pairs: see the module notes
     assert config.val_fraction == 0.1
     assert train.STUDY_LAYER_LRS == (1e-5, 1e-4, 1e-3)
 
@@ -468,3 +468,18 @@ def test_training_on_cuda(srvgg, tmp_path, amp):
     assert result.outcome is Outcome.FINISHED
     assert info["provenance"]["precision"] == (mixed if amp else "float32")
     assert result.history[-1]["val_l1"] < result.history[0]["val_l1"]
+
+
+def test_the_verdict_compares_the_saved_weights_with_the_pretrained_model(tmp_path):
+    def result(history, saved_epoch):
+        rows = tuple({"epoch": e, "val_psnr": p} for e, p in history)
+        return train.FineTuneResult(
+            Outcome.FINISHED, tmp_path, tmp_path / "m.pth", None, 2, 1, rows, "", saved_epoch
+        )
+
+    assert result([(0, 22.8), (1, 23.5), (2, 23.1)], 2).verdict() == (
+        "validation PSNR 22.80 -> 23.10 dB (+0.30 dB), pretrained -> fine-tuned (epoch 2)"
+    )
+    assert result([(0, 22.8), (1, 22.1)], 1).verdict().endswith(": no better than the pretrained model")
+    assert result([(0, None), (1, None)], 1).verdict() is None  # no validation set
+    assert result([(0, 22.8), (1, 23.5)], None).verdict() is None  # weights of no complete epoch

@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import random
 import socket
 import struct
 import time
@@ -153,6 +154,25 @@ def test_content_that_is_not_a_state_dict(tmp_path, payload, match):
     torch.save(payload, tmp_path / "w.pth")
     with pytest.raises(WeightsError, match=match):
         read_state_dict(tmp_path / "w.pth")
+
+
+@pytest.mark.parametrize("start", [b"\x80", b"\x80\x02", b"\x80\x04\x95"])
+def test_random_bytes_that_start_like_a_pickle_are_called_damaged_not_dangerous(tmp_path, start):
+    path = tmp_path / "w.pth"
+    path.write_bytes(start + random.Random(0).randbytes(5000))
+    with pytest.raises(WeightsError, match=r"w\.pth") as info:
+        read_state_dict(path)
+    assert "could run code" not in str(info.value)
+    assert "damaged" in str(info.value) or "not a PyTorch weights file" in str(info.value)
+
+
+def test_a_damaged_or_foreign_zip_is_named_as_such(tmp_path):
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"PK\x03\x04" + random.Random(0).randbytes(5000))
+    with pytest.raises(
+        WeightsError, match=r"w\.pth: a damaged or foreign zip archive, not a PyTorch weights"
+    ):
+        read_state_dict(path)
 
 
 def test_foreign_bytes_in_a_pth(tmp_path):

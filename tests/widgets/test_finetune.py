@@ -1,6 +1,7 @@
 """The Fine-tune dock widget in a real viewer: sources, run folders, live progress, stop/resume, failures."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from qtpy.QtCore import QTimer
 
 from napari_microdisk_sr._widgets import finetune
 from napari_microdisk_sr._widgets._controls import ModelChoice
+from napari_microdisk_sr._widgets._loss_plot import loss_range
 from napari_microdisk_sr._widgets._session import CropSetRef, session_for
 from napari_microdisk_sr.core.crops import crop_disks, crop_pairs, read_crop_set, write_crop_set
 from napari_microdisk_sr.core.detect import disk_box
@@ -72,7 +74,7 @@ def test_defaults_are_the_studys_and_the_crop_sets_follow_the_session(make_napar
         500,
     )
     assert widget._batch.value is None  # 4 on a GPU, 2 on the CPU
-    assert widget._degradation.value == "bicubic"
+    assert widget._degradation.value == "realistic"
     assert widget._device_info.value.startswith(("CPU", "CUDA", "Apple"))
     assert not widget._advanced_box.isExpanded()
     assert widget._weights.native.isHidden()  # shown only for the "file..." model
@@ -88,6 +90,18 @@ def test_defaults_are_the_studys_and_the_crop_sets_follow_the_session(make_napar
     assert widget._crop_set.choices == (session.crop_sets[-1],)
     session.add_crop_set(CropSetRef("more crops", crops))
     assert _open(viewer)._crop_set.value is session.crop_sets[-1]  # a widget opened later: the newest
+
+
+def test_a_cpu_gets_the_compact_model_and_a_budget_and_the_study_recipe_is_one_click_away(make_napari_viewer):
+    widget = _open(make_napari_viewer())  # this machine has no GPU
+    assert widget._model.value == "realesr-animevideov3"
+    assert (widget._budget_on.value, widget._budget.value) == (True, 15.0)
+    assert "compact model and a 15-min budget" in widget._status.value
+    widget._recipe_button.native.click()
+    assert widget._model.value == "realesrgan-x4plus"
+    assert (widget._epochs.value, widget._pairs.value, widget._patch.value) == (50, 500, 128)
+    assert (widget._degradation.value, widget._budget_on.value) == ("bicubic", False)
+    assert widget._config().model == "realesrgan-x4plus"
 
 
 def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
@@ -144,12 +158,18 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
     assert any("resuming with the run's own lr" in n.message for n in notes)
     qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
     assert len(_history(run_dir)) == epochs_done + 2
-    assert widget._status.value.startswith(f"trained {epochs_done + 1} epoch(s)")
+    assert widget._status.value.startswith("validation PSNR ")  # the verdict first
+    assert "pretrained -> fine-tuned" in widget._status.value
+    assert f"trained {epochs_done + 1} epoch(s)" in widget._status.value
+    assert any(n.message.startswith("fine-tuning finished: validation PSNR") for n in notes)
     assert widget._progress.native.text() == f"finished at epoch {epochs_done + 1}, step 16/16"
     assert [run.model_path for run in session.runs] == [run_dir / MODEL_FILE]
     assert widget._plot.val_points[-1][0] == epochs_done + 1
     assert not _errors(notes)
     _assert_idle(widget)
+    assert not widget._resume_button.enabled  # finished: nothing to resume ...
+    widget._epochs.value = epochs_done + 2
+    assert widget._resume_button.enabled  # ... until more epochs are asked for
 
     widget._advanced_box.expand(animate=False)
     screenshot(viewer, tmp_path / "finetune.png")
@@ -280,6 +300,15 @@ def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
         assert widget._progress.native.text().startswith("failed at ")
     assert sum("CUDA out of memory" in message for message in _errors(notes)) == 2
     assert not session_for(viewer).runs
+
+
+def test_the_loss_axis_is_logarithmic_and_not_set_by_training_spikes():
+    train = [0.05] * 50 + [5.0]  # one early spike, a hundred times the rest
+    low, high = loss_range(train, val=[0.04, 0.03], reference=0.06)
+    assert 10**low < 0.03
+    assert 0.06 < 10**high < 0.2
+    assert loss_range([], [], None) == (-1.0, 0.0)
+    assert loss_range([0.1], [], None)[0] < math.log10(0.1) < loss_range([0.1], [], None)[1]
 
 
 def test_a_paired_crops_folder_trains_on_its_registered_lr_crops(

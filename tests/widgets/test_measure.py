@@ -73,29 +73,36 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
     widget = _open(viewer)
     session_for(viewer).add_run(RunRef("finetune_disks", run_model, run_model.parent))
     assert widget._runs.value == [str(run_model)]  # a new run is chosen as it arrives
+    assert _open(viewer)._runs.value == [str(run_model)]  # and by a widget opened after it
     widget._reference.value = measure._Reference.PAIR
     assert widget._hr_layers.native.isHidden()
     assert widget._degradation.native.isHidden()
     assert (widget._lr_layer.value, widget._hr_layer.value) == (lr, hr)  # the small and the large layer
-    widget._files.value = (other_model,)
+    widget._runs.value = []
+    widget._files.value = (run_model, other_model)  # a run's model.pth is named by its folder
     widget._bit_depth.value = 8  # uint8 data, all 8 bits: the same scores, and recorded
 
     _run(qtbot, widget)
     assert not _errors(notes)
     rows = _table(widget)
-    assert [row[:2] for row in rows] == [
+    assert [row[:2] for row in rows] == [  # one image: no mean rows repeating its rows
         ["truth", "bicubic"],
         ["truth", "finetune_disks"],
         ["truth", "other"],
-        ["mean", "bicubic"],
-        ["mean", "finetune_disks"],
-        ["mean", "other"],
     ]
     assert rows[0][4] == "+0.00"  # bicubic's gain over itself
-    assert rows[0][6] == ""  # no pretrained model measured: no gain over it
+    assert rows[0][6] == ""  # no pretrained model measured: no gain over it, and the cell says why
+    assert "choose realesrgan-x4plus under Pretrained" in widget._table.item(0, 6).toolTip()
+    table = widget._table  # at the dock's width every column can be scrolled into view
+    qtbot.wait(50)
+    area = widget.native.layout().itemAt(0).widget()
+    assert table.width() <= area.viewport().width()
+    header = table.horizontalHeader()
+    assert header.length() <= table.viewport().width() + table.horizontalScrollBar().maximum()
+    assert all(header.sectionSize(c) > 0 for c in range(table.columnCount()))
     with (tmp_path / "truth_microdisk_sr" / "metrics.csv").open() as fh:
         saved = list(csv.DictReader(fh))
-    assert [row["method"] for row in saved[:3]] == ["bicubic", str(run_model), str(other_model)]
+    assert [row["method"] for row in saved] == ["bicubic", str(run_model), str(other_model)]
     assert float(saved[0]["psnr"]) == pytest.approx(float(rows[0][2]), abs=0.005)
     assert json.loads((tmp_path / "truth_microdisk_sr" / "metrics.json").read_text())["bit_depth"] == 8
 
@@ -116,10 +123,10 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
     screenshot(viewer, tmp_path / "measure.png")
 
 
-def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them(
-    make_napari_viewer, qtbot, notes, scene, tmp_path
+def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them_on_one_scale(
+    make_napari_viewer, qtbot, notes, screenshot, models, scene, tmp_path
 ):
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     source = viewer.add_image(scene.hr, name="field", scale=(0.5, 0.5), translate=(3.0, -2.0))
     boxes = [(20, 24, 76, 80), (90, 100, 150, 160)]
     crops = crop_disks(scene.hr, boxes, source="field")
@@ -132,6 +139,7 @@ def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them(
     widget._reference.value = measure._Reference.CROP_SET
     assert widget._crop_set.value.name == "field crops"
     widget._error_maps.value = True
+    widget._files.value = (models[1],)  # a random model: far larger errors than bicubic's
 
     _run(qtbot, widget)
     assert not _errors(notes)
@@ -140,15 +148,39 @@ def test_a_crop_set_rows_centre_on_their_crops_and_error_maps_overlay_them(
     widget._table.selectRow(second)
     np.testing.assert_allclose(viewer.camera.center[-2:], source.data_to_world((119.5, 129.5)))
 
-    error = viewer.layers["error field crops:002 (bicubic)"]
+    error = viewer.layers["error % field crops:002 (bicubic)"]
     np.testing.assert_allclose(error.scale, source.scale)
     np.testing.assert_allclose(error.data_to_world((0, 0)), source.data_to_world((90, 100)))
     assert error.data.shape == (60, 60)
+    maps = [layer for layer in viewer.layers if layer.name.startswith("error % ")]
+    assert len(maps) == 4  # two crops, two methods
+    top = max(float(layer.data.max()) for layer in maps)
+    assert 0 < top <= 100  # percent of the data range
+    assert all(tuple(layer.contrast_limits) == pytest.approx((0.0, top)) for layer in maps)  # one scale
+    assert float(error.data.max()) < top / 2  # so bicubic's smaller errors look darker than the model's
+    assert maps[-1].colorbar.visible
+    assert f"one colour scale 0-{top:.3g}" in widget._status.value
+    screenshot(viewer, tmp_path / "measure_error_maps.png")
 
     n_layers = len(viewer.layers)
     _run(qtbot, widget)  # measuring again replaces its error maps, instead of piling up "[1]" copies
     assert len(viewer.layers) == n_layers
-    assert "error field crops:002 (bicubic) [1]" not in viewer.layers
+    assert "error % field crops:002 (bicubic) [1]" not in viewer.layers
+
+
+def test_the_pair_is_two_layers_in_a_x4_relation_and_never_an_output_of_the_plugin(make_napari_viewer, scene):
+    viewer = make_napari_viewer()
+    hr = viewer.add_image(scene.hr, name="truth")
+    lr = viewer.add_image(scene.lr, name="field")
+    viewer.add_image(np.zeros((50, 50), np.uint8), name="unrelated")
+    viewer.add_image(  # the largest layer: a super-resolved output, as in a real session
+        np.zeros((4 * scene.hr.shape[0], 4 * scene.hr.shape[1]), np.uint8),
+        name="truth_x4 (realesrgan-x4plus)",
+        metadata={"microdisk_sr": {}},
+    )
+    widget = _open(viewer)
+    widget._reference.value = measure._Reference.PAIR
+    assert (widget._lr_layer.value, widget._hr_layer.value) == (lr, hr)
 
 
 def test_rows_of_a_crop_set_kept_in_memory_centre_on_their_crops(make_napari_viewer, qtbot, notes, scene):

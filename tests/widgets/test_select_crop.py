@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import tifffile
 from napari.utils.notifications import NotificationSeverity
+from qtpy.QtCore import Qt
+from skimage import data
 
 from napari_microdisk_sr._widgets._session import session_for
 from napari_microdisk_sr.core.crops import read_crop_set
@@ -66,9 +68,20 @@ def test_detected_disks_are_editable_shapes_over_the_image_in_world_coordinates(
         np.testing.assert_allclose(nearest[:2], centre, atol=0.5 * 0.5)  # within half a pixel
         assert nearest[2] == pytest.approx(disk.r * 0.5, abs=0.5 * 0.5)
     assert f"{len(found)} disks in 'field'" in widget._status.value
-    radii = [d.r for d in scene.disks_lr]  # the range is filled in from the disks found, for editing
+    boxes = (widget._min_radius, widget._max_radius)
+    assert [box.native.text() for box in boxes] == ["auto", "auto"]  # greyed out, no unused number shown
+    assert not any(box.enabled for box in boxes)
+    widget._auto_radius.value = False  # the range is filled in from the disks found, for editing
+    radii = [d.r for d in scene.disks_lr]
     assert 0.6 * min(radii) <= widget._min_radius.value <= min(radii)
     assert max(radii) <= widget._max_radius.value <= 1.4 * max(radii)
+    assert all(box.enabled and box.native.text() != "auto" for box in boxes)
+    widget._min_radius.value = 4.0  # the user's own range is given back after an automatic detection
+    widget._auto_radius.value = True
+    assert [box.native.text() for box in boxes] == ["auto", "auto"]
+    widget._auto_radius.value = False
+    assert widget._min_radius.value == 4.0
+    widget._auto_radius.value = True
 
     widget._shape_type.value = "squares"  # detecting again replaces the disks
     _click(qtbot, widget, widget._detect)
@@ -250,3 +263,48 @@ def test_clear_notices_when_there_is_nothing_to_work_on(make_napari_viewer, qtbo
     assert session_for(viewer).crop_sets == []
     assert widget._detect.enabled
     assert widget._crop.enabled
+
+
+def test_bright_coins_are_found_listed_counted_and_thinly_outlined(
+    make_napari_viewer, qtbot, notes, screenshot, tmp_path
+):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(data.coins(), name="coins")  # 24 bright coins on a dark ground
+    widget = _dock(viewer)
+    assert widget._polarity.value == "either"
+    _click(qtbot, widget, widget._detect)
+    shapes = viewer.layers["coins disks"]
+    assert len(shapes.data) >= 20
+    table = widget._disks
+    assert table.rowCount() == len(shapes.data)
+    radii = [table.item(row, 1).value for row in range(table.rowCount())]
+    assert all(15 <= r <= 35 for r in radii)  # no speck among the coins
+    scores = [table.item(row, 2).value for row in range(table.rowCount())]
+    assert scores == sorted(scores, reverse=True)  # in the detector's order, best first
+    assert viewer.text_overlay.visible
+    assert viewer.text_overlay.text == f"coins disks: {len(shapes.data)} disks"
+    assert max(shapes.edge_width) <= 0.1 * min(radii)  # a thin ring: the coin's edge shows beside it
+    screenshot(viewer, tmp_path / "select_crop_coins.png")
+
+    table.sortItems(1)  # sorted by radius: the smallest first, the shape's number kept
+    smallest = table.item(0, 0).data(Qt.ItemDataRole.UserRole)
+    table.selectRow(0)
+    assert shapes.selected_data == {smallest}
+    assert viewer.layers.selection.active is shapes
+    table.setFocus()
+    qtbot.keyClick(table, Qt.Key.Key_Delete)  # an outlier removed from the list
+    assert len(shapes.data) == len(radii) - 1
+    assert table.rowCount() == len(radii) - 1
+    assert viewer.text_overlay.text == f"coins disks: {len(radii) - 1} disks"
+    shapes.add_ellipses(np.array([[20.0, 20.0], [10.0, 10.0]]))  # drawn by hand: listed without a score
+    assert table.rowCount() == len(radii)
+    assert table.item(table.rowCount() - 1, 2).text() == ""
+
+    widget._auto_radius.value = False
+    widget._min_radius.value, widget._max_radius.value = 15.0, 45.0
+    _click(qtbot, widget, widget._detect)  # the range that found no coin when only dark disks were sought
+    assert len(viewer.layers["coins disks [1]"].data) >= 20
+    widget._polarity.value = "dark"
+    _click(qtbot, widget, widget._detect)
+    assert "no dark disk found in 'coins'" in _warnings(notes)[-1]
+    assert "'Disks are'" in _warnings(notes)[-1]

@@ -9,6 +9,7 @@ import torch
 from napari.utils.notifications import NotificationSeverity
 
 from napari_microdisk_sr._widgets._session import RunRef, session_for
+from napari_microdisk_sr._widgets.superresolve import SuperResolveWidget
 from napari_microdisk_sr.core import infer, models
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.io import read_image
@@ -248,3 +249,48 @@ def test_device_choice_shows_the_resolved_device_and_half_where_it_pays(make_nap
     if not torch.cuda.is_available():
         assert "no CUDA GPU" in widget._device_info.value
     assert widget._tile.value == infer.UpscaleConfig().tile
+
+
+def test_written_outputs_keep_the_input_pixel_size_over_four(
+    make_napari_viewer, qtbot, tmp_path, nearest_model
+):
+    image = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16)
+    for name in ("plain", "scaled"):
+        tifffile.imwrite(tmp_path / f"{name}.tif", image)
+    viewer = make_napari_viewer()
+    (plain,) = viewer.open(tmp_path / "plain.tif", plugin="napari")
+    (scaled,) = viewer.open(tmp_path / "scaled.tif", plugin="napari")
+    scaled.scale = (0.65, 0.65)  # a pixel size in the scale, without units: read as micrometres
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    _use_file_model(widget, nearest_model)
+    widget._images.value = [scaled]
+    assert widget._pixel_size.value == pytest.approx(0.65)  # filled in from the layer's scale
+    _run(qtbot, widget)
+    written = read_image(tmp_path / "scaled_microdisk_sr" / "scaled_x4_nearest.tif").pixel_size
+    assert (written.y, written.x, written.unit) == (pytest.approx(0.1625), pytest.approx(0.1625), "um")
+
+    widget._images.value = [plain]
+    assert widget._pixel_size.value == 0  # unknown
+    _run(qtbot, widget)
+    written = read_image(tmp_path / "plain_microdisk_sr" / "plain_x4_nearest.tif").pixel_size
+    assert (written.y, written.x) == (0.25, 0.25)  # a quarter of the input's pixel, which has no unit
+
+
+def test_the_newest_run_of_the_session_is_preselected(make_napari_viewer, tmp_path, nearest_model):
+    viewer = make_napari_viewer()
+    session_for(viewer).add_run(RunRef("first", nearest_model, tmp_path))
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget._model.value == nearest_model  # a run made before the widget opened
+    second = tmp_path / "second.pth"
+    second.write_bytes(nearest_model.read_bytes())
+    session_for(viewer).add_run(RunRef("second", second, tmp_path))
+    assert widget._model.value == second  # and each run finished while it is open
+
+
+def test_only_a_visible_active_image_layer_is_preselected(make_napari_viewer, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.lr, name="hidden", visible=False)  # the active layer, but hidden
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert widget._images.value == []
+    shown = viewer.add_image(scene.lr, name="shown")
+    assert SuperResolveWidget(viewer)._images.value == [shown]

@@ -1,7 +1,14 @@
-"""A small live plot of the training and validation loss, painted with QPainter (no plotting library)."""
+"""A small live plot of the training and validation loss, painted with QPainter (no plotting library).
+
+The loss axis is logarithmic, and its range is set by the validation points, the pretrained model's level
+and the bulk of the training curve, not by its spikes: a few noisy steps (early ones are often ten times the
+rest) would otherwise squeeze what the user watches for, validation against the dashed reference, into a
+line at the bottom.
+"""
 
 import math
 
+import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPainterPath, QPaintEvent, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
@@ -64,13 +71,11 @@ class LossPlot(QWidget):
         self.update()
 
     def _ranges(self) -> tuple[float, float, float, float]:
+        """The plotted epoch range and loss range (log10 of the L1)."""
         points = self._train + self._val
         xs = [x for x, _ in points] or [0.0]
-        ys = [y for _, y in points] + ([self._reference] if self._reference is not None else [])
-        x0, x1 = min(0.0, *xs), max(1.0, *xs)
-        y0, y1 = min(ys), max(ys)
-        pad = (y1 - y0) * 0.08 or abs(y1) * 0.1 or 1.0
-        return x0, x1, y0 - pad, y1 + pad
+        y0, y1 = loss_range([y for _, y in self._train], [y for _, y in self._val], self._reference)
+        return min(0.0, *xs), max(1.0, *xs), y0, y1
 
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
@@ -93,13 +98,17 @@ class LossPlot(QWidget):
         def to_px(x: float, y: float) -> QPointF:
             return QPointF(
                 area.left() + (x - x0) / (x1 - x0) * area.width(),
-                area.bottom() - (y - y0) / (y1 - y0) * area.height(),
+                area.bottom() - (math.log10(max(y, 1e-12)) - y0) / (y1 - y0) * area.height(),
             )
 
         painter.setPen(text)
         for y, align in ((y1, Qt.AlignmentFlag.AlignTop), (y0, Qt.AlignmentFlag.AlignBottom)):
             label = QRectF(0, area.top() - 2, _MARGIN_LEFT - 4, area.height() + 4)
-            painter.drawText(label, align | Qt.AlignmentFlag.AlignRight, f"{y:.3g}")
+            painter.drawText(label, align | Qt.AlignmentFlag.AlignRight, f"{10**y:.3g}")
+        middle = QRectF(0, area.top(), _MARGIN_LEFT - 4, area.height())
+        painter.drawText(
+            middle, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, "L1 loss\n(log)"
+        )
         below = QRectF(area.left(), area.bottom() + 2, area.width(), _MARGIN_BOTTOM - 2)
         painter.drawText(below, Qt.AlignmentFlag.AlignLeft, f"{x0:.3g}")
         painter.drawText(below, Qt.AlignmentFlag.AlignHCenter, "epoch")
@@ -135,3 +144,17 @@ class LossPlot(QWidget):
             painter.setPen(text)
             painter.drawText(QPointF(x + 18, 14), name)
             x += 26 + painter.fontMetrics().horizontalAdvance(name)
+
+
+def loss_range(train: "list[float]", val: "list[float]", reference: "float | None") -> tuple[float, float]:
+    """The plotted loss range, as log10 of the L1: all of validation and the reference, and the training
+    curve from its lowest point to its 95th percentile (spikes above are cut at the top edge)."""
+    train = [y for y in train if y > 0]
+    shown = [y for y in (*val, *([] if reference is None else [reference])) if y > 0]
+    if train:
+        shown += [min(train), float(np.percentile(train, 95))]
+    if not shown:
+        return -1.0, 0.0
+    low, high = math.log10(min(shown)), math.log10(max(shown))
+    pad = (high - low) * 0.08 or 0.05
+    return low - pad, high + pad

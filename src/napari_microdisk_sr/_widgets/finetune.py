@@ -53,18 +53,23 @@ from ._controls import (
     hint_bit_depth,
     model_row,
     refuse,
+    resolved_device,
     status_line,
 )
 from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path, shape_boxes
 from ._loss_plot import LossPlot
+from ._scroll import make_scrollable
 from ._session import RunRef, session_for
 from ._triton import preload_triton
 
 if TYPE_CHECKING:
     import napari
 
+_CPU_MODEL = "realesr-animevideov3"
+_CPU_BUDGET_MIN = 15.0
+"""What a CPU gets by default: the compact model (~29x cheaper than x4plus) and a time budget."""
 _CLOSE_WAIT_S = 60.0
 """How long closing the viewer waits for a run to stop: one more step, then its checkpoint and model."""
 
@@ -106,6 +111,8 @@ class FineTuneWidget(Container):
         self._session = session_for(viewer)
         self._jobs = JobRunner(self.native, name="Fine-tune", wait_on_close_s=_CLOSE_WAIT_S)
         self._last: _Run | None = None
+        self._running = False
+        self._finished_epochs = 0  # of the last run, if it finished: Resume needs more epochs than that
         self._position = "the start"  # of the run in progress, for the progress bar once it has ended
         defaults = FineTuneConfig()
         self._form = Container(widgets=[*self._source_part(), *self._recipe_part(defaults)])
@@ -114,7 +121,11 @@ class FineTuneWidget(Container):
         self._advanced_box.addWidget(self._advanced.native)
         self._plot = LossPlot()
         self.extend([self._form, hosted(self._advanced_box), *self._run_part(), hosted(self._plot)])
+        make_scrollable(self)
         self._update_fields()
+        device, _ = resolved_device(defaults.device)
+        if device is None or device.type == "cpu":
+            self._use_cpu_defaults()
 
     # -- the form's parts ---------------------------------------------------------------------------------
 
@@ -177,8 +188,36 @@ class FineTuneWidget(Container):
             ]
         )  # fmt: skip
 
+    def _use_cpu_defaults(self) -> None:
+        """The compact model and a time budget: the study's recipe with x4plus takes days on a CPU."""
+        self._model.value = _CPU_MODEL
+        self._budget_on.value = True
+        self._budget.value = _CPU_BUDGET_MIN
+        self._status.value = (
+            f"On the CPU: the compact model and a {_CPU_BUDGET_MIN:g}-min budget are preselected; "
+            "the study's recipe (x4plus) takes days here. Study's recipe: one click."
+        )
+
+    def _use_study_recipe(self) -> None:
+        """The study's recipe: x4plus, 50 epochs of 500 pairs, Adam at 1e-4, 128 px patches, no budget."""
+        recipe = FineTuneConfig()
+        self._model.value = recipe.model
+        self._epochs.value, self._lr.value = recipe.epochs, recipe.lr
+        self._patch.value, self._pairs.value = recipe.patch, recipe.pairs_per_epoch
+        self._batch.value, self._degradation.value = recipe.batch_size, "bicubic"
+        self._budget_on.value = False
+        self._status.value = (
+            "the study's recipe: x4plus, 50 epochs of 500 pairs, bicubic pairs (fast on a GPU)"
+        )
+
     def _run_part(self) -> list[Widget]:
         """Start, Stop and Resume, the progress bar and the status line."""
+        self._recipe_button = PushButton(
+            text="Study's recipe",
+            tooltip="x4plus, 50 epochs of 500 pairs, Adam 1e-4 halved every 16 epochs, 128 px patches, the "
+            "study's bicubic pairs, no time budget",
+        )
+        self._recipe_button.changed.connect(self._use_study_recipe)
         self._start_button = PushButton(text="Start")
         self._stop_button = PushButton(
             text="Stop", enabled=False, tooltip="Stop and keep a resumable checkpoint"
@@ -191,8 +230,9 @@ class FineTuneWidget(Container):
         self._start_button.changed.connect(self._start)
         self._stop_button.changed.connect(self._stop)
         self._resume_button.changed.connect(self._resume)
+        self._epochs.changed.connect(self._update_resume)
         buttons = Container(
-            widgets=[self._start_button, self._stop_button, self._resume_button],
+            widgets=[self._start_button, self._stop_button, self._resume_button, self._recipe_button],
             layout="horizontal",
             labels=False,
         )
@@ -321,7 +361,7 @@ class FineTuneWidget(Container):
             return
         if not started:
             return
-        self._last = run
+        self._last, self._finished_epochs = run, 0
         if not resume:
             self._plot.clear()
         self._progress.value = 0
@@ -340,8 +380,16 @@ class FineTuneWidget(Container):
         self._form.enabled = self._advanced.enabled = not running
         self._start_button.enabled = not running
         self._stop_button.enabled = running
+        self._running = running
+        self._update_resume()
+
+    def _update_resume(self) -> None:
+        """Resume continues a run that stopped, or extends a finished one once more epochs are asked for."""
         self._resume_button.enabled = (
-            not running and self._last is not None and can_resume(self._last.run_dir)
+            not self._running
+            and self._last is not None
+            and can_resume(self._last.run_dir)
+            and self._epochs.value > self._finished_epochs
         )
 
     # -- progress -----------------------------------------------------------------------------------------
@@ -367,8 +415,11 @@ class FineTuneWidget(Container):
         self._set_running(False)
         self._progress.native.setFormat(f"{_ENDINGS[result.outcome]} at {self._position}")
         self._session.add_run(RunRef(result.run_dir.name, result.model_path, result.run_dir))
-        self._status.value = result.message
-        show_info(f"fine-tuning {result.outcome.value}: {result.message}")
+        self._finished_epochs = result.epochs_done if result.outcome is Outcome.FINISHED else 0
+        self._update_resume()
+        verdict = result.verdict()
+        self._status.value = result.message if verdict is None else f"{verdict}; {result.message}"
+        show_info(f"fine-tuning {result.outcome.value}: {verdict or result.message}")
 
     def _on_failed(self, message: str) -> None:
         self._set_running(False)

@@ -3,7 +3,8 @@
 The references are read here on the main thread (image layers, a crop set of the session, or a paired
 low/high-resolution layer pair) and scored by :func:`~..core.metrics.evaluate` in a worker. The per-image and
 mean table, with gains over bicubic and over the pretrained model, is shown in a sortable table whose rows
-centre the viewer on their image; the CSV and JSON go beside the originals.
+centre the viewer on their image; the CSV and JSON go beside the originals. Error maps share one colour
+scale per measurement, in percent of the data range.
 """
 
 import dataclasses
@@ -17,15 +18,14 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, ProgressBar, PushButton, Select
 from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QAbstractItemView, QAbstractScrollArea, QHeaderView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QTableWidgetItem
 
 from ..core import metrics
 from ..core.crops import crop_boxes
 from ..core.errors import InputError, MicrodiskSRError
 from ..core.io import ensure_writable_dir
 from ..core.models import DEFAULT_MODEL, REGISTRY
-from ..core.outputs import metrics_path_for
+from ..core.outputs import metrics_path_for, unique_name
 from ..core.pairs import DEGRADATIONS
 from ._controls import (
     CropSetChoice,
@@ -41,7 +41,9 @@ from ._controls import (
 from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path
+from ._scroll import make_scrollable
 from ._session import session_for
+from ._table import NumberItem, fill_sortable, results_table
 
 if TYPE_CHECKING:
     import napari
@@ -55,10 +57,16 @@ _SCORES = (  # header, key of the result rows, format, tooltip
     ("Δ pretrained", "gain_vs_pretrained_db", "{:+.2f}", f"PSNR gain over {_PRETRAINED} (dB)"),
     ("%", "gain_vs_pretrained_pct", "{:+.1f}", f"PSNR gain over {_PRETRAINED} (% of its PSNR)"),
 )
+_UNSCORED = {  # why a gain's cell is empty, by its reference method
+    "gain_vs_bicubic": f"empty: tick '{metrics.BICUBIC}' to measure this gain",
+    "gain_vs_pretrained": f"empty: choose {metrics.PRETRAINED} under Pretrained to measure this gain",
+}
+_RUN_FILE_STEM = "model"  # a fine-tuning run's weights file is <run folder>/model.pth
 
 
 _ERROR_MAP_KEY = "microdisk_sr_error_map"
 """Marks the error-map layers this widget adds, which measuring again replaces."""
+_OUTPUT_KEYS = (_ERROR_MAP_KEY, "microdisk_sr")  # metadata of the plugin's own outputs (error maps, x4)
 
 
 class _Reference(enum.Enum):
@@ -140,24 +148,11 @@ class MeasureWidget(Container):
         )
         self._progress = ProgressBar(value=0, min=0, max=1)
         self._status = status_line("Choose references and methods, then Measure.")
-        self._table = QTableWidget(0, 2 + len(_SCORES))
-        for column, (header, tooltip) in enumerate(
-            [("image", ""), ("method", ""), *((h, tip) for h, _key, _fmt, tip in _SCORES)]
-        ):
-            item = QTableWidgetItem(header)
-            item.setToolTip(tooltip)
-            self._table.setHorizontalHeaderItem(column, item)
-        header = self._table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # long method names are elided
-        self._table.verticalHeader().hide()
-        self._table.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
-        self._table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self._table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self._table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self._table.setSortingEnabled(True)
-        self._table.setMinimumHeight(240)
+        self._table = results_table(
+            [("image", ""), ("method", ""), *((h, tip) for h, _key, _fmt, tip in _SCORES)], rows=7
+        )
         self.extend([self._form, buttons, self._progress, self._status, hosted(self._table)])
+        make_scrollable(self)
 
         self._reference.changed.connect(self._update_fields)
         self._measure_button.changed.connect(self._start)
@@ -168,6 +163,7 @@ class MeasureWidget(Container):
         show_rows(self._pretrained, 2)
         show_rows(self._runs, 3)
         self._update_fields()
+        self._on_runs_changed()  # a widget opened after a run: the newest run is chosen too
 
     # -- choices ------------------------------------------------------------------------------------------
 
@@ -191,18 +187,31 @@ class MeasureWidget(Container):
             self._pick_pair()
 
     def _pick_pair(self) -> None:
-        """Start the pair from the smallest and the largest image layers (one layer cannot be both)."""
-        layers = sorted(
-            (layer for layer in self._lr_layer.choices if layer is not None),
-            key=lambda layer: math.prod(layer.data.shape),
-        )
-        if len(layers) >= 2:
-            self._lr_layer.value, self._hr_layer.value = layers[0], layers[-1]
+        """Start the pair from two layers whose sizes are in a x4 relation, not outputs of this plugin.
+
+        Of several such pairs, the largest; without one, the smallest and the largest of the layers that are
+        not outputs (or of all layers). One layer cannot be both.
+        """
+        layers = [layer for layer in self._lr_layer.choices if layer is not None]
+        inputs = [layer for layer in layers if not any(key in layer.metadata for key in _OUTPUT_KEYS)]
+        pairs = [
+            (lr, hr)
+            for lr in inputs
+            for hr in inputs
+            if tuple(n * metrics.SCALE for n in _plane_shape(lr)) == _plane_shape(hr)
+        ]
+        if pairs:
+            self._lr_layer.value, self._hr_layer.value = max(pairs, key=lambda pair: _area(pair[1]))
+            return
+        by_size = sorted(inputs if len(inputs) >= 2 else layers, key=_area)
+        if len(by_size) >= 2:
+            self._lr_layer.value, self._hr_layer.value = by_size[0], by_size[-1]
 
     # -- running ------------------------------------------------------------------------------------------
 
     def _methods(self) -> dict[str, str]:
-        """The methods to compare (as :func:`~..core.metrics.evaluate` takes them) and their short names."""
+        """The methods to compare (as :func:`~..core.metrics.evaluate` takes them) and their short names, with
+        the parents of the chosen runs."""
         labels = {metrics.BICUBIC: metrics.BICUBIC} if self._bicubic.value else {}
         labels |= {name: name for name in self._pretrained.value}
         labels |= {
@@ -210,13 +219,16 @@ class MeasureWidget(Container):
             for run in self._session.runs
             if str(run.model_path) in self._runs.value
         }
-        labels |= {str(path): Path(path).stem for path in self._files.value or ()}
+        for path in map(Path, self._files.value or ()):
+            taken = {label for method, label in labels.items() if method != str(path)}
+            labels[str(path)] = unique_name(_file_label(path), taken)
         if not labels:
             raise InputError(
                 "choose at least one method to compare: bicubic, a pretrained model, a run or a file"
             )
-        parents = metrics.with_parents(list(labels))[len(labels) :]
-        return labels | {parent: f"{Path(parent).stem} (parent)" for parent in parents}
+        for parent in metrics.with_parents(list(labels))[len(labels) :]:  # each run's own pretrained model
+            labels[parent] = unique_name(f"{_file_label(Path(parent))} (parent)", set(labels.values()))
+        return labels
 
     def _references(self) -> _References:
         reference = self._reference.value
@@ -313,13 +325,16 @@ class MeasureWidget(Container):
             return
         self._labels, self._places = labels, places
         self._fill_table(measured.result.rows)
-        self._add_error_maps(measured.result.error_maps)
+        top = self._add_error_maps(measured.result.error_maps)
         rows = len(measured.result.rows)
+        maps = ""
+        if top:
+            maps = f"; error maps: |SR - reference| in % of the data range, one colour scale 0-{top:.3g} %"
         if measured.csv_path is None:
-            self._status.value = f"done: {rows} rows (not saved: no output folder)"
+            self._status.value = f"done: {rows} rows (not saved: no output folder){maps}"
             return
         where = measured.csv_path
-        self._status.value = f"done: {rows} rows, saved as {where.parent.name}/{where.name}"
+        self._status.value = f"done: {rows} rows, saved as {where.parent.name}/{where.name}{maps}"
         show_info(f"metrics saved to {where}")
 
     def _on_failed(self, message: str) -> None:
@@ -329,16 +344,31 @@ class MeasureWidget(Container):
     # -- results ------------------------------------------------------------------------------------------
 
     def _fill_table(self, rows: list[dict[str, Any]]) -> None:
-        self._table.setSortingEnabled(False)
-        self._table.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            self._table.setItem(i, 0, QTableWidgetItem(str(row["image"])))
-            self._table.setItem(i, 1, QTableWidgetItem(self._labels[row["method"]]))
-            for j, (_header, key, fmt, _tooltip) in enumerate(_SCORES, start=2):
-                self._table.setItem(i, j, _NumberItem(row[key], fmt))
-        self._table.setSortingEnabled(True)
+        """The rows in the order measured (each image's, then the means); a header click sorts them."""
+        items = []
+        for row in rows:
+            method = QTableWidgetItem(self._labels[row["method"]])
+            method.setToolTip(row["method"])
+            items.append([QTableWidgetItem(str(row["image"])), method])
+            for _header, key, fmt, _tooltip in _SCORES:
+                cell = NumberItem(row[key], fmt)
+                if row[key] is None:
+                    cell.setToolTip(_UNSCORED[key.rsplit("_", 1)[0]])
+                items[-1].append(cell)
+        fill_sortable(self._table, items)
 
-    def _add_error_maps(self, maps: dict[tuple[str, str], np.ndarray]) -> None:
+    def _add_error_maps(self, maps: dict[tuple[str, str], np.ndarray]) -> float:
+        """Add the error maps as layers in percent of the data range, on one shared colour scale.
+
+        Returns
+        -------
+        float
+            The top of the shared scale (0 when there are no maps). The topmost map shows the colour bar.
+        """
+        if not maps:
+            return 0.0
+        top = max(100.0 * float(error.max()) for error in maps.values()) or 1.0
+        layer = None
         for (image, method), error in maps.items():
             place = self._places.get(image)
             layer = None if place is None else layer_named(self._viewer, place.layer)
@@ -346,13 +376,20 @@ class MeasureWidget(Container):
             if layer is not None:
                 origin = (0, 0) if place.box is None else place.box[:2]
                 geometry = {"scale": layer.scale[-2:], "translate": layer.data_to_world(origin)[-2:]}
-            name = f"error {image} ({self._labels[method]})"
+            name = f"error % {image} ({self._labels[method]})"  # % of the data range
             earlier = layer_named(self._viewer, name)
             if earlier is not None and earlier.metadata.get(_ERROR_MAP_KEY):  # measured again: replaced
                 self._viewer.layers.remove(earlier)
-            self._viewer.add_image(
-                error, name=name, colormap="magma", metadata={_ERROR_MAP_KEY: True}, **geometry
+            layer = self._viewer.add_image(
+                100.0 * error,
+                name=name,
+                colormap="magma",
+                contrast_limits=(0.0, top),
+                metadata={_ERROR_MAP_KEY: True},
+                **geometry,
             )
+        layer.colorbar.visible = True
+        return top
 
     def _centre_on_selection(self) -> None:
         selected = self._table.selectedItems()
@@ -363,8 +400,7 @@ class MeasureWidget(Container):
         if layer is None:
             return
         if place.box is None:
-            h, w = layer.data.shape[-3:-1] if layer.rgb else layer.data.shape[-2:]
-            y0, x0, y1, x1 = 0, 0, h, w
+            y0, x0, (y1, x1) = 0, 0, _plane_shape(layer)
         else:
             y0, x0, y1, x1 = place.box
         centre = layer.data_to_world(((y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2))
@@ -382,26 +418,25 @@ def _measure(
     if result is None:
         return None
     if csv_path is not None:
-        result.to_csv(csv_path)
-        result.to_json(csv_path.with_suffix(".json"))
+        csv_path = result.save(csv_path)
     return _Measured(result, csv_path)
+
+
+def _plane_shape(layer: Image) -> tuple[int, ...]:
+    """Height and width of a layer's images."""
+    return tuple(layer.data.shape[-3:-1] if layer.rgb else layer.data.shape[-2:])
+
+
+def _area(layer: Image) -> int:
+    return math.prod(_plane_shape(layer))
+
+
+def _file_label(path: Path) -> str:
+    """A model file's name in the table: its run's folder for a run's weights, else the file's stem."""
+    return path.parent.name if path.stem == _RUN_FILE_STEM and path.parent.name else path.stem
 
 
 def _plane(layer: Image) -> np.ndarray:
     if layer.multiscale or layer.ndim != 2:
         raise InputError(f"compare 2D image layers; {layer.name!r} is a stack or a pyramid")
     return np.asarray(layer.data)
-
-
-class _NumberItem(QTableWidgetItem):
-    """A cell that shows a formatted number and sorts by its value (empty for None, sorted first)."""
-
-    def __init__(self, value: "float | None", fmt: str) -> None:
-        super().__init__("" if value is None else fmt.format(value))
-        self.value = -math.inf if value is None else value
-        self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        if isinstance(other, _NumberItem):
-            return self.value < other.value
-        return super().__lt__(other)

@@ -1,7 +1,9 @@
 """The "Select & crop microdisks" dock widget: detect disks, let the user edit them, crop them into a set.
 
 Detection puts one editable shape per disk into a Shapes layer ``<image> disks`` placed over the image in
-world coordinates. Cropping takes the bounding box of every shape in the chosen Shapes layer (detected,
+world coordinates, with each disk's score as a feature. The chosen Shapes layer's disks are listed in a
+table (radius, score; selecting a row selects the shape) and counted on the canvas, as they are edited.
+Cropping takes the bounding box of every shape in the chosen Shapes layer (detected,
 moved, resized or drawn by hand), cuts those boxes out of the image, adds the crops to the session for the
 Fine-tune widget, and writes them as a dataset folder when there is a place for it.
 """
@@ -10,7 +12,7 @@ import math
 import weakref
 from collections.abc import Generator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
@@ -23,17 +25,22 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Shapes
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QKeySequence, QShortcut
 
 from ..core.crops import Crop, crop_disks, write_crop_set
-from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, Disk, detect_disks
+from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, POLARITIES, Disk, detect_disks
 from ..core.io import output_dir_for
-from ..core.outputs import safe_name
+from ..core.outputs import safe_name, unique_name
 from ..core.progress import StopFlag
 from ..core.shapes import disk_outline
 from ._controls import folder_edit, status_line
+from ._hosted import hosted
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_named, layer_path, shape_boxes
+from ._scroll import make_scrollable
 from ._session import CropSetRef, session_for
+from ._table import NumberItem, fill_sortable, results_table
 
 if TYPE_CHECKING:
     import napari
@@ -41,6 +48,17 @@ if TYPE_CHECKING:
 _SHAPE_TYPES = {"circles": "ellipse", "squares": "rectangle"}
 _CROPS_FOLDER = "crops"
 _EDGE_COLOR = "yellow"
+_EDGE_WIDTH = 0.5  # image pixels: the ring is drawn at least this thin ...
+_EDGE_SCREEN_WIDTH = 1.5  # ... or this many screen pixels at the zoom of the detection, so the edge shows
+_POLARITY_NAMES = {"either": "dark or bright", "dark": "dark", "bright": "bright"}
+_AUTO = "auto"
+_UNDER_WAY = {"adding", "removing", "changing"}  # actions of a Shapes data event sent before the edit
+_SCORE = "score"  # the Shapes layer's feature that holds each detected disk's score
+_DISK_COLUMNS = (
+    ("#", "the shape's number in its layer"),
+    ("radius (px)", "half the shape's mean width, in pixels of its layer (the image's, for detected disks)"),
+    ("score", "detection confidence (rim contrast x fraction of the rim found); empty for drawn shapes"),
+)
 _RADIUS_SLACK = 0.25  # the range filled in after an automatic detection spans the radii found +- 25 %
 
 
@@ -55,13 +73,19 @@ class SelectCropWidget(Container):
         self._detected: weakref.WeakKeyDictionary[Shapes, list[np.ndarray]] = weakref.WeakKeyDictionary()
 
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, Image))
+        self._polarity = ComboBox(
+            label="Disks are",
+            choices=[(_POLARITY_NAMES[p], p) for p in POLARITIES],
+            value=POLARITIES[0],
+            tooltip="dark: dark bodies, e.g. bright-rimmed microdisks under transmitted light; bright: "
+            "bright disks on a darker ground (reflected light, fluorescence); dark or bright: both.",
+        )
         self._auto_radius = CheckBox(text="automatic radius range", value=True)
         self._min_radius = FloatSpinBox(
-            label="Min radius (px)", value=DEFAULT_MIN_RADIUS, min=MIN_RADIUS, max=10_000, enabled=False
+            label="Min radius (px)", value=DEFAULT_MIN_RADIUS, min=MIN_RADIUS, max=10_000
         )
-        self._max_radius = FloatSpinBox(
-            label="Max radius (px)", value=50.0, min=MIN_RADIUS, max=10_000, enabled=False
-        )
+        self._max_radius = FloatSpinBox(label="Max radius (px)", value=50.0, min=MIN_RADIUS, max=10_000)
+        self._manual_range = (self._min_radius.value, self._max_radius.value)
         self._sensitivity = FloatSlider(
             label="Sensitivity",
             value=0.5,
@@ -73,6 +97,14 @@ class SelectCropWidget(Container):
         self._shape_type = ComboBox(label="Draw as", choices=list(_SHAPE_TYPES), value="circles")
         self._detect = PushButton(text="Detect disks")
         self._shapes = ComboBox(label="Disks layer", choices=layer_choices(viewer, Shapes))
+        self._disks = results_table(_DISK_COLUMNS, rows=5)
+        self._listed: Shapes | None = None  # the layer whose disks the table lists
+        QShortcut(
+            QKeySequence.StandardKey.Delete,
+            self._disks,
+            self._delete_shape,
+            context=Qt.ShortcutContext.WidgetShortcut,
+        )
         self._margin = FloatSpinBox(
             label="Margin (× radius)",
             value=0.25,
@@ -93,11 +125,15 @@ class SelectCropWidget(Container):
         )
 
         self._auto_radius.changed.connect(self._on_auto_radius)
+        self._on_auto_radius(self._auto_radius.value)
+        self._shapes.changed.connect(self._list_disks)
+        self._disks.itemSelectionChanged.connect(self._select_shape)
         self._detect.changed.connect(self._start_detection)
         self._crop.changed.connect(self._start_cropping)
         self.extend(
             [
                 self._image,
+                self._polarity,
                 self._auto_radius,
                 self._min_radius,
                 self._max_radius,
@@ -105,6 +141,7 @@ class SelectCropWidget(Container):
                 self._shape_type,
                 self._detect,
                 self._shapes,
+                hosted(self._disks),
                 self._margin,
                 self._skip_border,
                 self._folder,
@@ -112,9 +149,17 @@ class SelectCropWidget(Container):
                 self._status,
             ]
         )
+        make_scrollable(self)
 
     def _on_auto_radius(self, auto: bool) -> None:
-        self._min_radius.enabled = self._max_radius.enabled = not auto
+        """Grey the radius boxes out and show "auto" in them, or give back the range last set or suggested."""
+        boxes = (self._min_radius, self._max_radius)
+        if auto and all(box.enabled for box in boxes):
+            self._manual_range = tuple(box.value for box in boxes)
+        for box, value in zip(boxes, self._manual_range, strict=True):
+            box.enabled = not auto
+            box.native.setSpecialValueText(_AUTO if auto else "")  # shown while the value is the minimum
+            box.value = box.min if auto else value
 
     def _set_running(self, running: bool) -> None:
         self._detect.enabled = self._crop.enabled = not running
@@ -147,11 +192,16 @@ class SelectCropWidget(Container):
         if layer is None:
             return
         plane = self._current_plane(layer)
-        radius_range = None if self._auto_radius.value else (self._min_radius.value, self._max_radius.value)
-        sensitivity = self._sensitivity.value
+        options = {
+            "radius_range": (
+                None if self._auto_radius.value else (self._min_radius.value, self._max_radius.value)
+            ),
+            "sensitivity": self._sensitivity.value,
+            "polarity": self._polarity.value,
+        }
         target = (layer.name, tuple(layer.scale[-2:]), tuple(layer.translate[-2:]), tuple(layer.units[-2:]))
         if self._jobs.start(
-            lambda stop: _detect(plane, radius_range, sensitivity, stop),
+            lambda stop: _detect(plane, options, stop),
             on_event=self._show_status,
             on_finished=lambda disks: self._show_disks(disks, *target),
             on_failed=self._on_failed,
@@ -169,10 +219,11 @@ class SelectCropWidget(Container):
             self._status.value = f"{name!r} was removed during the detection: no shapes added"
             return
         if not disks:
-            self._status.value = f"no disk found in {name!r}"
+            kind = "" if self._polarity.value == "either" else f"{self._polarity.value} "
+            self._status.value = f"no {kind}disk found in {name!r}"
             show_warning(
-                f"no disk found in {name!r}: untick 'automatic radius range' and set the disks' radius range "
-                "(min/max px), or raise the sensitivity"
+                f"no {kind}disk found in {name!r}: untick 'automatic radius range' and set the disks' radius "
+                "range (min/max px), raise the sensitivity, or check 'Disks are'"
             )
             return
         layer_name = f"{name} disks"
@@ -186,8 +237,11 @@ class SelectCropWidget(Container):
                 show_info(f"{layer.name!r} was edited by hand and is kept; the new detection is a new layer")
         radii = [d.r for d in disks]
         if self._auto_radius.value:  # a starting point for the user who narrows the range by hand
-            self._min_radius.value = max(MIN_RADIUS, math.floor(min(radii) * (1 - _RADIUS_SLACK)))
-            self._max_radius.value = math.ceil(max(radii) * (1 + _RADIUS_SLACK))
+            self._manual_range = (
+                max(MIN_RADIUS, math.floor(min(radii) * (1 - _RADIUS_SLACK))),
+                math.ceil(max(radii) * (1 + _RADIUS_SLACK)),
+            )
+        screen_pixel = 1.0 / (self._viewer.camera.zoom * float(np.mean(np.abs(scale))))  # in image pixels
         shapes = self._viewer.add_shapes(
             [disk_outline(disk) for disk in disks],
             shape_type=_SHAPE_TYPES[self._shape_type.value],
@@ -196,17 +250,78 @@ class SelectCropWidget(Container):
             translate=translate,
             units=units,
             edge_color=_EDGE_COLOR,
-            edge_width=max(1.0, float(np.median(radii)) / 8),
+            edge_width=max(_EDGE_WIDTH, _EDGE_SCREEN_WIDTH * screen_pixel),
             face_color="transparent",
+            features={_SCORE: [d.score for d in disks]},
+            feature_defaults={_SCORE: math.nan},  # shapes drawn by hand have no score
         )
         self._detected[_unwrapped(shapes)] = [np.array(outline, copy=True) for outline in shapes.data]
         shapes.mode = "select"
         self._viewer.layers.selection.active = shapes
         self._shapes.value = shapes
         self._status.value = (
-            f"{len(disks)} disks in {name!r} (radius {min(radii):.1f}-{max(radii):.1f} px): "
-            "edit the shapes (move, resize, delete, add), then Crop"
+            f"{len(disks)} disks in {name!r} (radius {min(radii):.1f}-{max(radii):.1f} px): check the list "
+            "(a row selects its shape, the Delete key removes it), edit the shapes, then Crop"
         )
+
+    # -- the list of disks -------------------------------------------------------------------------------
+
+    def _list_disks(self) -> None:
+        """List the chosen Shapes layer's shapes, and follow its edits from now on."""
+        layer = self._shapes.value
+        layer = None if layer is None else _unwrapped(layer)
+        if layer is not self._listed:
+            if self._listed is not None:
+                self._listed.events.data.disconnect(self._on_edit)
+            if layer is not None:
+                layer.events.data.connect(self._on_edit)
+            self._listed = layer
+        self._fill_disks()
+
+    def _on_edit(self, event: Any) -> None:
+        if str(getattr(event, "action", "")) not in _UNDER_WAY:  # the edit is done: list the new shapes
+            self._fill_disks()
+
+    def _fill_disks(self) -> None:
+        """The table and the canvas's count of the listed layer's shapes: number, radius, score."""
+        layer = self._listed
+        if layer is None or layer_named(self._viewer, layer.name) is None:
+            fill_sortable(self._disks, [])
+            self._viewer.text_overlay.visible = False
+            return
+        scores = layer.features[_SCORE] if _SCORE in layer.features else [math.nan] * len(layer.data)
+        rows = []
+        for i, (vertices, score) in enumerate(zip(layer.data, scores, strict=True)):
+            extent = np.ptp(np.asarray(vertices)[:, -2:], axis=0)
+            number = NumberItem(i + 1, "{:d}")
+            number.setData(Qt.ItemDataRole.UserRole, i)
+            rows.append(
+                [
+                    number,
+                    NumberItem(float(extent.mean()) / 2, "{:.1f}"),
+                    NumberItem(None if math.isnan(score) else float(score), "{:.3f}"),
+                ]
+            )
+        fill_sortable(self._disks, rows)
+        overlay = self._viewer.text_overlay
+        overlay.text = f"{layer.name}: {len(rows)} disk{'' if len(rows) == 1 else 's'}"
+        overlay.visible = True
+
+    def _select_shape(self) -> None:
+        """Select the shape of the table's selected row in its layer, ready to be moved or deleted."""
+        layer = self._listed
+        selected = self._disks.selectedItems()
+        if layer is None or not selected or layer_named(self._viewer, layer.name) is None:
+            return
+        index = self._disks.item(selected[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        layer.mode = "select"
+        layer.selected_data = {index}
+        self._viewer.layers.selection.active = layer
+
+    def _delete_shape(self) -> None:
+        """Remove the shape of the table's selected row (the Delete key in the table)."""
+        if self._listed is not None and self._disks.selectedItems():
+            self._listed.remove_selected()
 
     def _untouched(self, layer: Shapes) -> bool:
         """Whether ``layer`` still holds exactly the shapes this widget's last detection put there."""
@@ -255,7 +370,7 @@ class SelectCropWidget(Container):
             self._status.value = "cropping stopped: no crop set made"
             return
         crops, written = cropped
-        set_name = _unique_name(f"{name} crops", {crop_set.name for crop_set in self._session.crop_sets})
+        set_name = unique_name(f"{name} crops", {crop_set.name for crop_set in self._session.crop_sets})
         self._session.add_crop_set(
             CropSetRef(
                 set_name,
@@ -282,21 +397,15 @@ class SelectCropWidget(Container):
         self._status.value = f"failed: {message}"
 
 
-def _unique_name(base: str, taken: set[str]) -> str:
-    """``base``, or ``base 2``, ``base 3``, ... if taken."""
-    name, k = base, 1
-    while name in taken:
-        k += 1
-        name = f"{base} {k}"
-    return name
-
-
 def _detect(
-    plane: np.ndarray, radius_range: "tuple[float, float] | None", sensitivity: float, stop: StopFlag
+    plane: np.ndarray, options: dict[str, Any], stop: StopFlag
 ) -> Generator[str, None, "list[Disk] | None"]:
-    """Detection as a job: one status event, then the disks (None if stopped meanwhile)."""
+    """Detection as a job: one status event, then the disks (None if stopped meanwhile).
+
+    ``options`` are :func:`~..core.detect.detect_disks`'s keywords.
+    """
     yield "detecting disks..."
-    disks = detect_disks(plane, radius_range=radius_range, sensitivity=sensitivity)
+    disks = detect_disks(plane, **options)
     return None if stop.is_set() else disks
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     Container,
+    FloatSpinBox,
     ProgressBar,
     PushButton,
     Select,
@@ -26,7 +27,7 @@ from ..core import infer
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import MicrodiskSRError
 from ..core.images import image_layout, normalizations_for
-from ..core.io import PixelSize, ensure_writable_dir, output_dir_for, unique_path, write_tiff
+from ..core.io import PixelSize, ensure_writable_dir, numbered_paths, output_dir_for, write_tiff
 from ..core.layers import upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
 from ..core.outputs import safe_name
@@ -45,6 +46,7 @@ from ._controls import (
 )
 from ._jobs import JobRunner
 from ._layers import layer_choices, layer_path
+from ._scroll import make_scrollable
 from ._session import session_for
 
 if TYPE_CHECKING:
@@ -100,10 +102,17 @@ class SuperResolveWidget(Container):
 
         self._images = Select(label="Images", choices=layer_choices(viewer, Image))
         show_rows(self._images, 5)
-        active = viewer.layers.selection.active
-        if isinstance(active, Image):
-            self._images.value = [active]
         self._model, self._weights = model_row(self._model_choices)
+        self._pixel_size = FloatSpinBox(
+            label="Pixel size (µm)",
+            value=0.0,
+            min=0.0,
+            max=10_000.0,
+            step=0.01,
+            tooltip="Of the input layers, for the files written (the output's is a quarter of it).\n"
+            "Filled in from the first selected layer's scale; 0: unknown (the file then says only that\n"
+            "its pixels are a quarter of the input's).",
+        )
         self._tile = SpinBox(
             label="Tile (px)",
             value=infer.UpscaleConfig().tile,
@@ -128,13 +137,15 @@ class SuperResolveWidget(Container):
         self._device.changed.connect(self._on_device_changed)
         self._run.changed.connect(self._start)
         self._cancel.changed.connect(self._stop)
-        self._session.runs_changed.connect(self._model.reset_choices)
+        self._session.runs_changed.connect(self._follow_runs)
+        self._images.changed.connect(self._fill_pixel_size)
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False)
         self.extend(
             [
                 self._images,
                 self._model,
                 self._weights,
+                self._pixel_size,
                 self._tile,
                 self._bit_depth,
                 self._device,
@@ -145,7 +156,13 @@ class SuperResolveWidget(Container):
                 self._status,
             ]
         )
+        make_scrollable(self)
         self._on_device_changed()
+        active = viewer.layers.selection.active
+        if isinstance(active, Image) and active.visible:
+            self._images.value = [active]
+        if self._session.runs:
+            self._model.value = self._session.runs[-1].model_path
 
     # -- choices ------------------------------------------------------------------------------------------
 
@@ -154,6 +171,16 @@ class SuperResolveWidget(Container):
         registry = [(name, name) for name in REGISTRY]
         runs = [(f"run: {run.name}", run.model_path) for run in self._session.runs]
         return [*registry, FILE_CHOICE, *runs]
+
+    def _follow_runs(self) -> None:
+        """List the session's runs and pick the newest one: the run just trained is what a user tries next."""
+        self._model.reset_choices()
+        self._model.value = self._session.runs[-1].model_path
+
+    def _fill_pixel_size(self) -> None:
+        layers = list(self._images.value)
+        if layers:
+            self._pixel_size.value = _pixel_size_um(layers[0]) or 0.0
 
     def _on_device_changed(self) -> None:
         device, _description = resolved_device(self._device.value)
@@ -189,7 +216,7 @@ class SuperResolveWidget(Container):
         except MicrodiskSRError as exc:
             refuse(self._status, str(exc))
             return
-        sources = [_read_source(layer) for layer in layers]
+        sources = [_read_source(layer, self._pixel_size.value) for layer in layers]
         for source in sources:  # every layer fits the settings before any is upscaled and written
             try:
                 layout = image_layout(source.data.shape, rgb=source.rgb)
@@ -262,12 +289,28 @@ class SuperResolveWidget(Container):
         self._status.value = f"failed: {message}"
 
 
-def _read_source(layer: Image) -> _Source:
-    """What the worker and the output need of ``layer`` (on the main thread, before the job starts)."""
+def _pixel_size_um(layer: Image) -> "float | None":
+    """The layer's pixel width in micrometres: from its physical units, or its scale when it has one
+    (napari layers without units hold the pixel size in their scale); None when neither says."""
+    unit = layer.units[-1]
+    if str(unit) != "pixel":
+        return float((layer.scale[-1] * unit).to("micrometer").magnitude)
+    return None if layer.scale[-1] == 1 else float(layer.scale[-1])
+
+
+def _read_source(layer: Image, pixel_size_um: float) -> _Source:
+    """What the worker and the output need of ``layer`` (on the main thread, before the job starts).
+
+    The pixel size written is ``pixel_size_um`` when given, else the layer's physical one, else the layer's
+    own pixel (unit-less), so that a written output always says that its pixels are a quarter of the input's.
+    """
     units = [str(unit) for unit in layer.units[-2:]]
-    pixel_size = None
-    if units[0] == units[1] != "pixel":
+    if pixel_size_um > 0:
+        pixel_size = PixelSize(pixel_size_um, pixel_size_um, "um")
+    elif units[0] == units[1] != "pixel":
         pixel_size = PixelSize(layer.scale[-2], layer.scale[-1], format(layer.units[-1], "~"))
+    else:
+        pixel_size = PixelSize(layer.scale[-2], layer.scale[-1])
     display = {"contrast_limits": layer.contrast_limits, "gamma": layer.gamma}
     if not layer.rgb:
         display["colormap"] = layer.colormap
@@ -320,11 +363,12 @@ def _superresolve(
             "input_path": None if source.path is None else str(source.path),
             "output_path": None,
         }
-        if source.path is not None:
-            folder = output_dir_for(source.path)
-            target = unique_path(folder / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif")
+        if source.path is not None:  # the file's name is taken when it is written: two writers never clash
+            base = output_dir_for(source.path) / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif"
             pixel_size = None if source.pixel_size is None else source.pixel_size.scaled(1 / factor)
-            provenance["output_path"] = str(target)
-            write_tiff(target, result.image, pixel_size=pixel_size, description=provenance)
+            written = write_tiff(
+                base, result.image, pixel_size=pixel_size, description=provenance, names=numbered_paths(base)
+            )
+            provenance = provenance | {"output_path": str(written)}
         yield _Upscaled(source, result.image, f"{source.name}_x{factor} ({model.name})", factor, provenance)
     return len(sources)

@@ -17,7 +17,7 @@ from ..core.crops import crop_disks, read_crop_set, write_crop_set
 from ..core.detect import Disk, detect_disks
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, TrainingError
-from ..core.io import ensure_writable_dir, unique_path, write_tiff
+from ..core.io import ensure_writable_dir, make_new_dir, write_tiff
 from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.progress import StopFlag, drive
 from ..core.sample import make_scene
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     )
     train_scenes = [make_scene(seed=s, size=(args.size, args.size)) for s in TRAIN_SEEDS]
     held_out = [make_scene(seed=s, size=(args.size, args.size)) for s in HELD_OUT_SEEDS]
-    out = ensure_writable_dir(unique_path(args.out))
+    out = make_new_dir(args.out)
     print(f"demo on {describe_device(device)}; fine-tuning {model}; outputs in {out}")
 
     scenes_dir = ensure_writable_dir(out / "scenes")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import io
-from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, Disk, detect_disks
+from ..core.detect import DEFAULT_MIN_RADIUS, MIN_RADIUS, POLARITIES, Disk, detect_disks
 from ..core.errors import InputError
 
 CSV_COLUMNS = ("cy", "cx", "r", "score", "touches_border")
@@ -18,7 +18,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "detect",
         help="find microdisks in an image",
         description=(
-            "Find the microdisks (dark body, bright rim) of IMAGE (TIFF, PNG, JPEG; gray or RGB) and list "
+            "Find the microdisks (dark or bright disks) of IMAGE (TIFF, PNG, JPEG; gray or RGB) and list "
             "their centres (cy, cx), radii (r), scores and whether they touch the image border, in pixels "
             "of IMAGE, best first: as a table, or as a CSV file with --out (never overwritten: -1, -2, ... "
             "is added). The radius is found by itself; give a range when disks are missed or other round "
@@ -37,7 +37,8 @@ def add_detection_options(parser: argparse.ArgumentParser) -> None:
         "--min-radius",
         type=_radius,
         metavar="R",
-        help=f"smallest disk radius to look for, in pixels (default: {DEFAULT_MIN_RADIUS:g})",
+        help=f"smallest disk radius to look for, in pixels (default: {DEFAULT_MIN_RADIUS:g}, and disks far "
+        "smaller than the typical one found are left out)",
     )
     parser.add_argument(
         "--max-radius",
@@ -51,6 +52,13 @@ def add_detection_options(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         metavar="S",
         help="0 = clear, complete disks only ... 1 = faint or partly hidden ones too (default: 0.5)",
+    )
+    parser.add_argument(
+        "--polarity",
+        choices=POLARITIES,
+        default=POLARITIES[0],
+        help="dark disks (bright-rimmed microdisks under transmitted light), bright disks on a darker ground "
+        "(reflected light, fluorescence), or either (default: either)",
     )
 
 
@@ -74,14 +82,17 @@ def find_disks(image: np.ndarray, args: argparse.Namespace, name: str) -> list[D
         raise InputError(f"--min-radius {args.min_radius:g} is larger than --max-radius {args.max_radius:g}")
     try:
         disks = detect_disks(
-            image, radius_range=(args.min_radius, args.max_radius), sensitivity=args.sensitivity
+            image,
+            radius_range=(args.min_radius, args.max_radius),
+            sensitivity=args.sensitivity,
+            polarity=args.polarity,
         )
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from exc
     if not disks:
         raise InputError(
-            f"no microdisk found in {name}; if it shows some, give their radius in pixels with "
-            "--min-radius and --max-radius, or raise --sensitivity"
+            f"no microdisk found in {name} (--polarity {args.polarity}); if it shows some, give their radius "
+            "in pixels with --min-radius and --max-radius, or raise --sensitivity"
         )
     return disks
 
@@ -98,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [{column: getattr(disk, column) for column in CSV_COLUMNS} for disk in disks]
     io.ensure_writable_dir(args.out.parent)
-    path = io.write_csv(io.unique_path(args.out), rows, CSV_COLUMNS)
+    path = io.write_csv(args.out, rows, CSV_COLUMNS, names=io.numbered_paths(args.out))
     print(f"{len(disks)} disks in {args.image} -> {path}")
     return 0
 

@@ -77,6 +77,11 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def run(args: argparse.Namespace) -> int:
     given = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not given:
+        raise InputError(
+            f"--methods {args.methods!r} names no method; give them comma-separated, e.g. "
+            "--methods bicubic,realesrgan-x4plus"
+        )
     methods = list(metrics.with_parents(given))
     if len(methods) > len(given):
         print(f"also evaluated, as the parents of fine-tuned runs: {', '.join(methods[len(given) :])}")
@@ -88,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out} must be a .csv file (the JSON is written beside it)")
     else:
         csv_path = outputs.free_table_path(args.out)
-    json_path = csv_path.with_suffix(".json")
     io.refuse_input_as_output(csv_path, [*args.hr, *(args.lr or [])])
     io.ensure_writable_dir(csv_path.parent)
     if args.error_maps is not None:
@@ -118,19 +122,20 @@ def run(args: argparse.Namespace) -> int:
 
         result = drive(job, show)
 
-    result.to_csv(csv_path)
-    result.to_json(json_path)
+    csv_path = result.save(csv_path)
+    json_path = csv_path.with_suffix(".json")
     print(result.table())
     print(f"\nwrote {csv_path} and {json_path}")
     if args.error_maps is not None:
         pixel_sizes = dict(zip(names, (f.pixel_size for f in hr_files), strict=True))
         for (image, method), error in result.error_maps.items():
-            path = io.unique_path(args.error_maps / f"{safe_name(image)}_{safe_name(method)}_abs_error.tif")
+            path = args.error_maps / f"{safe_name(image)}_{safe_name(method)}_abs_error.tif"
             io.write_tiff(
                 path,
                 error,
                 pixel_size=pixel_sizes[image],
                 description={"image": image, "method": method, "values": "|SR - HR| / data range"},
+                names=io.numbered_paths(path),
             )
         print(f"wrote {len(result.error_maps)} error map(s) into {args.error_maps}")
     return 0

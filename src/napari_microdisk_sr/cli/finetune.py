@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import re
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from ..core import train
 from ..core.crops import read_crop_set
+from ..core.errors import MicrodiskSRError
 from ..core.pairs import DEGRADATIONS, SMALL_CROP_POLICIES
 from ..core.progress import StopFlag, drive
 from ..core.train import EventKind, FineTuneConfig, Outcome, TrainEvent
@@ -40,6 +42,13 @@ _FIELDS = {
     "bit_depth": "bit_depth",
 }
 _STOPPED_EXIT = 130  # the shell's code for a job ended by Ctrl-C
+_SETTING = re.compile(
+    r"\b("
+    + "|".join(field for dest, field in _FIELDS.items() if "_" in field and field != "bit_depth")
+    + r")\b"
+    r"(?:=('?)([\w.]+)\2)?"
+)
+"""A setting named as in the API (``batch_size``, ``small_crops='pad'``): errors name its option instead."""
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -158,14 +167,19 @@ def _config(args: argparse.Namespace) -> FineTuneConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = _config(args)
-    crops = read_crop_set(args.crops)
-    if crops.paired:
-        print(f"paired crop set: learning from its {len(crops)} registered LR crops (no degradation)")
-    stop = StopFlag()
-    job = train.fine_tune(crops, config, args.out, stop=stop, resume=args.resume, lr_crops=crops.lr_images)
-    with stop_on_interrupt(stop), TrainProgress() as progress:
-        result = drive(job, progress.show)
+    try:
+        config = _config(args)
+        crops = read_crop_set(args.crops)
+        if crops.paired:
+            print(f"paired crop set: learning from its {len(crops)} registered LR crops (no degradation)")
+        stop = StopFlag()
+        job = train.fine_tune(
+            crops, config, args.out, stop=stop, resume=args.resume, lr_crops=crops.lr_images
+        )
+        with stop_on_interrupt(stop), TrainProgress() as progress:
+            result = drive(job, progress.show)
+    except MicrodiskSRError as exc:
+        raise type(exc)(_SETTING.sub(_as_option, str(exc))) from exc
     print(f"{result.outcome.value}: {result.message}")
     scored = [row for row in result.history if row["val_psnr"] is not None]
     if scored:
@@ -177,6 +191,16 @@ def run(args: argparse.Namespace) -> int:
     if result.outcome in (Outcome.STOPPED, Outcome.TIME_BUDGET):
         print(f"continue with: microdisk-sr finetune {args.crops} --out {args.out} --resume")
     return _STOPPED_EXIT if result.outcome is Outcome.STOPPED else 0
+
+
+def _as_option(match: re.Match[str]) -> str:
+    """``batch_size`` -> ``--batch``; ``small_crops='pad'`` -> ``--small-crops pad``; ``early_stop=None`` ->
+    ``leave out --early-stop``."""
+    field, value = match.group(1), match.group(3)
+    option = "--" + next(dest for dest, name in _FIELDS.items() if name == field).replace("_", "-")
+    if value is None:
+        return option
+    return f"leave out {option}" if value == "None" else f"{option} {value}"
 
 
 class TrainProgress:

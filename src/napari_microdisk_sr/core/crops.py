@@ -42,6 +42,7 @@ PAIR_SCALE = 4
 _BOX_COLUMNS = COLUMNS[2:6]
 _DISK_COLUMNS = COLUMNS[6:]
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+_NAME_TRIES = 100_000  # free crop numbers tried after the last one
 
 Box = tuple[int, int, int, int]
 """Rows ``y0:y1`` and columns ``x0:x1`` of an image."""
@@ -254,11 +255,31 @@ def write_crop_set(crops: Sequence[Crop], out_dir: "str | os.PathLike[str]", *, 
     if not re.fullmatch(r"[\w.+-]+", stem) or stem.startswith("."):
         raise InputError(f"stem {stem!r} is not a usable file name; use letters, digits and ._-+")
     folder = io.ensure_writable_dir(out_dir)
+    with io.locked_dir(folder):  # another process adding crops here waits, so that no row is lost
+        rows, written = _add_crops(folder, crops, stem)
+    if len(written) < len(crops):
+        log.warning(
+            "%d of %d crops were in %s already: not added again",
+            len(crops) - len(written),
+            len(crops),
+            folder,
+        )
+    log.info("wrote %d crops to %s (%d in the set)", len(written), folder, len(rows))
+    return written
+
+
+def _add_crops(folder: Path, crops: Sequence[Crop], stem: str) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Write the new crops into ``folder`` and rewrite its ``crops.csv``; return all rows and the new files.
+
+    Each crop file takes the next free number when it is written, so a file that appeared meanwhile (a
+    writer that does not take the folder's lock) is never overwritten.
+    """
     csv_path = folder / CSV_NAME
     try:
         rows = _read_rows(csv_path) if csv_path.exists() else []
     except InputError as exc:
         raise OutputError(f"cannot add crops to {folder}: {exc}; choose another folder") from exc
+    paired = crops[0].lr_image is not None
     if rows and ("lr_file" in rows[0]) != paired:
         kinds = (
             ("paired crops", "a crop set without LR crops")
@@ -275,30 +296,28 @@ def write_crop_set(crops: Sequence[Crop], out_dir: "str | os.PathLike[str]", *, 
         copy = held.get((crop.source, tuple(crop.box))) if crop.source else None
         if copy is not None and _holds(folder / copy, crop.image):
             continue
-        number += 1
-        name = f"{stem}_disk{number:03d}.tif"
-        io.write_tiff(folder / name, crop.image, description=_description(crop))
-        row = _row(name, crop)
+        names = (folder / _crop_name(stem, n) for n in range(number + 1, number + _NAME_TRIES))
+        path = io.write_tiff(
+            folder / _crop_name(stem, number + 1), crop.image, description=_description(crop), names=names
+        )
+        number = _number_of(path.name, stem)
+        row = _row(path.name, crop)
         if paired:
-            row["lr_file"] = f"{stem}_disk{number:03d}_lr.tif"
+            row["lr_file"] = f"{path.stem}_lr.tif"
             io.write_tiff(
                 folder / row["lr_file"], crop.lr_image, description=_description(crop) | {"lr": True}
             )
         rows.append(row)
-        written.append(folder / name)
+        written.append(path)
         if crop.source:  # a copy of it later in ``crops`` (a box pasted twice) is a duplicate too
-            held[crop.source, tuple(crop.box)] = name
+            held[crop.source, tuple(crop.box)] = path.name
     if written:
         io.write_csv(csv_path, rows, PAIRED_COLUMNS if paired else COLUMNS, overwrite=True)
-    if len(written) < len(crops):
-        log.warning(
-            "%d of %d crops were in %s already: not added again",
-            len(crops) - len(written),
-            len(crops),
-            folder,
-        )
-    log.info("wrote %d crops to %s (%d in the set)", len(written), folder, len(rows))
-    return written
+    return rows, written
+
+
+def _crop_name(stem: str, number: int) -> str:
+    return f"{stem}_disk{number:03d}.tif"
 
 
 def _holds(path: Path, image: np.ndarray) -> bool:
@@ -312,9 +331,14 @@ def _holds(path: Path, image: np.ndarray) -> bool:
 
 def _last_number(folder: Path, rows: list[dict[str, Any]], stem: str) -> int:
     """The highest crop number of ``stem`` among the listed crops and the files in the folder (0 if none)."""
-    pattern = re.compile(rf"{re.escape(stem)}_disk(\d+)\.tif")
     names = [row["file"] for row in rows] + [path.name for path in folder.iterdir()]
-    return max((int(m.group(1)) for m in map(pattern.fullmatch, names) if m), default=0)
+    return max((n for n in (_number_of(name, stem) for name in names) if n is not None), default=0)
+
+
+def _number_of(name: str, stem: str) -> "int | None":
+    """The crop number in the file name ``name`` of a crop of ``stem``; None for other names."""
+    match = re.fullmatch(rf"{re.escape(stem)}_disk(\d+)\.tif", name)
+    return None if match is None else int(match.group(1))
 
 
 def _row(name: str, crop: Crop) -> dict[str, Any]:

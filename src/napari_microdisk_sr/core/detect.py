@@ -22,6 +22,11 @@ shape at every scale, then measures each disk it finds:
    lie in the image (support), its rim is brighter than its body by enough times the noise, it does not
    overlap a disk found before, and its radius is in the searched range.
 
+Bright disks on a darker ground (reflected light, fluorescence, coins) are the same shape in the inverted
+image: a dark body whose edge rises to a brighter surround. By default both the image and its inverse are
+searched, and where a disk is found in both the better-scoring one is kept. Unless a minimum radius is given,
+disks far smaller than the typical one found are left out (specks of texture, not disks).
+
 Coordinates are pixel centres: pixel ``(i, j)`` spans ``[i - 0.5, i + 0.5) x [j - 0.5, j + 0.5)``.
 """
 
@@ -43,6 +48,8 @@ MIN_RADIUS = 2.0
 """The smallest radius, in pixels, that can be searched for."""
 DEFAULT_MIN_RADIUS = 3.0
 """The smallest radius searched for when ``radius_range`` does not say."""
+POLARITIES = ("either", "dark", "bright")
+"""What :func:`detect_disks` looks for: disks of either polarity (the default), dark or bright ones."""
 
 _NORMALISE_PERCENTILES = (0.5, 99.5)
 _NOISE_FLOOR = 5e-3  # noise level assumed for noise-free images, as a fraction of the normalised range
@@ -80,6 +87,9 @@ _CANDIDATE_SEPARATION = 0.5  # of the larger radius: closer candidates of alike 
 _CANDIDATE_SCALE_RATIO = math.log(1.5)  # radii are alike within this (log) ratio
 _DISK_SEPARATION = 0.75  # of the sum of the radii: closer disks overlap
 _ECHO_REACH = 0.5  # of its radius: a candidate this close to a disk's rim echoes it
+# Small outliers, when no minimum radius is given
+_FLOOR_FRACTION = 0.4  # of the typical radius: smaller disks are left out ...
+_FLOOR_POPULATION = 3  # ... when at least this many disks are found
 
 
 @dataclass(frozen=True)
@@ -179,8 +189,9 @@ def detect_disks(
     radius_range: "Sequence[float | None] | None" = None,
     sensitivity: float = 0.5,
     max_disks: "int | None" = None,
+    polarity: str = "either",
 ) -> list[Disk]:
-    """Find bright-rimmed, dark-bodied microdisks in one image and measure their centres and radii.
+    """Find microdisks in one image and measure their centres and radii.
 
     Parameters
     ----------
@@ -194,19 +205,25 @@ def detect_disks(
         From 0 (only clear, complete disks) to 1 (faint or partly hidden ones too, and more false finds).
     max_disks : int, optional
         Keep at most this many disks, the best-scoring ones.
+    polarity : {"either", "dark", "bright"}
+        Which disks to look for: ``"dark"`` bodies (bright-rimmed microdisks under transmitted light),
+        ``"bright"`` ones on a darker ground (reflected light, fluorescence, coins), or ``"either"`` (both
+        searches; where they overlap, the better-scoring disk is kept).
 
     Returns
     -------
     list of Disk
         Best score first; empty when no disk is found. Disks that cross the image border are included, with
-        ``touches_border=True``.
+        ``touches_border=True``. Unless ``radius_range`` gives a minimum, disks under ``0.4`` times the
+        typical radius of those found (the score-weighted median, of 3 disks or more) are left out: a few
+        tiny hits among larger disks are specks, not disks.
 
     Raises
     ------
     InputError
         For an image that is not 2D gray/RGB(A), is too small, boolean or complex, or has NaN/Inf values;
         for a ``radius_range`` that is not ``2 <= min <= max`` (or whose minimum exceeds half the image), a
-        ``sensitivity`` outside [0, 1] or a ``max_disks`` below 1.
+        ``sensitivity`` outside [0, 1], a ``max_disks`` below 1 or an unknown ``polarity``.
     """
     gray = _normalised_gray(image)
     r_min, r_max = _radius_bounds(radius_range, gray.shape)
@@ -214,11 +231,25 @@ def detect_disks(
         raise InputError(f"sensitivity must be a number from 0 to 1, not {sensitivity!r}")
     if max_disks is not None and not (isinstance(max_disks, numbers.Integral) and max_disks >= 1):
         raise InputError(f"max_disks must be a whole number >= 1, not {max_disks!r}")
+    if polarity not in POLARITIES:
+        raise InputError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
     if not gray.any():
         log.info("the image is flat: no disk in it")
         return []
-    response_snr_min, support_min, snr_min = _thresholds(sensitivity)
     noise = _noise_level(gray)
+    views = [gray, 1.0 - gray] if polarity == "either" else [1.0 - gray if polarity == "bright" else gray]
+    disks = _separated(
+        [disk for view in views for disk in _find(view, r_min, r_max, noise=noise, sensitivity=sensitivity)]
+    )
+    if radius_range is None or radius_range[0] is None:
+        disks = _above_floor(disks)
+    log.info("%d %s disks (radius %.3g to %.3g px)", len(disks), polarity, r_min, r_max)
+    return disks[:max_disks]
+
+
+def _find(gray: np.ndarray, r_min: float, r_max: float, *, noise: float, sensitivity: float) -> list[Disk]:
+    """The dark-bodied disks of a normalised gray image (see the module notes), best first."""
+    response_snr_min, support_min, snr_min = _thresholds(sensitivity)
     smooth = cv2.GaussianBlur(gray, (0, 0), _SMOOTH_SIGMA)
     candidates = _ring_candidates(gray, r_min, r_max, noise=noise, snr_min=response_snr_min)
     rims: list[_Rim] = []
@@ -240,9 +271,37 @@ def detect_disks(
         if r_min <= radius <= r_max:
             touches = reaches_border(rim.cy, rim.cx, radius, gray.shape)
             disks.append(Disk(rim.cy, rim.cx, radius, rim.support * rim.contrast, touches))
-    disks.sort(key=lambda disk: -disk.score)
-    log.info("%d disks of %d candidates (radius %.3g to %.3g px)", len(disks), len(candidates), r_min, r_max)
-    return disks[:max_disks]
+    log.debug("%d disks of %d candidates", len(disks), len(candidates))
+    return disks
+
+
+def _separated(disks: list[Disk]) -> list[Disk]:
+    """``disks`` best first, without those that overlap a better one (a disk seen in both polarities)."""
+    kept: list[Disk] = []
+    for disk in sorted(disks, key=lambda d: -d.score):
+        if all(math.hypot(d.cy - disk.cy, d.cx - disk.cx) >= _DISK_SEPARATION * (d.r + disk.r) for d in kept):
+            kept.append(disk)
+    return kept
+
+
+def _above_floor(disks: list[Disk]) -> list[Disk]:
+    """``disks`` without the small outliers: those under ``_FLOOR_FRACTION`` of the typical radius.
+
+    The typical radius is the median radius of the disks weighted by their scores (the many weak, tiny false
+    hits of a lenient search weigh little); it needs ``_FLOOR_POPULATION`` disks at least.
+    """
+    if len(disks) < _FLOOR_POPULATION:
+        return disks
+    radii = np.array([d.r for d in disks])
+    weights = np.cumsum(np.array([d.score for d in disks])[np.argsort(radii)])
+    typical = float(np.sort(radii)[np.searchsorted(weights, weights[-1] / 2)])
+    floor = _FLOOR_FRACTION * typical
+    kept = [d for d in disks if d.r >= floor]
+    if len(kept) < len(disks):
+        log.info(
+            "%d disks under %.3g px left out: far smaller than the others", len(disks) - len(kept), floor
+        )
+    return kept
 
 
 def _normalised_gray(image: np.ndarray) -> np.ndarray:

@@ -5,11 +5,17 @@ The networks see float32 RGB in ``[0, 1]`` laid out as ``(1, 3, h, w)``. Images 
 (``(T, H, W)``, ``(T, Z, H, W)``, ``(T, H, W, 3)``; four dimensions at most), which are processed plane by
 plane. This module knows how to cut them into model inputs and how to put the outputs back:
 
-- integer images map by their dtype's full range (a dim ``uint16`` image stays 16-bit data: the range is
-  never guessed from the maximum), or, for unsigned integers, by the bit depth given (``bit_depth=12``:
-  ``[0, 4095]``, for a 12-bit camera writing uint16 files); float images by the minimum and maximum of
-  their colour values;
-- the inverse maps back to the input's dtype and range: floats stay float, integers are rounded and clipped;
+- ``uint8`` and ``uint16`` images map by their dtype's full range (a dim ``uint16`` image stays 16-bit data:
+  the range is never guessed from the maximum), or by the bit depth given (``bit_depth=12``: ``[0, 4095]``,
+  for a 12-bit camera writing uint16 files);
+- float images, signed integer images (``int8`` to ``int64``) and unsigned ones wider than 16 bits
+  (``uint32``, ``uint64``) map by the minimum and maximum of their colour values, as Fiji displays them: a
+  signed type has no fixed black level, and by a 32- or 64-bit type's full range every level of real data
+  would lie within float32 rounding of one value, so the network would see noise. Unsigned wide integers
+  also take a bit depth, like ``uint16``;
+- the inverse maps back to the input's dtype and range: floats stay float, integers are rounded, and both
+  are clipped to the range they were mapped by (an ``int32`` image of values 0 to 99 comes back within
+  0 to 99);
 - gray planes are replicated to three channels for the model and the three output channels averaged back;
 - alpha never goes through the network: it is resized with bicubic interpolation and re-attached.
 """
@@ -24,6 +30,8 @@ import torch
 from .errors import InputError
 
 MAX_NDIM = 4
+MAX_CHANNELS = 8
+"""The most channels a last axis is taken to hold when the two axes before it are larger."""
 
 
 def validate_image(image: np.ndarray) -> None:
@@ -138,9 +146,10 @@ def image_layout(shape: Sequence[int], *, rgb: "bool | None" = None) -> ImageLay
         The image's shape, 2 to 4 dimensions.
     rgb : bool, optional
         Whether the last axis holds RGB(A) channels (napari's ``layer.rgb``). By default a last axis of size
-        3 or 4 on an image of 3 or more dimensions is taken as channels, and one of size 1 or 2 (narrower
-        than the axis before it) is refused as channels that are not RGB; pass ``rgb=False`` for a stack
-        whose planes happen to be 1 to 4 pixels wide.
+        3 or 4 on an image of 3 or more dimensions is taken as channels. Channels that are not RGB are
+        refused, never read as a stack of narrow planes: a last axis of 1 or 2 narrower than the axis before
+        it, or of 5 to :data:`MAX_CHANNELS` after two axes larger than that (``(32, 32, 5)``). Pass
+        ``rgb=False`` for a stack whose planes happen to be that narrow.
 
     Returns
     -------
@@ -150,18 +159,36 @@ def image_layout(shape: Sequence[int], *, rgb: "bool | None" = None) -> ImageLay
     if not 2 <= len(shape) <= MAX_NDIM:
         raise InputError(f"image shape {shape} has {len(shape)} dimensions; 2 to {MAX_NDIM} are supported")
     if rgb is None:
-        if len(shape) >= 3 and shape[-1] in (1, 2) and shape[-2] > shape[-1]:
+        channels = shape[-1]
+        if len(shape) >= 3 and _looks_like_channels(shape):
             raise InputError(
-                f"image shape {shape} ends in an axis of {shape[-1]}, which looks like colour channels: give "
-                "gray (H, W) or RGB(A) (H, W, 3|4) images (squeeze a single channel; split two channels, or "
-                "drop the alpha of a gray+alpha image)"
+                f"image shape {shape} ends in an axis of {channels}, which looks like colour channels: give "
+                f"gray (H, W) or RGB(A) (H, W, 3|4) images ({_CHANNELS_FIX.get(channels, _SPLIT_CHANNELS)})"
             )
-        rgb = len(shape) >= 3 and shape[-1] in (3, 4)
+        rgb = len(shape) >= 3 and channels in (3, 4)
     if not rgb:
         return ImageLayout(shape[:-2], shape[-2], shape[-1], 1)
     if len(shape) < 3 or shape[-1] not in (3, 4):
         raise InputError(f"image shape {shape} is not RGB/RGBA: the last axis must have 3 or 4 channels")
     return ImageLayout(shape[:-3], shape[-3], shape[-2], shape[-1])
+
+
+def _looks_like_channels(shape: tuple[int, ...]) -> bool:
+    """Whether the last axis of a shape of 3 or more dimensions looks like channels that are not RGB(A)."""
+    channels = shape[-1]
+    if channels in (1, 2):
+        return shape[-2] > channels
+    return 5 <= channels <= MAX_CHANNELS and min(shape[-3], shape[-2]) > MAX_CHANNELS
+
+
+_SPLIT_CHANNELS = (
+    "split the channels into gray images and upscale each: in napari add the data with channel_axis=-1, "
+    "in Fiji use Image > Color > Split Channels, and save each channel as a separate image"
+)
+_CHANNELS_FIX = {
+    1: "squeeze the single channel",
+    2: f"drop the alpha of a gray+alpha image, or {_SPLIT_CHANNELS}",
+}
 
 
 @dataclass(frozen=True)
@@ -263,12 +290,13 @@ def value_range(values: np.ndarray, *, bit_depth: "int | None" = None) -> tuple[
         Integer or float values, finite.
     bit_depth : int, optional
         How many bits of an unsigned integer image carry data (a 12-bit camera writes uint16 files whose
-        values stop at 4095). Without it integers map by their dtype's full range.
+        values stop at 4095). Without it uint8 and uint16 map by their dtype's full range.
 
     Returns
     -------
     low, high : float
-        Integers: the dtype's range, or ``[0, 2**bit_depth - 1]``. Floats: their minimum and maximum.
+        ``[0, 2**bit_depth - 1]`` with a bit depth. Else uint8 and uint16: the dtype's range; other dtypes
+        (see :func:`maps_by_own_range`): the values' minimum and maximum.
 
     Raises
     ------
@@ -278,10 +306,10 @@ def value_range(values: np.ndarray, *, bit_depth: "int | None" = None) -> tuple[
     """
     values = np.asarray(values)
     if bit_depth is None:
-        if values.dtype.kind in "iu":
-            info = np.iinfo(values.dtype)
-            return float(info.min), float(info.max)
-        return float(values.min()), float(values.max())
+        if maps_by_own_range(values.dtype):
+            return float(values.min()), float(values.max())
+        info = np.iinfo(values.dtype)
+        return float(info.min), float(info.max)
     check_bit_depth(bit_depth, values.dtype)
     high = 2**bit_depth - 1
     peak = int(values.max()) if values.size else 0
@@ -291,6 +319,15 @@ def value_range(values: np.ndarray, *, bit_depth: "int | None" = None) -> tuple[
             "data were recorded with (or none, for the dtype's full range)"
         )
     return 0.0, float(high)
+
+
+def maps_by_own_range(dtype: "np.dtype | type") -> bool:
+    """Whether images of ``dtype`` map by their own minimum and maximum, not by the dtype's range.
+
+    True for floats, signed integers and unsigned integers wider than 16 bits; False for uint8 and uint16.
+    """
+    dtype = np.dtype(dtype)
+    return dtype.kind in "fi" or (dtype.kind == "u" and dtype.itemsize > 2)
 
 
 def check_bit_depth(bit_depth: object, dtype: "np.dtype | None" = None) -> int:
@@ -330,13 +367,14 @@ def bit_depth_hint(values: np.ndarray, what: str, how: str) -> "str | None":
 
 
 def likely_bit_depth(values: np.ndarray) -> "int | None":
-    """The usual camera bit depth (10, 12 or 14) that an unsigned 16-bit (or wider) image seems to hold.
+    """The usual camera bit depth (10, 12 or 14) that a uint16 image seems to hold.
 
-    None when its values use more than a quarter of the dtype's range, or for other dtypes. A hint to show
-    the user, never applied on its own: a dim 16-bit image looks the same.
+    None when its values use more than a quarter of the dtype's range, or for other dtypes (wider ones map
+    by their own range). A hint to show the user, never applied on its own: a dim 16-bit image looks the
+    same.
     """
     values = np.asarray(values)
-    if values.dtype.kind != "u" or values.dtype.itemsize < 2 or not values.size:
+    if values.dtype != np.uint16 or not values.size:
         return None
     needed = int(values.max()).bit_length()
     if not needed or needed > 8 * values.dtype.itemsize - 2:  # blank, or more than a quarter of the range

@@ -126,8 +126,8 @@ class UpscaleConfig:
     bit_depth : int or None
         Significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing uint16 files: their
         values ``[0, 2**bit_depth - 1]`` map to the network's ``[0, 1]`` (see :func:`.images.value_range`).
-        None maps integers by their dtype's full range, which shows a 12-bit image 16x too dark to the
-        network.
+        None maps uint8 and uint16 by their dtype's full range, which shows a 12-bit image 16x too dark to
+        the network (other dtypes map by their own range, see :func:`.images.value_range`).
     """
 
     tile: int = DEFAULT_TILE
@@ -165,6 +165,7 @@ def upscale(
     stop: "StopFlag | None" = None,
     rgb: "bool | None" = None,
     scale: "int | None" = None,
+    region: "Region | None" = None,
 ) -> Generator[TileEvent, None, "UpscaleResult | None"]:
     """Super-resolve an image tile by tile, as a job generator.
 
@@ -192,6 +193,11 @@ def upscale(
         Whether the last axis holds RGB(A) channels (see :func:`.images.image_layout`).
     scale : int, optional
         Upscaling factor of a bare module; for a LoadedModel it must match ``model.spec.scale`` if given.
+    region : Region, optional
+        Upscale only this window of every plane (a preview): it is read with ``tile_pad`` pixels of context
+        around it (none beyond the image border) and values are mapped by the whole image's range, so the
+        result equals the same window of the whole image's result (exactly when the padding covers the
+        receptive field, as the model's does for SRVGGNetCompact). The result is the window x ``scale``.
 
     Returns
     -------
@@ -211,6 +217,8 @@ def upscale(
     validate_image(image)
     layout = image_layout(image.shape, rgb=rgb)
     norms = normalizations_for(image, layout, bit_depth=config.bit_depth)
+    if region is not None:
+        region.check_inside(layout.height, layout.width)
     if config.bit_depth is None:
         _hint_bit_depth(image[..., :3] if layout.has_alpha else image)
     module, factor, pad, multiple = _unpack_model(model, scale=scale, tile_pad=config.tile_pad)
@@ -220,6 +228,32 @@ def upscale(
         log.warning(
             "half precision needs CUDA or a CPU with native bfloat16; running in float32 on %s",
             describe_device(dev),
+        )
+    pad = _round_up(pad, multiple)
+    if region is not None:
+        return _region_job(
+            image,
+            layout,
+            region,
+            pad,
+            multiple,
+            factor,
+            lambda window, window_layout: _upscale_job(
+                window,
+                window_layout,
+                module,
+                device=dev,
+                scale=factor,
+                half=half,
+                reuse=isinstance(model, LoadedModel),
+                norms=norms,
+                tile=config.tile,
+                pad=pad,
+                multiple=multiple,
+                stop=stop,
+                made_with=_model_record(model),
+                bit_depth=config.bit_depth,
+            ),
         )
     return _upscale_job(
         image,
@@ -231,12 +265,85 @@ def upscale(
         reuse=isinstance(model, LoadedModel),
         norms=norms,
         tile=config.tile,
-        pad=_round_up(pad, multiple),
+        pad=pad,
         multiple=multiple,
         stop=stop,
         made_with=_model_record(model),
         bit_depth=config.bit_depth,
     )
+
+
+@dataclass(frozen=True)
+class Region:
+    """A window of an image's planes in input pixels: rows ``y0:y1`` and columns ``x0:x1``."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    def __post_init__(self) -> None:
+        values = (self.y0, self.y1, self.x0, self.x1)
+        if not all(_is_int(v) and v >= 0 for v in values) or self.y1 <= self.y0 or self.x1 <= self.x0:
+            raise InputError(f"a region needs 0 <= y0 < y1 and 0 <= x0 < x1 in pixels, got {values}")
+
+    @classmethod
+    def parse(cls, text: str) -> "Region":
+        """``"Y0:Y1,X0:X1"``, as the command line takes it."""
+        try:
+            rows, cols = text.split(",")
+            (y0, y1), (x0, x1) = (tuple(int(v) for v in part.split(":")) for part in (rows, cols))
+        except ValueError:
+            raise InputError(
+                f"a region is Y0:Y1,X0:X1 in input pixels, e.g. 0:128,64:192; got {text!r}"
+            ) from None
+        return cls(y0, y1, x0, x1)
+
+    def check_inside(self, height: int, width: int) -> None:
+        """Raise :class:`InputError` unless the region lies inside a ``height`` x ``width`` plane."""
+        if self.y1 > height or self.x1 > width:
+            raise InputError(
+                f"region {self.y0}:{self.y1},{self.x0}:{self.x1} reaches beyond the {height}x{width} image"
+            )
+
+    def grown(self, pad: int, multiple: int, height: int, width: int) -> "Region":
+        """The region with ``pad`` pixels of context on each side, clipped to the plane, its corners on
+        multiples of ``multiple`` (the model's input size rule)."""
+
+        def down(v: int) -> int:
+            return max(0, (v - pad) // multiple * multiple)
+
+        def up(v: int, size: int) -> int:
+            return min(size, _round_up(v + pad, multiple))
+
+        return Region(down(self.y0), up(self.y1, height), down(self.x0), up(self.x1, width))
+
+
+def _region_job(
+    image: np.ndarray,
+    layout: ImageLayout,
+    region: Region,
+    pad: int,
+    multiple: int,
+    scale: int,
+    run: "Callable[[np.ndarray, ImageLayout], Generator[TileEvent, None, UpscaleResult | None]]",
+) -> Generator[TileEvent, None, "UpscaleResult | None"]:
+    """Upscale ``region`` of every plane with its context (``run`` on the grown window), keep its core."""
+    context = region.grown(pad, multiple, layout.height, layout.width)
+    window = (
+        image[..., context.y0 : context.y1, context.x0 : context.x1, :]
+        if not layout.is_gray
+        else (image[..., context.y0 : context.y1, context.x0 : context.x1])
+    )
+    window_layout = image_layout(window.shape, rgb=not layout.is_gray)
+    result = yield from run(window, window_layout)
+    if result is None:
+        return None
+    ys = slice((region.y0 - context.y0) * scale, (region.y1 - context.y0) * scale)
+    xs = slice((region.x0 - context.x0) * scale, (region.x1 - context.x0) * scale)
+    core = result.image[..., ys, xs, :] if not layout.is_gray else result.image[..., ys, xs]
+    where = {"region": [region.y0, region.y1, region.x0, region.x1]}
+    return UpscaleResult(np.ascontiguousarray(core), result.provenance | where)
 
 
 def _hint_bit_depth(values: np.ndarray) -> None:

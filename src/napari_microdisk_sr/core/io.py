@@ -1,18 +1,23 @@
 """Files: atomic writes, never-overwrite naming, image/CSV/JSON input and output.
 
 Rules the whole product follows: an original is never overwritten; every output is written to a temporary
-file in the destination folder and renamed into place, so a crash leaves either the old file or the new one,
-never half of one; an output that exists gets a ``-1``, ``-2``, ... suffix instead of being replaced.
+file in the destination folder and then put into place whole, so a crash leaves either the old file or the new
+one, never half of one; an output that exists gets a ``-1``, ``-2``, ... suffix instead of being replaced. The
+free name is taken by the same operation that puts the file into place (a hard link, which fails rather than
+replace), so processes writing into one folder at once each keep their result under a name of its own.
 """
 
+import contextlib
 import csv
 import dataclasses
+import errno
+import glob
 import io as _io
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,9 @@ _CM_PER_UNIT = {
     "m": 100.0, "cm": 1.0, "mm": 0.1, "um": 1e-4, "µm": 1e-4, "micron": 1e-4, "microns": 1e-4, "nm": 1e-7
 }  # fmt: skip
 _TIFF_INCH, _TIFF_CENTIMETER, _TIFF_NONE = 2, 3, 1
+_MAX_NUMBERED = 100_000
+_IMAGEJ_GRAY_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32)}
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}  # FAT, some network shares
 
 
 @dataclass(frozen=True)
@@ -60,17 +68,49 @@ def output_dir_for(source: "str | os.PathLike[str]") -> Path:
     return source.parent / f"{source.stem}{OUTPUT_DIR_SUFFIX}"
 
 
-def unique_path(path: "str | os.PathLike[str]") -> Path:
-    """``path`` if nothing is there, else the first free ``<stem>-1<suffix>``, ``<stem>-2<suffix>``, ..."""
+def numbered_paths(path: "str | os.PathLike[str]") -> Iterator[Path]:
+    """``path``, then ``<stem>-1<suffix>``, ``<stem>-2<suffix>``, ...: the names an output may take."""
     path = Path(path)
-    if not path.exists():
-        return path
-    stem, suffix = path.stem, path.suffix
-    for n in range(1, 100_000):
-        candidate = path.with_name(f"{stem}-{n}{suffix}")
+    yield path
+    for n in range(1, _MAX_NUMBERED):
+        yield path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def unique_path(path: "str | os.PathLike[str]") -> Path:
+    """``path`` if nothing is there, else the first free ``<stem>-1<suffix>``, ``<stem>-2<suffix>``, ...
+
+    The name free now: a preview. A write decides its name itself (see :func:`atomic_write`), since another
+    process may take this one first.
+    """
+    for candidate in numbered_paths(path):
         if not candidate.exists():
             return candidate
     raise OutputError(f"too many existing outputs named like {path}; clean the folder")
+
+
+def make_new_dir(path: "str | os.PathLike[str]") -> Path:
+    """Create the folder ``path``, or the first free ``-1``, ``-2``, ... variant, and return it.
+
+    Creating it is what claims the name (``mkdir`` fails on an existing folder), so two processes never get
+    the same one. Missing parent folders are created.
+
+    Raises
+    ------
+    OutputError
+        If the folder cannot be created, or every name is taken.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for candidate in numbered_paths(path):
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            return candidate
+    except OSError as exc:
+        raise OutputError(f"cannot create folder {path} ({exc.strerror or exc}); choose another") from exc
+    raise OutputError(f"too many existing folders named like {path}; clean the folder")
 
 
 def ensure_writable_dir(folder: "str | os.PathLike[str]") -> Path:
@@ -97,18 +137,42 @@ def refuse_input_as_output(output: Path, inputs: Iterable["str | os.PathLike[str
 
 
 def atomic_write(
-    path: "str | os.PathLike[str]", write: Callable[[Path], None], *, overwrite: bool = False
+    path: "str | os.PathLike[str]",
+    write: Callable[[Path], None],
+    *,
+    overwrite: bool = False,
+    names: "Iterable[str | os.PathLike[str]] | None" = None,
 ) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then put it into place; return its name.
 
-    With ``overwrite=False`` (the default) an existing ``path`` is an error: pick the name with
-    :func:`unique_path` first. ``overwrite=True`` is for files the product owns, such as checkpoints.
-    On any failure the temporary file is removed and ``path`` is untouched.
+    Parameters
+    ----------
+    path : path
+        Where the file goes.
+    write : callable
+        Writes the whole file to the path it is given.
+    overwrite : bool
+        False (the default): never replace a file. The file is hard-linked into place under the first of
+        ``names`` that is free at that moment: the link fails instead of replacing, so a name taken by
+        another process meanwhile is skipped, never overwritten, and the work is kept. True: rename over
+        ``path``, for files the product owns, such as checkpoints.
+    names : iterable of path, optional
+        The names to try in order, without ``overwrite``; by default ``path`` alone. Outputs that take the
+        next free ``-1``, ``-2``, ... name pass :func:`numbered_paths` of ``path``.
+
+    Returns
+    -------
+    Path
+        The name the file was written under.
+
+    Raises
+    ------
+    OutputError
+        If every name is taken. On any failure the temporary file is removed and no name is taken.
     """
     path = Path(path)
-    if not overwrite and path.exists():
-        raise OutputError(f"{path} exists and is not overwritten")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    prefix, suffix = _temporary_affixes(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -116,13 +180,92 @@ def atomic_write(
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _new_file_mode())  # mkstemp's 0o600 would hide results from colleagues
-        if not overwrite and path.exists():
-            raise OutputError(f"{path} appeared while writing and is not overwritten")
-        os.replace(tmp, path)
-    except BaseException:
+        if overwrite:
+            os.replace(tmp, path)
+            return path
+        return _link_first_free(tmp, [path] if names is None else names)
+    finally:
         tmp.unlink(missing_ok=True)
+
+
+def _link_first_free(tmp: Path, names: Iterable["str | os.PathLike[str]"]) -> Path:
+    """Give ``tmp`` the first of ``names`` that nothing holds, taking the name and filling it in one step."""
+    tried: list[Path] = []
+    for name in map(Path, names):
+        tried.append(name)
+        try:
+            _link(tmp, name)
+        except FileExistsError:
+            continue
+        return name
+    if len(tried) == 1:
+        raise OutputError(f"{tried[0]} exists and is not overwritten")
+    raise OutputError(f"too many existing outputs named like {tried[0]}; clean the folder")
+
+
+def _link(tmp: Path, target: Path) -> None:
+    """Hard-link ``tmp`` as ``target``; ``FileExistsError`` if ``target`` exists.
+
+    Where the file system has no hard links, ``target`` is created exclusively first (which claims the name
+    just as surely) and ``tmp`` renamed over that empty file.
+    """
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
         raise
-    return path
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def locked_dir(folder: "str | os.PathLike[str]") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` while reading, changing and rewriting a file in it.
+
+    Processes taking the lock work one after the other. Where the platform or file system gives no lock
+    (Windows, some network shares), a warning is logged and the work goes on unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        log.warning("no folder locks on this platform: %s is changed without one", folder)
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            log.warning("cannot lock %s (%s): it is changed without a lock", folder, exc.strerror or exc)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _temporary_affixes(path: Path) -> tuple[str, str]:
+    """The prefix and suffix of :func:`atomic_write`'s temporary files for ``path``: hidden, and named."""
+    return f".{path.stem}.", f".tmp{path.suffix}"
+
+
+def remove_stale_temporaries(path: "str | os.PathLike[str]") -> list[Path]:
+    """Remove the temporary files that interrupted :func:`atomic_write` calls for ``path`` left behind.
+
+    A process killed while writing (SIGKILL, a power cut) leaves its hidden temporary file beside ``path``.
+    Call this only where no other process writes ``path`` (a run folder that this process owns).
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    path = Path(path)
+    prefix, suffix = _temporary_affixes(path)
+    stale = [p for p in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}") if p.is_file()]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def _new_file_mode() -> int:
@@ -139,13 +282,27 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_bytes(path: "str | os.PathLike[str]", payload: bytes, *, overwrite: bool = False) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_bytes(payload), overwrite=overwrite)
+def write_bytes(
+    path: "str | os.PathLike[str]",
+    payload: bytes,
+    *,
+    overwrite: bool = False,
+    names: "Iterable[str | os.PathLike[str]] | None" = None,
+) -> Path:
+    """Write ``payload`` with :func:`atomic_write`; return the name written."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(payload), overwrite=overwrite, names=names)
 
 
-def write_json(path: "str | os.PathLike[str]", obj: Any, *, overwrite: bool = False) -> Path:
+def write_json(
+    path: "str | os.PathLike[str]",
+    obj: Any,
+    *,
+    overwrite: bool = False,
+    names: "Iterable[str | os.PathLike[str]] | None" = None,
+) -> Path:
+    """Write ``obj`` as indented JSON with :func:`atomic_write`; return the name written."""
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
-    return write_bytes(path, text.encode(), overwrite=overwrite)
+    return write_bytes(path, text.encode(), overwrite=overwrite, names=names)
 
 
 def _json_default(obj: Any) -> Any:
@@ -164,8 +321,9 @@ def write_csv(
     fieldnames: "Sequence[str] | None" = None,
     *,
     overwrite: bool = False,
+    names: "Iterable[str | os.PathLike[str]] | None" = None,
 ) -> Path:
-    """Write ``rows`` (dicts) as CSV; floats keep full precision."""
+    """Write ``rows`` (dicts) as CSV (full float precision) with :func:`atomic_write`; return its name."""
     if fieldnames is None:
         fieldnames = list(dict.fromkeys(k for row in rows for k in row))
     buf = _io.StringIO()
@@ -173,7 +331,7 @@ def write_csv(
     writer.writeheader()
     for row in rows:
         writer.writerow({k: row.get(k, "") for k in fieldnames})
-    return write_bytes(path, buf.getvalue().encode(), overwrite=overwrite)
+    return write_bytes(path, buf.getvalue().encode(), overwrite=overwrite, names=names)
 
 
 def read_csv(path: "str | os.PathLike[str]") -> list[dict[str, str]]:
@@ -268,18 +426,38 @@ def write_tiff(
     *,
     pixel_size: "PixelSize | None" = None,
     description: "Mapping[str, Any] | None" = None,
+    names: "Iterable[str | os.PathLike[str]] | None" = None,
 ) -> Path:
-    """Write ``data`` as a TIFF atomically, never overwriting; RGB(A) when the last axis has 3 or 4 values."""
+    """Write ``data`` as a TIFF with :func:`atomic_write`, never overwriting; return the name written.
+
+    RGB(A) when the last axis has 3 or 4 values. A stack keeps its shape: gray ``(Z, H, W)`` and
+    ``(T, Z, H, W)`` of uint8, uint16, int16 or float32, and uint8 RGB ``(Z, H, W, 3)``, are written as ImageJ
+    hyperstacks (axes ``ZYX``, ``TZYX``, ``ZYXS``; ``description`` goes into ImageJ's Info property), which
+    Fiji opens with their axes; other stacks carry tifffile's shape record. Both read back with their shape.
+    """
     import tifffile
 
-    kwargs: dict[str, Any] = {
-        "photometric": "rgb" if data.ndim >= 3 and data.shape[-1] in (3, 4) else "minisblack"
-    }
+    rgb = data.ndim >= 3 and data.shape[-1] in (3, 4)
+    text = None if description is None else json.dumps(description, default=_json_default)
+    kwargs: dict[str, Any] = {"photometric": "rgb" if rgb else "minisblack"}
     if data.ndim >= 3 and data.shape[-1] == 4:
         kwargs["extrasamples"] = ["unassalpha"]
     if pixel_size is not None:
         kwargs.update(_tiff_resolution(pixel_size))
-    if description is not None:
-        kwargs["description"] = json.dumps(description, default=_json_default)
-        kwargs["metadata"] = None
-    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, **kwargs))
+    axes = _imagej_axes(data, rgb=rgb)
+    if axes is not None:
+        kwargs.update(imagej=True, metadata={"axes": axes} | ({} if text is None else {"Info": text}))
+    elif text is not None:
+        kwargs["description"] = text
+        if data.ndim == (3 if rgb else 2):  # one plane: its shape needs no record
+            kwargs["metadata"] = None
+    return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, **kwargs), names=names)
+
+
+def _imagej_axes(data: np.ndarray, *, rgb: bool) -> "str | None":
+    """The ImageJ hyperstack axes of a stack that ImageJ can hold; None for a single plane or other stacks."""
+    if rgb:
+        return "ZYXS" if data.ndim == 4 and data.shape[-1] == 3 and data.dtype == np.uint8 else None
+    if data.dtype not in _IMAGEJ_GRAY_DTYPES:
+        return None
+    return {3: "ZYX", 4: "TZYX"}.get(data.ndim)

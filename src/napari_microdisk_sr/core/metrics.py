@@ -2,9 +2,10 @@
 
 Conventions:
 
-- The data range ``R`` of a metric is, unless given: the dtype's full range for integer images (255 for
-  uint8, 65535 for uint16, as in scikit-image; a 12-bit camera in a uint16 file is scored against 65535), and
-  the reference's ``max - min`` for float images. In :func:`evaluate`, a float HR image and its given LR
+- The data range ``R`` of a metric is, unless given: the dtype's full range for uint8 and uint16 images (255
+  and 65535, as in scikit-image; a 12-bit camera in a uint16 file is scored against 65535), and the
+  reference's ``max - min`` for the images that map by their own range (floats, signed and 32/64-bit
+  integers, see :func:`.images.maps_by_own_range`). In :func:`evaluate`, such an HR image and its given LR
   image share one range, from the smaller minimum to the larger maximum of the two; an HR/LR pair of
   different dtypes is refused.
 - PSNR is ``10 log10(R^2 / MSE)`` over all pixels and channels. Identical images give ``inf``; it stays
@@ -32,7 +33,8 @@ import torch
 from . import infer, io, models
 from .device import resolve_device
 from .errors import InputError
-from .images import Normalization, image_layout, normalizations_for, validate_image
+from .images import Normalization, image_layout, maps_by_own_range, normalizations_for, validate_image
+from .outputs import table_names
 from .pairs import check_degradation, degrade
 from .progress import StopFlag, drive
 
@@ -71,7 +73,8 @@ def psnr(ref: np.ndarray, img: np.ndarray, *, data_range: "float | None" = None)
     ref, img : (H, W) or (H, W, C) ndarray
         The reference and the image scored, of the same shape (and dtype, unless ``data_range`` is given).
     data_range : float, optional
-        The range ``R`` of the values; by default the dtype's range (integers) or ``ref``'s ``max - min``.
+        The range ``R`` of the values; by default the dtype's range (uint8, uint16) or ``ref``'s
+        ``max - min`` (other dtypes).
 
     Returns
     -------
@@ -144,7 +147,7 @@ def _prepare(
     if data_range is None:
         if ref.dtype != img.dtype:
             raise InputError(f"the images are {ref.dtype} and {img.dtype}: convert one, or give data_range")
-        if ref.dtype.kind in "iu":
+        if not maps_by_own_range(ref.dtype):
             info = np.iinfo(ref.dtype)
             data_range = float(info.max) - float(info.min)
         else:
@@ -204,7 +207,8 @@ class EvalResult:
     Attributes
     ----------
     rows : list of dict
-        One row per image and method, then one per method with ``image="mean"``; keys are :data:`COLUMNS`.
+        One row per image and method, then (for more than one image) one per method with ``image="mean"``;
+        keys are :data:`COLUMNS`.
         ``psnr`` in dB, ``ssim`` in [-1, 1], gains in dB and in % of the reference method's PSNR (for the mean
         rows, from the mean PSNRs); a gain is None when its reference method was not evaluated.
     methods : tuple of str
@@ -240,6 +244,21 @@ class EvalResult:
     pretrained_references: "dict[str, str | None]" = field(default_factory=dict)
     error_maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     outputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def save(self, csv_path: "str | os.PathLike[str]") -> Path:
+        """Write the table as CSV and JSON under ``csv_path``, or the first ``-N`` name free for both.
+
+        The CSV claims its name as it is written (see :func:`~.outputs.table_names`), so evaluations saving
+        into one folder at once each keep their table; the JSON goes beside it under the same name.
+
+        Returns
+        -------
+        Path
+            The CSV written; the JSON is its ``.with_suffix(".json")``.
+        """
+        written = io.write_csv(csv_path, self.rows, COLUMNS, names=table_names(csv_path))
+        self.to_json(written.with_suffix(".json"))
+        return written
 
     def to_csv(self, path: "str | os.PathLike[str]") -> Path:
         """Write the rows as CSV (columns :data:`COLUMNS`; ``inf`` for infinite PSNR, empty for None).
@@ -509,7 +528,7 @@ def _cases(
                     f"image {name}: HR is {hr.dtype} but LR is {lr.dtype}; give both in one dtype, so that "
                     "their values mean the same brightness"
                 )
-            if hr.dtype.kind == "f":  # one range for both: each its own would shift and stretch one of them
+            if maps_by_own_range(hr.dtype):  # one range for both: each its own would shift and stretch one
                 hr_norm = lr_norm = Normalization(
                     hr.dtype, min(float(hr.min()), float(lr.min())), max(float(hr.max()), float(lr.max()))
                 )
@@ -658,11 +677,15 @@ def _rows(
     methods: Sequence[str],
     references: "dict[str, str | None]",
 ) -> list[dict[str, Any]]:
+    """The rows of each image, then the mean rows (none for a single image: they would repeat its rows)."""
     scores = dict(scores)
-    for method in methods:
+    means = [MEAN] if len(names) > 1 else []
+    for method in methods if means else ():
         per_image = np.array([scores[image, method] for image in names])
         scores[MEAN, method] = (float(per_image[:, 0].mean()), float(per_image[:, 1].mean()))
-    return [_row(image, method, scores, references[method]) for image in [*names, MEAN] for method in methods]
+    return [
+        _row(image, method, scores, references[method]) for image in [*names, *means] for method in methods
+    ]
 
 
 def _row(

@@ -8,14 +8,14 @@ made in the console) has no natural place: the user is asked to choose a folder.
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OutputError
-from .io import output_dir_for, unique_path
+from .io import numbered_paths, output_dir_for, unique_path
 
 RUN_PREFIX = "finetune_"
 METRICS_FILE = "metrics.csv"
-_MAX_NUMBERED = 100_000
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -27,6 +27,15 @@ def safe_name(text: str, *, fallback: str = "data") -> str:
     """
     name = _UNSAFE.sub("_", text).strip("_-")
     return name or fallback
+
+
+def unique_name(base: str, taken: "set[str]") -> str:
+    """``base``, or ``base 2``, ``base 3``, ... if taken (names of crop sets, of methods in a table)."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base} {k}"
+    return name
 
 
 def _base_folder(
@@ -117,14 +126,22 @@ def metrics_path_for(
 def free_table_path(csv_path: "str | os.PathLike[str]") -> Path:
     """``csv_path``, else its first ``-1``, ``-2``, ... variant, where neither it nor its ``.json`` exists.
 
+    The name free now: the table takes its name when it is written (see :func:`table_names`).
+
     Raises
     ------
     OutputError
         If every name is taken.
     """
-    csv_path = Path(csv_path)
-    for n in range(_MAX_NUMBERED):
-        path = csv_path if n == 0 else csv_path.with_name(f"{csv_path.stem}-{n}{csv_path.suffix}")
-        if not path.exists() and not path.with_suffix(".json").exists():
+    for path in table_names(csv_path):
+        if not path.exists():
             return path
     raise OutputError(f"too many tables named like {csv_path}; clean the folder")
+
+
+def table_names(csv_path: "str | os.PathLike[str]") -> Iterator[Path]:
+    """The names a table may take: ``csv_path`` and its ``-1``, ``-2``, ... variants whose ``.json`` is free.
+
+    For :func:`~.io.write_csv`'s ``names``: the CSV written claims its name, and the JSON goes beside it.
+    """
+    return (path for path in numbered_paths(csv_path) if not path.with_suffix(".json").exists())

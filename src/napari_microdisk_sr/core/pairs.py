@@ -60,6 +60,23 @@ def check_degradation(kind: str) -> None:
         raise InputError(f"unknown degradation {kind!r}; choose one of {', '.join(DEGRADATIONS)}")
 
 
+def describe_small_crops(sizes: "Sequence[tuple[int, ...]]", patch: int) -> "str | None":
+    """Which crops of ``(height, width)`` ``sizes`` are smaller than the patch, in words; None if none."""
+    small = [i for i, size in enumerate(sizes) if min(size[:2]) < patch]
+    if not small:
+        return None
+    listed = ", ".join(f"{i} ({sizes[i][0]}x{sizes[i][1]})" for i in small[:5])
+    more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+    return f"{len(small)} of the {len(sizes)} HR crop(s) smaller than the {patch} px patch: {listed}{more}"
+
+
+def refuse_small_crops(sizes: "Sequence[tuple[int, ...]]", patch: int) -> None:
+    """Raise :class:`InputError` if any crop of ``(height, width)`` ``sizes`` is smaller than the patch."""
+    problem = describe_small_crops(sizes, patch)
+    if problem is not None:
+        raise InputError(f"{problem}; use a smaller patch, larger crop margins, or small_crops='pad'")
+
+
 def check_small_crops(policy: str) -> None:
     """Raise :class:`InputError` unless ``policy`` is one of :data:`SMALL_CROP_POLICIES`."""
     if policy not in SMALL_CROP_POLICIES:
@@ -361,16 +378,9 @@ class PairSampler:
         small = [i for i, image in enumerate(hr) if min(image.shape[1:]) < patch]
         if not small:
             return hr, lr
-        sizes = ", ".join(f"{i} ({hr[i].shape[1]}x{hr[i].shape[2]})" for i in small[:5])
-        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
         if self.config.small_crops == "refuse":
-            raise InputError(
-                f"{len(small)} HR crop(s) are smaller than the {patch} px patch: {sizes}{more}; "
-                "use a smaller patch, larger crop margins, or small_crops='pad'"
-            )
-        log.info(
-            "mirror-padding %d crop(s) smaller than the %d px patch: %s%s", len(small), patch, sizes, more
-        )
+            refuse_small_crops([image.shape[1:] for image in hr], patch)
+        log.info("mirror-padding %s", describe_small_crops([image.shape[1:] for image in hr], patch))
         # Pad on the LR grid (patch // scale), so that padded paired crops stay aligned.
         for i in small:
             _, h, w = hr[i].shape

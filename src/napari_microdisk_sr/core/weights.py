@@ -10,6 +10,7 @@
   release and keeps it only if its SHA-256 matches the pinned one.
 """
 
+import errno
 import hashlib
 import http.client
 import logging
@@ -229,18 +230,28 @@ def _read_pth(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" in str(exc).lower():
+        if "global" in str(exc).lower():  # a well-formed pickle that names a Python object to build
             raise WeightsError(
                 f"refused {path}: it holds pickled Python objects other than tensors, which could run code "
                 "when loaded; save a plain state dict (torch.save(model.state_dict(), ...)) instead"
             ) from exc
-        raise WeightsError(f"cannot read weights file {path}: damaged file ({_first_line(exc)})") from exc
+        raise WeightsError(
+            f"cannot read weights file {path}: damaged, or not a weights file (no valid pickle); "
+            "copy or download it again, or give a .pth saved by torch.save"
+        ) from exc
     except (EOFError, RuntimeError) as exc:
         raise WeightsError(
             f"cannot read weights file {path}: incomplete file (truncated or damaged); "
             "copy or download it again"
         ) from exc
     except OSError as exc:
+        if (
+            head.startswith(_PTH_STARTS[0]) and exc.errno == errno.EINVAL
+        ):  # offsets in the archive lead nowhere
+            raise WeightsError(
+                f"cannot read weights file {path}: a damaged or foreign zip archive, not a PyTorch weights "
+                "file; copy or download it again, or give a .pth saved by torch.save"
+            ) from exc
         raise WeightsError(f"cannot read weights file {path} ({exc.strerror or exc})") from exc
     except Exception as exc:  # the legacy (non-zip) format fails on foreign data with arbitrary errors
         raise WeightsError(

@@ -1,12 +1,14 @@
 """Fine-tuning a super-resolution network on microdisk crops: the study's recipe, cancellable and resumable.
 
-The defaults of :class:`FineTuneConfig` are the study's recipe: the pretrained Real-ESRGAN x4plus loaded
-strictly; (LR, HR) pairs of 128 px HR patches cut from the crops, flipped and rotated, their LR side made by
-bicubic down-sampling (:mod:`.pairs`); L1 loss; Adam (lr 1e-4, betas 0.9 / 0.999); the learning rate halved
-every 16 epochs; 50 epochs of 500 pairs, in batches of 4 (2 on the CPU). Options: the realistic microscope
-degradation, a validation set split by disk (the pretrained model's score is recorded first, as the
-baseline), early stopping, the study's layer-wise learning rates, frozen leading blocks, an exponential
-moving average (EMA) of the weights, mixed precision on CUDA and a time budget.
+The defaults of :class:`FineTuneConfig` are the study's recipe but for one thing: the pretrained Real-ESRGAN
+x4plus loaded strictly; (LR, HR) pairs of 128 px HR patches cut from the crops, flipped and rotated; L1 loss;
+Adam (lr 1e-4, betas 0.9 / 0.999); the learning rate halved every 16 epochs; 50 epochs of 500 pairs, in
+batches of 4 (2 on the CPU). The LR side of the pairs is made by the realistic microscope degradation (blur,
+Poisson-Gaussian noise: :mod:`..pairs`), not by the study's plain bicubic down-sampling, which is still
+available by name: a model trained on bicubic pairs does not learn a camera's noise and can end up worse
+than bicubic interpolation on a real microscope. Options: a validation set split by disk (the pretrained
+model's score is recorded first, as the baseline), early stopping, the study's layer-wise learning rates,
+frozen leading blocks, an exponential moving average (EMA) of the weights, mixed precision and a time budget.
 
 :func:`fine_tune` checks its arguments and returns the job, a generator that yields :class:`TrainEvent`
 objects and returns a :class:`FineTuneResult`; the command line, the widget and the tests drive the same job.

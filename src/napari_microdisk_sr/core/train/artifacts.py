@@ -7,6 +7,7 @@ configuration, the history and the provenance (:func:`model_info`). ``history.cs
 absolute change of the weights of each layer group from the parent weights.
 """
 
+import logging
 import platform
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -15,16 +16,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ... import __version__
-from ..archs import LAYER_GROUPS
+from ..archs import LAYER_GROUPS, layer_groups
 from ..device import describe_device
-from ..io import write_csv
-from ..models import LoadedModel
-from .checkpoint import Progress
-from .config import FineTuneConfig
+from ..errors import TrainingError
+from ..io import ensure_writable_dir, remove_stale_temporaries, write_csv
+from ..models import LoadedModel, ModelSpec, save_model, sidecar_path
+from .checkpoint import CHECKPOINT_FILE, Progress, can_resume
+from .config import CONFIG_FILE, FineTuneConfig
 from .data import CropRecord
 from .events import Outcome
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "HISTORY_FIELDS",
@@ -34,9 +39,10 @@ __all__ = [
     "WEIGHT_CHANGE_FILE",
     "history_row",
     "model_info",
+    "open_run_dir",
     "weight_change",
     "write_history",
-    "write_weight_change",
+    "write_outputs",
 ]
 
 HISTORY_FILE = "history.csv"
@@ -44,6 +50,60 @@ MODEL_FILE = "model.pth"
 WEIGHT_CHANGE_FILE = "weight_change.csv"
 HISTORY_FIELDS = ("epoch", "train_l1", "val_l1", "val_psnr", "lr", "seconds")
 WEIGHT_CHANGE_FIELDS = ("group", "parameters", "mean_abs_change", "max_abs_change", "min_abs_change")
+
+
+def open_run_dir(run_dir: Path, *, resume: bool) -> bool:
+    """Check the run folder's rules, create it if needed and clear what interrupted writes left in it.
+
+    A folder that holds a run (a checkpoint or a model) is refused unless resuming; resuming needs a
+    checkpoint. Hidden temporary files of the run's own files, left by a process killed while writing, are
+    removed. Returns whether the folder was created here.
+
+    Raises
+    ------
+    TrainingError
+        For a folder that holds a run when not resuming, or none when resuming.
+    OutputError
+        If the folder cannot be created or written to.
+    """
+    held = [name for name in (CHECKPOINT_FILE, MODEL_FILE) if (run_dir / name).exists()]
+    if resume and not can_resume(run_dir):
+        raise TrainingError(f"nothing to resume in {run_dir}: it holds no {CHECKPOINT_FILE}; start a new run")
+    if not resume and held:
+        raise TrainingError(
+            f"{run_dir} already holds a fine-tuning run ({', '.join(held)}); resume it or choose another "
+            "folder"
+        )
+    created = not run_dir.exists()
+    ensure_writable_dir(run_dir)
+    run_files = (CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, sidecar_path(MODEL_FILE).name, HISTORY_FILE,
+                 WEIGHT_CHANGE_FILE)  # fmt: skip
+    for name in run_files:
+        for stale in remove_stale_temporaries(run_dir / name):
+            log.info("removed %s, left by an interrupted write", stale)
+    return created
+
+
+def write_outputs(
+    run_dir: Path,
+    weights: Mapping[str, torch.Tensor],
+    spec: ModelSpec,
+    info: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    parent: Mapping[str, torch.Tensor],
+    module: nn.Module,
+) -> Path:
+    """Write the model with its sidecar ``info``, the history and the weight change from ``parent`` (by the
+    layer groups of ``module``); returns the model's path."""
+    model_path = save_model(weights, spec, run_dir / MODEL_FILE, info=info, overwrite=True)
+    write_history(run_dir, history)
+    write_csv(
+        run_dir / WEIGHT_CHANGE_FILE,
+        weight_change(parent, weights, layer_groups(module)),
+        WEIGHT_CHANGE_FIELDS,
+        overwrite=True,
+    )
+    return model_path
 
 
 def history_row(
@@ -82,20 +142,6 @@ def weight_change(
             }
         )
     return rows
-
-
-def write_weight_change(
-    run_dir: Path,
-    parent: Mapping[str, torch.Tensor],
-    weights: Mapping[str, torch.Tensor],
-    groups: Mapping[str, str],
-) -> None:
-    write_csv(
-        run_dir / WEIGHT_CHANGE_FILE,
-        weight_change(parent, weights, groups),
-        WEIGHT_CHANGE_FIELDS,
-        overwrite=True,
-    )
 
 
 def model_info(

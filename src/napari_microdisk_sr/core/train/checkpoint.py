@@ -33,6 +33,7 @@ __all__ = [
     "check_same_crops",
     "crops_fingerprint",
     "read_checkpoint",
+    "restore",
     "rng_state",
     "seed_everything",
     "set_rng_state",
@@ -108,6 +109,17 @@ def write_checkpoint(
         "rng": rng_state(),
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp), overwrite=True)
+
+
+def restore(
+    checkpoint: Mapping[str, Any], *, trainer: Trainer, progress: Progress
+) -> "dict[str, torch.Tensor] | None":
+    """Load a checkpoint's parts into the trainer, the progress and the global random states; returns the
+    best epoch's weights it holds (early stopping), or None."""
+    trainer.load_state_dict(checkpoint["trainer"])
+    progress.load_state_dict(checkpoint["progress"])
+    set_rng_state(checkpoint["rng"])
+    return checkpoint["best_weights"]
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

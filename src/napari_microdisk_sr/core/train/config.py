@@ -50,7 +50,7 @@ def _is_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class FineTuneConfig:
-    """Settings of a fine-tuning run; the defaults are the study's recipe.
+    """Settings of a fine-tuning run; the defaults are the study's recipe, with realistic degradation.
 
     Attributes
     ----------
@@ -73,8 +73,10 @@ class FineTuneConfig:
         Training pairs per epoch (pairs are drawn afresh every epoch).
     augment : bool
         Random flips and quarter turns of each pair.
-    degradation : {"bicubic", "realistic"}
-        How LR patches are made from HR ones (see :func:`~.pairs.degrade`).
+    degradation : {"realistic", "bicubic"}
+        How LR patches are made from HR ones (see :func:`~..pairs.degrade`): "realistic" (the default: blur
+        and Poisson-Gaussian noise drawn from a wide family) or the study's plain "bicubic" down-sampling,
+        which leaves a model unprepared for a camera's noise.
     small_crops : {"pad", "refuse"}
         Mirror-pad crops smaller than the patch, or refuse them.
     val_fraction : float
@@ -107,8 +109,8 @@ class FineTuneConfig:
         Time budget of one call: training ends cleanly after the step during which it runs out, and saves.
     bit_depth : int or None
         Significant bits of unsigned integer crops, e.g. 12 for a 12-bit camera writing uint16 files (see
-        :func:`.images.value_range`); None maps integers by their dtype's full range. Give the same to
-        :func:`.infer.upscale` and :func:`.metrics.evaluate` for images of that camera.
+        :func:`..images.value_range`); None maps uint8 and uint16 by their dtype's full range. Give the
+        same to :func:`..infer.upscale` and :func:`..metrics.evaluate` for images of that camera.
     """
 
     model: str = DEFAULT_MODEL
@@ -121,7 +123,7 @@ class FineTuneConfig:
     patch: int = 128
     pairs_per_epoch: int = 500
     augment: bool = True
-    degradation: str = "bicubic"
+    degradation: str = "realistic"
     small_crops: str = "pad"
     val_fraction: float = 0.1
     early_stop: "int | None" = None

@@ -16,7 +16,7 @@ from ..crops import CropSet
 from ..errors import InputError
 from ..images import check_finite
 from ..models import ModelSpec
-from ..pairs import PairConfig, PairSampler, split_by_disk, validation_pairs
+from ..pairs import PairConfig, PairSampler, refuse_small_crops, split_by_disk, validation_pairs
 from .config import FineTuneConfig
 
 __all__ = ["CropRecord", "RunPairs", "gather_crops", "make_pairs"]
@@ -121,6 +121,8 @@ def make_pairs(
         channels=spec.in_channels,
         bit_depth=config.bit_depth,
     )
+    if config.small_crops == "refuse":  # all of them, before the split: numbered as the user knows them
+        refuse_small_crops([image.shape[:2] for image in images], config.patch)
     train_idx, val_idx = split_by_disk(len(images), config.val_fraction, config.seed)
     if config.early_stop is not None and not val_idx:
         raise InputError(

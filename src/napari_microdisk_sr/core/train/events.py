@@ -104,6 +104,9 @@ class FineTuneResult:
         Epoch with the lowest validation L1 (0: the pretrained weights); None without validation.
     history : tuple of dict
         The rows of ``history.csv``.
+    saved_epoch : int or None
+        The epoch whose weights were saved (the best one with early stopping, else the last one when the run
+        ended at an epoch's end); None for weights of no complete epoch.
     message : str
         One line: why the run ended and where the model went.
     """
@@ -116,6 +119,25 @@ class FineTuneResult:
     best_epoch: "int | None"
     history: tuple[dict[str, Any], ...]
     message: str
+    saved_epoch: "int | None" = None
+
+    def verdict(self) -> "str | None":
+        """Whether fine-tuning helped, in one line: the validation PSNR of the pretrained model (epoch 0)
+        against that of the weights saved; None without validation.
+
+        Examples: ``"validation PSNR 22.80 -> 23.50 dB (+0.70 dB), pretrained -> fine-tuned (epoch 7)"``;
+        a loss says ``"no better than the pretrained model"``.
+        """
+        scores = {row["epoch"]: row["val_psnr"] for row in self.history if row.get("val_psnr") is not None}
+        if 0 not in scores or self.saved_epoch not in scores or self.saved_epoch == 0:
+            return None
+        before, after = float(scores[0]), float(scores[self.saved_epoch])
+        gain = after - before
+        text = (
+            f"validation PSNR {before:.2f} -> {after:.2f} dB ({gain:+.2f} dB), pretrained -> fine-tuned "
+            f"(epoch {self.saved_epoch})"
+        )
+        return text if gain > 0 else f"{text}: no better than the pretrained model"
 
 
 def describe_failure(

@@ -20,25 +20,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..archs import layer_groups
 from ..crops import CropSet
 from ..device import describe_device, resolve_device
 from ..errors import InputError, TrainingError
-from ..io import ensure_writable_dir, write_json
-from ..models import LoadedModel, load_model, save_model
+from ..io import write_json
+from ..models import LoadedModel, load_model
 from ..pairs import PairSampler
 from ..progress import StopFlag
-from .artifacts import MODEL_FILE, history_row, model_info, write_history, write_weight_change
+from .artifacts import history_row, model_info, open_run_dir, write_history, write_outputs
 from .checkpoint import (
     CHECKPOINT_FILE,
     Progress,
-    can_resume,
     check_resumable,
     check_same_crops,
     crops_fingerprint,
     read_checkpoint,
+    restore,
     seed_everything,
-    set_rng_state,
     write_checkpoint,
 )
 from .config import CONFIG_FILE, FineTuneConfig
@@ -50,7 +48,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["fine_tune"]
 
-_RUN_MARKERS = (CHECKPOINT_FILE, MODEL_FILE)  # a folder holding either holds a run
 _REPORT_INTERVAL_S = 0.5  # least time between two STEP events (each one waits for the device)
 _GPU_BATCH, _CPU_BATCH = 4, 2
 _PREFETCH_BATCHES = 2
@@ -118,23 +115,24 @@ def fine_tune(
     if lr_images is not None and len(lr_images) != len(images):
         raise InputError(f"{len(images)} crop(s) but {len(lr_images)} LR crop(s): give one LR crop per crop")
     run_dir = Path(run_dir)
-    held = [name for name in _RUN_MARKERS if (run_dir / name).exists()]
-    if resume and not can_resume(run_dir):
-        raise TrainingError(f"nothing to resume in {run_dir}: it holds no {CHECKPOINT_FILE}; start a new run")
-    if not resume and held:
-        raise TrainingError(
-            f"{run_dir} already holds a fine-tuning run ({', '.join(held)}); resume it or choose another "
-            "folder"
-        )
-    ensure_writable_dir(run_dir)
-    return _job(functools.partial(_open_run, images, lr_images, source, config, run_dir, resume=resume), stop)
+    created = open_run_dir(run_dir, resume=resume)
+    open_run = functools.partial(_open_run, images, lr_images, source, config, run_dir, resume=resume)
+    return _job(open_run, run_dir if created else None, stop)
 
 
 def _job(
-    open_run: Callable[[], "_Run"], stop: "StopFlag | None"
+    open_run: Callable[[], "_Run"], created: "Path | None", stop: "StopFlag | None"
 ) -> Generator[TrainEvent, None, FineTuneResult]:
-    """Open the run (in the worker that drives this generator), train it, and report it as events."""
-    run = open_run()
+    """Open the run (in the worker that drives this generator), train it, and report it as events.
+
+    ``created`` is the run folder if ``fine_tune`` made it: a run refused while opening leaves nothing.
+    """
+    try:
+        run = open_run()
+    except BaseException:
+        if created is not None and not any(created.iterdir()):
+            created.rmdir()
+        raise
     yield run.event(EventKind.STARTED, message=run.describe())
     try:
         outcome, reason = yield from run.train(stop)
@@ -182,10 +180,7 @@ def _open_run(
     trainer = Trainer(parent.module, config, device)
     progress, best_weights = Progress(), None
     if checkpoint is not None:
-        trainer.load_state_dict(checkpoint["trainer"])
-        progress.load_state_dict(checkpoint["progress"])
-        best_weights = checkpoint["best_weights"]
-        set_rng_state(checkpoint["rng"])
+        best_weights = restore(checkpoint, trainer=trainer, progress=progress)
     else:
         seed_everything(config.seed)
     write_json(run_dir / CONFIG_FILE, config.to_json(), overwrite=True)
@@ -462,6 +457,13 @@ class _Run:
             return
         log.info("fine-tuning abandoned at %s: checkpoint saved in %s", self.saved, self.run_dir)
 
+    def _saved_epoch(self) -> "int | None":
+        """The epoch whose weights are saved; None for weights of no complete epoch (or the parent's)."""
+        p = self.progress
+        if self.config.early_stop is not None:
+            return p.best_epoch
+        return p.epoch if p.epoch and not p.step_in_epoch else None
+
     def finish(self, outcome: Outcome, reason: str) -> FineTuneResult:
         """Write the model, its sidecar, the history and the weight changes; return the result."""
         p = self.progress
@@ -478,11 +480,9 @@ class _Run:
             device=self.device,
             precision=self.trainer.amp_dtype,
         )
-        model_path = save_model(
-            weights, self.parent.spec, self.run_dir / MODEL_FILE, info=info, overwrite=True
+        model_path = write_outputs(
+            self.run_dir, weights, self.parent.spec, info, p.history, self.parent_weights, self.trainer.module
         )
-        write_history(self.run_dir, p.history)
-        write_weight_change(self.run_dir, self.parent_weights, weights, layer_groups(self.trainer.module))
         kept = f" (weights of epoch {p.best_epoch})" if self.config.early_stop is not None else ""
         return FineTuneResult(
             outcome=outcome,
@@ -493,4 +493,5 @@ class _Run:
             best_epoch=p.best_epoch,
             history=tuple(p.history),
             message=f"{reason}; model{kept} saved to {model_path}",
+            saved_epoch=self._saved_epoch(),
         )
