@@ -347,9 +347,12 @@ class FineTuneWidget(Container):
             )
 
     def _launch(self, run: _Run, *, resume: bool) -> None:
+        lr_crops = run.crops.lr_images if isinstance(run.crops, CropSet) else None  # a paired set: real LR
         try:
             started = self._jobs.start(
-                lambda stop: fine_tune(run.crops, run.config, run.run_dir, stop=stop, resume=resume),
+                lambda stop: fine_tune(
+                    run.crops, run.config, run.run_dir, stop=stop, resume=resume, lr_crops=lr_crops
+                ),
                 on_event=self._on_event,
                 on_finished=self._on_finished,
                 on_failed=self._on_failed,
@@ -365,7 +368,8 @@ class FineTuneWidget(Container):
         self._progress.value = 0
         self._position = "the start"
         self._progress.native.setFormat("loading the model and the crops...")
-        self._status.value = f"{'resuming' if resume else 'starting'}: run folder {run.run_dir}"
+        paired = " (paired crop set: learning from its registered LR crops)" if lr_crops is not None else ""
+        self._status.value = f"{'resuming' if resume else 'starting'}{paired}: run folder {run.run_dir}"
         self._set_running(True)
 
     def _stop(self) -> None:

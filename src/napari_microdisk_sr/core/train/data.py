@@ -29,7 +29,9 @@ class CropRecord:
     Attributes
     ----------
     source : mapping
-        ``{"folder": ..., "files": [...]}`` for a crop set on disk, ``{"arrays": [shapes]}`` for arrays.
+        ``{"folder": ..., "files": [...]}`` for a crop set on disk (with ``"lr_files": [...]`` for a paired
+        set, whose LR crops the command line and the widget always train on), ``{"arrays": [shapes]}`` for
+        arrays.
     train, validation : tuple of int
         Indices of the crops in the training and the validation set (whole disks, split by the seed).
     sha256 : str
@@ -79,6 +81,8 @@ def gather_crops(
             "folder": str(crops.folder),
             "files": [row.get("file", "") for row in crops.rows],
         }
+        if crops.paired:
+            source["lr_files"] = [row["lr_file"] for row in crops.rows]
     elif isinstance(crops, np.ndarray) or not isinstance(crops, Sequence):
         raise InputError(f"{what} must be a CropSet or a list of images, got {type(crops).__name__}")
     else:
