@@ -7,9 +7,11 @@ import tifffile
 from napari_microdisk_sr.core.crops import (
     COLUMNS,
     CSV_NAME,
+    PAIR_SCALE,
     Crop,
     crop_boxes,
     crop_disks,
+    crop_pairs,
     read_crop_set,
     write_crop_set,
 )
@@ -226,4 +228,48 @@ def test_reading_a_missing_empty_or_broken_set_says_what_is_wrong(tmp_path, imag
         read_crop_set(tmp_path)
     (tmp_path / CSV_NAME).write_text(",".join(COLUMNS) + "\na.tif,,one,0,1,1,,,\n")
     with pytest.raises(InputError, match="not a number"):
+        read_crop_set(tmp_path)
+
+
+def test_paired_crops_are_cut_aligned_from_both_images(image):
+    hr = image[:, :120]
+    lr = hr.reshape(25, 4, 30, 4).mean(axis=(1, 3)).astype(hr.dtype)
+    (crop,) = crop_pairs(hr, lr, [INSIDE, AT_BORDER], source="field_hr.tif")
+    y0, x0, y1, x1 = crop.box
+    assert all(v % PAIR_SCALE == 0 for v in crop.box)
+    assert (y0, x0) <= disk_box(INSIDE, hr.shape)[:2]
+    assert (y1, x1) >= disk_box(INSIDE, hr.shape)[2:]
+    np.testing.assert_array_equal(crop.image, hr[y0:y1, x0:x1])
+    np.testing.assert_array_equal(crop.lr_image, lr[y0 // 4 : y1 // 4, x0 // 4 : x1 // 4])
+    with pytest.raises(InputError, match="not a registered pair"):
+        crop_pairs(hr[:-1], lr, [INSIDE])
+
+
+def test_a_paired_crop_set_is_written_and_read_back_and_not_mixed_with_crops_alone(image, tmp_path):
+    hr = image[:, :120]
+    lr = hr[::4, ::4].copy()
+    crops = crop_pairs(hr, lr, [INSIDE, Disk(60.0, 30.0, 8.0)], source="field_hr.tif")
+    written = write_crop_set(crops, tmp_path / "paired", stem="field")
+    assert [p.name for p in written] == ["field_disk001.tif", "field_disk002.tif"]
+    header = (tmp_path / "paired" / CSV_NAME).read_text().splitlines()[0]
+    assert header.split(",") == [*COLUMNS, "lr_file"]
+    read = read_crop_set(tmp_path / "paired")
+    assert read.paired
+    assert [row["lr_file"] for row in read.rows] == ["field_disk001_lr.tif", "field_disk002_lr.tif"]
+    for crop, lr_crop in zip(crops, read.lr_images, strict=True):
+        np.testing.assert_array_equal(lr_crop, crop.lr_image)
+    with pytest.raises(OutputError, match="cannot add crops alone to a paired crop set"):
+        write_crop_set(crop_disks(hr, [INSIDE], source="other.tif"), tmp_path / "paired", stem="other")
+    write_crop_set(crop_disks(hr, [INSIDE]), tmp_path / "alone", stem="field")
+    assert not read_crop_set(tmp_path / "alone").paired
+    with pytest.raises(OutputError, match="cannot add paired crops to a crop set without LR crops"):
+        write_crop_set(crops, tmp_path / "alone", stem="field")
+
+
+def test_a_paired_set_whose_lr_crop_does_not_fit_its_crop_is_refused(image, tmp_path):
+    hr = image[:, :120]
+    crops = crop_pairs(hr, hr[::4, ::4].copy(), [INSIDE], source="field_hr.tif")
+    write_crop_set(crops, tmp_path, stem="field")
+    tifffile.imwrite(tmp_path / "field_disk001_lr.tif", crops[0].lr_image[:-1])
+    with pytest.raises(InputError, match=r"is not 1/4 of crop field_disk001\.tif"):
         read_crop_set(tmp_path)

@@ -18,8 +18,10 @@ from napari_microdisk_sr.core.metrics import (
     abs_error,
     evaluate,
     evaluate_all,
+    model_parent,
     psnr,
     ssim,
+    with_parents,
 )
 from napari_microdisk_sr.core.pairs import degrade
 from napari_microdisk_sr.core.progress import StopFlag, drive
@@ -319,3 +321,32 @@ def test_evaluate_with_the_pretrained_model(tiny_model):
         100 * (rows["bicubic"]["psnr"] - pretrained) / pretrained
     )
     assert len(result.models["realesrgan-x4plus"]["sha256"]) == 64
+
+
+def test_a_fine_tuned_model_gains_over_its_own_parent_which_is_evaluated_too(tiny_model, tmp_path):
+    """A compact run is compared with the compact model it was fine-tuned from, not with x4plus."""
+    parent = models.load_model(tiny_model)
+    spec = models.ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
+    torch.manual_seed(1)
+    record = {"name": parent.name, "source": parent.source, "sha256": parent.sha256}
+    run = str(
+        models.save_model(spec.build(), spec, tmp_path / "model.pth", info={"provenance": {"parent": record}})
+    )
+    assert model_parent(run) == record
+    assert model_parent(tiny_model) is None
+    assert model_parent("realesrgan-x4plus") is None
+    methods = with_parents(["bicubic", run])
+    assert methods == ("bicubic", run, tiny_model)
+    assert with_parents(methods) == methods  # a parent already there is not added again
+    scene = make_scene(seed=4, size=(16, 16))
+    result = evaluate_all([scene.hr], list(methods), lr_images=[scene.lr])
+    rows = {r["method"]: r for r in result.rows if r["image"] == "image1"}
+    assert rows[run]["gain_vs_pretrained_db"] == pytest.approx(rows[run]["psnr"] - rows[tiny_model]["psnr"])
+    assert rows[tiny_model]["gain_vs_pretrained_db"] is None  # x4plus was not evaluated
+    assert result.pretrained_references == {
+        "bicubic": "realesrgan-x4plus",
+        run: tiny_model,
+        tiny_model: "realesrgan-x4plus",
+    }
+    alone = evaluate_all([scene.hr], [run], lr_images=[scene.lr])  # its parent not evaluated: no gain
+    assert alone.rows[0]["gain_vs_pretrained_db"] is None

@@ -10,13 +10,15 @@ from napari.utils.notifications import NotificationSeverity
 from qtpy.QtCore import QTimer
 
 from napari_microdisk_sr._widgets import finetune
-from napari_microdisk_sr._widgets._controls import ModelChoice
+from napari_microdisk_sr._widgets._controls import DegradationChoice, ModelChoice
 from napari_microdisk_sr._widgets._loss_plot import loss_range
 from napari_microdisk_sr._widgets._session import CropSetRef, session_for
-from napari_microdisk_sr.core.crops import crop_disks, write_crop_set
+from napari_microdisk_sr.core.calibrate import DegradationProfile, write_profile
+from napari_microdisk_sr.core.crops import crop_disks, crop_pairs, read_crop_set, write_crop_set
 from napari_microdisk_sr.core.detect import disk_box
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, EventKind, TrainEvent
+from napari_microdisk_sr.core.train.checkpoint import crops_fingerprint
 
 PLUGIN = "napari-microdisk-sr"
 WIDGET = "Fine-tune"
@@ -279,10 +281,35 @@ def test_a_crops_folder_trains_and_its_run_goes_beside_it(
     assert len(info["provenance"]["crops"]["files"]) == len(crops)
 
 
+def test_a_profile_file_trains_with_the_calibrated_degradation(
+    make_napari_viewer, qtbot, notes, tiny_model, crops, tmp_path
+):
+    profile = DegradationProfile(photons=300.0, read_noise=0.02, psf_sigma=1.2, gain=0.9, offset=0.05)
+    path = write_profile(tmp_path / "microscope.json", profile)
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    session_for(viewer).add_crop_set(CropSetRef("disks", crops))
+    _tiny_settings(widget, tiny_model, tmp_path, epochs=1)
+    assert widget._profile.native.isHidden()  # shown only for "profile file..."
+    widget._degradation.value = DegradationChoice.PROFILE
+    assert not widget._profile.native.isHidden()
+
+    widget._start_button.native.click()  # no file chosen yet
+    assert any("choose a degradation profile" in message for message in _errors(notes))
+    assert not widget._jobs.running
+    widget._profile.value = path
+    widget._start_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert len(_errors(notes)) == 1  # the refusal above, nothing since
+    config = json.loads((tmp_path / "finetune_disks" / "config.json").read_text())
+    assert config["degradation"] == str(path)
+    assert config["profile"]["photons"] == 300.0
+
+
 def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
     make_napari_viewer, qtbot, notes, monkeypatch, crops, tmp_path
 ):
-    def out_of_memory(crops, config, run_dir, *, stop, resume):
+    def out_of_memory(crops, config, run_dir, *, stop, resume, lr_crops):
         yield TrainEvent(EventKind.STARTED, 0, config.epochs, 0, 10, message="starting")
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
@@ -308,3 +335,24 @@ def test_the_loss_axis_is_logarithmic_and_not_set_by_training_spikes():
     assert 0.06 < 10**high < 0.2
     assert loss_range([], [], None) == (-1.0, 0.0)
     assert loss_range([0.1], [], None)[0] < math.log10(0.1) < loss_range([0.1], [], None)[1]
+
+
+def test_a_paired_crops_folder_trains_on_its_registered_lr_crops(
+    make_napari_viewer, qtbot, notes, tiny_model, scene, tmp_path
+):
+    folder = tmp_path / "paired_crops"
+    write_crop_set(crop_pairs(scene.hr, scene.lr, scene.disks_hr, source="field"), folder, stem="field")
+    paired = read_crop_set(folder)
+    widget = _open(make_napari_viewer())
+    widget._source.value = finetune._Source.FOLDER
+    widget._folder.value = folder
+    _tiny_settings(widget, tiny_model, None, epochs=1)
+
+    widget._start_button.native.click()
+    assert "paired crop set" in widget._status.value
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert not _errors(notes)
+    run_dir = tmp_path / "finetune_paired_crops"
+    crops = json.loads((run_dir / "model.json").read_text())["info"]["provenance"]["crops"]
+    assert crops["lr_files"] == [row["lr_file"] for row in paired.rows]
+    assert crops["sha256"] == crops_fingerprint(paired.images, paired.lr_images)  # trained on them

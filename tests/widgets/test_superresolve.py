@@ -1,6 +1,7 @@
 """The Super-resolve dock widget in a real viewer: alignment, provenance, files, cancel, errors."""
 
 import hashlib
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import tifffile
 import torch
 from napari.utils.notifications import NotificationSeverity
 
+from napari_microdisk_sr._widgets import superresolve
 from napari_microdisk_sr._widgets._session import RunRef, session_for
 from napari_microdisk_sr._widgets.superresolve import SuperResolveWidget
 from napari_microdisk_sr.core import infer, models
@@ -319,3 +321,121 @@ def test_the_lr_consistency_map_is_added_over_the_input_and_written_beside_the_o
     assert viewer.layers["field_x4 (nearest)"].metadata["microdisk_sr"]["lr_consistency_psnr"] == "inf"
     written = tmp_path / "field_microdisk_sr" / "field_x4_nearest_consistency.tif"
     assert tifffile.imread(written).shape == scene.lr.shape
+
+
+# --- previews -------------------------------------------------------------------------------------------
+
+
+def _zoomed_viewer(make_napari_viewer, qtbot, tmp_path):
+    """A viewer zoomed into part of a layer opened from a file; Super-resolve set to the visible region."""
+    scene = make_scene(seed=5, size=(96, 128), n_disks=12)
+    source = tmp_path / "field.tif"
+    tifffile.imwrite(source, scene.lr)
+    viewer = make_napari_viewer(show=True)
+    (lr,) = viewer.open(source, plugin="napari")
+    lr.scale, lr.translate = (0.5, 0.5), (3.0, -2.0)
+    viewer.reset_view()
+    viewer.camera.zoom *= 3
+    viewer.camera.center = lr.data_to_world((30, 40))
+    qtbot.wait(300)  # the canvas draws: the layer's visible corners are known
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget._scope.value = widget._scope.choices[1]  # the visible region
+    return viewer, widget, lr, scene
+
+
+def test_the_visible_region_is_previewed_aligned_and_not_written(
+    make_napari_viewer, qtbot, tmp_path, nearest_model
+):
+    viewer, widget, lr, scene = _zoomed_viewer(make_napari_viewer, qtbot, tmp_path)
+    _use_file_model(widget, nearest_model)
+    assert widget._images.value == [lr]
+    _run(qtbot, widget)
+
+    out = viewer.layers["field preview x4 (nearest)"]
+    y0, y1, x0, x1 = out.metadata["microdisk_sr"]["region"]
+    assert 0 < y1 - y0 < 96
+    assert 0 < x1 - x0 < 128
+    assert y0 <= 30 < y1
+    assert x0 <= 40 < x1
+    assert out.data.shape == (4 * (y1 - y0), 4 * (x1 - x0))
+    np.testing.assert_array_equal(out.data, scene.lr[y0:y1, x0:x1].repeat(4, axis=0).repeat(4, axis=1))
+    # the preview's pixels lie where the original's are: disk centres drawn on the original land on them
+    inside = [d for d in scene.disks_lr if y0 + 1 <= d.cy <= y1 - 2 and x0 + 1 <= d.cx <= x1 - 2]
+    assert inside
+    for disk in inside:
+        world = lr.data_to_world((disk.cy, disk.cx))
+        np.testing.assert_allclose(
+            out.world_to_data(world), ((disk.cy - y0) * 4 + 1.5, (disk.cx - x0) * 4 + 1.5)
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["field.tif"]  # nothing written
+    assert widget._status.value.startswith("preview: 1 region(s) in ")
+    assert widget._status.value.endswith("(not written)")
+
+
+def test_following_the_view_cancels_a_preview_under_way_and_previews_the_new_region(
+    make_napari_viewer, qtbot, tmp_path, nearest_model, monkeypatch
+):
+    started, real = [], superresolve.preview
+
+    def slow_preview(plane, model, region, **kwargs):
+        started.append(region)
+        job = real(plane, model, region, **kwargs)
+
+        def slowed():
+            result = None
+            try:
+                while True:
+                    event = next(job)
+                    time.sleep(0.3)
+                    yield event
+            except StopIteration as end:
+                result = end.value
+            return result
+
+        return slowed()
+
+    monkeypatch.setattr(superresolve, "preview", slow_preview)
+    viewer, widget, lr, _ = _zoomed_viewer(make_napari_viewer, qtbot, tmp_path)
+    _use_file_model(widget, nearest_model)
+    widget._follow.value = True
+    viewer.camera.center = lr.data_to_world((20, 30))  # the view moves ...
+    qtbot.waitUntil(lambda: widget._jobs.running, timeout=TIMEOUT_MS)  # ... settles: a preview starts
+    viewer.camera.center = lr.data_to_world((70, 100))  # and moves on during it
+    qtbot.waitUntil(lambda: len(started) == 2, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    out = viewer.layers["field preview x4 (nearest)"]
+    y0, y1, x0, x1 = out.metadata["microdisk_sr"]["region"]
+    assert (y0, y1, x0, x1) == (started[1].y0, started[1].y1, started[1].x0, started[1].x1)
+    assert y0 <= 70 < y1
+    assert x0 <= 100 < x1
+    assert started[0] != started[1]  # ... after the first one was cancelled
+    widget._follow.value = False
+    viewer.camera.center = lr.data_to_world((20, 30))
+    qtbot.wait(600)
+    assert len(started) == 2  # not following any more
+
+
+def test_each_rectangle_of_a_shapes_layer_is_previewed_in_its_own_layer(
+    make_napari_viewer, qtbot, tmp_path, nearest_model, scene
+):
+    viewer, widget = _open(make_napari_viewer, (scene.lr, {"name": "lr", "scale": (2.0, 2.0)}))
+    boxes = viewer.add_shapes(
+        [
+            np.array([[4, 6], [4, 30], [20, 30], [20, 6]]) * 2.0,
+            np.array([[30, 40], [30, 60], [44, 60], [44, 40]]) * 2.0,
+        ],
+        shape_type="rectangle",
+        name="boxes",
+    )
+    widget._images.value = [viewer.layers["lr"]]
+    widget._scope.value = widget._scope.choices[2]
+    widget._rectangles.value = boxes
+    _use_file_model(widget, nearest_model)
+    _run(qtbot, widget)
+    first = viewer.layers["lr [4:21, 6:31] x4 (nearest)"]  # the pixels the outline touches
+    second = viewer.layers["lr [30:45, 40:61] x4 (nearest)"]
+    np.testing.assert_array_equal(first.data, scene.lr[4:21, 6:31].repeat(4, axis=0).repeat(4, axis=1))
+    assert second.data.shape == (15 * 4, 21 * 4)
+    np.testing.assert_allclose(
+        first.data_to_world((0, 0)), viewer.layers["lr"].data_to_world((4 - 0.375, 6 - 0.375))
+    )

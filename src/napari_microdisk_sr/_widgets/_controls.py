@@ -14,6 +14,7 @@ from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
 from ..core.images import bit_depth_hint
 from ..core.models import DEFAULT_MODEL
+from ..core.pairs import DEGRADATIONS
 from ._session import CropSetRef, Session
 
 WEIGHTS_FILTER = "*.pth *.safetensors"
@@ -123,6 +124,42 @@ def model_row(choices: Any) -> tuple[ComboBox, FileEdit]:
 def chosen_model(model: ComboBox, weights: FileEdit) -> "str | Path | None":
     """The model of a :func:`model_row`: a registry name, a run's model or the file (None: no file named)."""
     return weights.value if model.value is ModelChoice.FILE else model.value
+
+
+class DegradationChoice(enum.Enum):
+    """The degradation choice that reads the profile file named in the profile field."""
+
+    PROFILE = "profile file..."
+
+
+def degradation_row(value: str) -> tuple[ComboBox, FileEdit]:
+    """A "Degradation" choice of the generic degradations and a profile file, with a picker shown for it."""
+    degradation = ComboBox(
+        label="Degradation",
+        choices=[
+            *((name, name) for name in DEGRADATIONS),
+            (DegradationChoice.PROFILE.value, DegradationChoice.PROFILE),
+        ],
+        value=value,
+        tooltip="How LR patches are made from the crops: the study's bicubic, generic blur + camera\n"
+        "pixels + sensor noise, or your microscope's profile (.json) written by 'microdisk-sr calibrate'.",
+    )
+    profile = FileEdit(label="Profile file", mode="r", filter="*.json", nullable=True, visible=False)
+
+    def show(chosen: Any) -> None:
+        profile.visible = chosen is DegradationChoice.PROFILE
+
+    degradation.changed.connect(show)
+    return degradation, profile
+
+
+def chosen_degradation(degradation: ComboBox, profile: FileEdit) -> str:
+    """The degradation of a :func:`degradation_row`: a generic one's name or the profile file's path."""
+    if degradation.value is not DegradationChoice.PROFILE:
+        return degradation.value
+    if profile.value is None:
+        raise InputError("choose a degradation profile (.json) written by 'microdisk-sr calibrate'")
+    return str(Path(profile.value).resolve())
 
 
 def show_rows(select: Select, rows: int) -> None:

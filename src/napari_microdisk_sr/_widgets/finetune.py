@@ -30,7 +30,6 @@ from ..core.crops import CropSet, crop_disks, read_crop_set
 from ..core.errors import InputError, MicrodiskSRError
 from ..core.models import REGISTRY
 from ..core.outputs import run_dir_for
-from ..core.pairs import DEGRADATIONS
 from ..core.train import (
     DEFAULT_PATIENCE,
     STUDY_LAYER_LRS,
@@ -47,7 +46,9 @@ from ._controls import (
     FILE_CHOICE,
     CropSetChoice,
     bit_depth_box,
+    chosen_degradation,
     chosen_model,
+    degradation_row,
     device_row,
     folder_edit,
     hint_bit_depth,
@@ -148,7 +149,7 @@ class FineTuneWidget(Container):
         self._batch = ComboBox(label="Batch", choices=batches, value=defaults.batch_size)
         self._patch = SpinBox(label="Patch (HR px)", value=defaults.patch, min=16, max=1024, step=16)
         self._pairs = SpinBox(label="Pairs per epoch", value=defaults.pairs_per_epoch, min=1, max=1_000_000)
-        self._degradation = ComboBox(label="Degradation", choices=DEGRADATIONS, value=defaults.degradation)
+        self._degradation, self._profile = degradation_row(defaults.degradation)
         self._bit_depth = bit_depth_box()
         self._device, self._device_info = device_row(defaults.device)
         self._output = folder_edit(
@@ -158,7 +159,7 @@ class FineTuneWidget(Container):
         )
         return [
             self._model, self._weights, self._epochs, self._lr, self._batch, self._patch, self._pairs,
-            self._degradation, self._bit_depth, self._device, self._device_info, self._output,
+            self._degradation, self._profile, self._bit_depth, self._device, self._device_info, self._output,
         ]  # fmt: skip
 
     def _advanced_part(self, defaults: FineTuneConfig) -> Container:
@@ -291,7 +292,7 @@ class FineTuneWidget(Container):
             batch_size=self._batch.value,
             patch=self._patch.value,
             pairs_per_epoch=self._pairs.value,
-            degradation=self._degradation.value,
+            degradation=chosen_degradation(self._degradation, self._profile),
             val_fraction=self._val_fraction.value,
             early_stop=self._patience.value if self._early_stop.value else None,
             layer_lrs=STUDY_LAYER_LRS if self._layer_lrs.value else None,
@@ -346,9 +347,12 @@ class FineTuneWidget(Container):
             )
 
     def _launch(self, run: _Run, *, resume: bool) -> None:
+        lr_crops = run.crops.lr_images if isinstance(run.crops, CropSet) else None  # a paired set: real LR
         try:
             started = self._jobs.start(
-                lambda stop: fine_tune(run.crops, run.config, run.run_dir, stop=stop, resume=resume),
+                lambda stop: fine_tune(
+                    run.crops, run.config, run.run_dir, stop=stop, resume=resume, lr_crops=lr_crops
+                ),
                 on_event=self._on_event,
                 on_finished=self._on_finished,
                 on_failed=self._on_failed,
@@ -364,7 +368,8 @@ class FineTuneWidget(Container):
         self._progress.value = 0
         self._position = "the start"
         self._progress.native.setFormat("loading the model and the crops...")
-        self._status.value = f"{'resuming' if resume else 'starting'}: run folder {run.run_dir}"
+        paired = " (paired crop set: learning from its registered LR crops)" if lr_crops is not None else ""
+        self._status.value = f"{'resuming' if resume else 'starting'}{paired}: run folder {run.run_dir}"
         self._set_running(True)
 
     def _stop(self) -> None:

@@ -52,13 +52,14 @@ from ._table import NumberItem, fill_sortable, results_table
 if TYPE_CHECKING:
     import napari
 
+_PRETRAINED = f"the pretrained model (a fine-tuned run's own parent, measured too; else {metrics.PRETRAINED})"
 _SCORES = (  # header, key of the result rows, format, tooltip
     ("PSNR", "psnr", "{:.2f}", "PSNR against the reference (dB)"),
     ("SSIM", "ssim", "{:.4f}", "structural similarity with the reference (-1 to 1)"),
     ("Δ bicubic", "gain_vs_bicubic_db", "{:+.2f}", "PSNR gain over bicubic (dB)"),
     ("%", "gain_vs_bicubic_pct", "{:+.1f}", "PSNR gain over bicubic (% of its PSNR)"),
-    ("Δ pretrained", "gain_vs_pretrained_db", "{:+.2f}", f"PSNR gain over {metrics.PRETRAINED} (dB)"),
-    ("%", "gain_vs_pretrained_pct", "{:+.1f}", f"PSNR gain over {metrics.PRETRAINED} (% of its PSNR)"),
+    ("Δ pretrained", "gain_vs_pretrained_db", "{:+.2f}", f"PSNR gain over {_PRETRAINED} (dB)"),
+    ("%", "gain_vs_pretrained_pct", "{:+.1f}", f"PSNR gain over {_PRETRAINED} (% of its PSNR)"),
     (
         "LR cons.",
         "lr_consistency_psnr",
@@ -240,7 +241,8 @@ class MeasureWidget(Container):
     # -- running ------------------------------------------------------------------------------------------
 
     def _methods(self) -> dict[str, str]:
-        """The methods to compare (as :func:`~..core.metrics.evaluate` takes them) and their short names."""
+        """The methods to compare (as :func:`~..core.metrics.evaluate` takes them) and their short names, with
+        the parents of the chosen runs."""
         labels = {metrics.BICUBIC: metrics.BICUBIC} if self._bicubic.value else {}
         labels |= {name: name for name in self._pretrained.value}
         labels |= {
@@ -255,6 +257,8 @@ class MeasureWidget(Container):
             raise InputError(
                 "choose at least one method to compare: bicubic, a pretrained model, a run or a file"
             )
+        for parent in metrics.with_parents(list(labels))[len(labels) :]:  # each run's own pretrained model
+            labels[parent] = unique_name(f"{_file_label(Path(parent))} (parent)", set(labels.values()))
         return labels
 
     def _references(self) -> _References:

@@ -6,6 +6,8 @@ opened from a file, writes the result beside it. Every result becomes a new laye
 world coordinates, whatever happened to the input layer meanwhile.
 """
 
+import enum
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
+    ComboBox,
     Container,
     FloatSpinBox,
     ProgressBar,
@@ -21,17 +24,18 @@ from magicgui.widgets import (
     Select,
     SpinBox,
 )
-from napari.layers import Image
+from napari.layers import Image, Shapes
 
 from ..core import infer
 from ..core.consistency import lr_consistency
 from ..core.device import half_dtype, resolve_device
-from ..core.errors import MicrodiskSRError
+from ..core.errors import InputError, MicrodiskSRError
 from ..core.images import image_layout, normalizations_for
 from ..core.io import PixelSize, ensure_writable_dir, numbered_paths, output_dir_for, write_tiff
-from ..core.layers import upscaled_geometry
+from ..core.layers import region_geometry, upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
 from ..core.outputs import safe_name
+from ..core.preview import PreviewCache, preview
 from ..core.progress import StopFlag
 from ._controls import (
     FILE_CHOICE,
@@ -46,7 +50,8 @@ from ._controls import (
     status_line,
 )
 from ._jobs import JobRunner
-from ._layers import layer_choices, layer_path
+from ._layers import layer_choices, layer_path, shape_boxes
+from ._preview import ViewFollower, visible_region
 from ._scroll import make_scrollable
 from ._session import session_for
 
@@ -90,6 +95,33 @@ class _Upscaled:
     consistency: "np.ndarray | None" = None  # |degrade(SR) - LR| at the input's size, fractions of the range
 
 
+class _Scope(enum.Enum):
+    """What Super-resolve upscales."""
+
+    WHOLE = "whole layers"
+    VISIBLE = "the visible region"
+    RECTANGLES = "rectangles of a Shapes layer"
+
+
+@dataclass(frozen=True, eq=False)
+class _Window:
+    """A region of one plane of a layer, read on the main thread: what a preview needs."""
+
+    source: _Source  # the layer (its data: the plane)
+    plane_index: tuple[int, ...]
+    region: infer.Region
+    name: str  # of the preview layer
+
+
+@dataclass(frozen=True, eq=False)
+class _Previewed:
+    """A finished preview."""
+
+    window: _Window
+    result: infer.UpscaleResult
+    scale: int
+
+
 class SuperResolveWidget(Container):
     """Upscale one or more image layers x4 into new, aligned layers, with progress and cancel."""
 
@@ -102,6 +134,18 @@ class SuperResolveWidget(Container):
         self._count = 0
         self._written: list[Path] = []
 
+        self._cache = PreviewCache()
+        self._pending = False  # the view moved during a preview: preview again when it ends
+        self._previewed_view: tuple[Any, ...] = ()  # what the last visible-region preview started with
+        self._started = 0.0
+        self._scope = ComboBox(label="Upscale", choices=[(scope.value, scope) for scope in _Scope])
+        self._rectangles = ComboBox(label="Rectangles", choices=layer_choices(viewer, Shapes))
+        self._follow = CheckBox(
+            text="follow the view",
+            tooltip="Upscale the visible region again whenever panning or zooming stops; blocks already\n"
+            "upscaled with the same model and settings are reused.",
+        )
+        self._follower = ViewFollower(viewer, self._on_view_settled, self.native)
         self._images = Select(label="Images", choices=layer_choices(viewer, Image))
         show_rows(self._images, 5)
         self._model, self._weights = model_row(self._model_choices)
@@ -149,8 +193,13 @@ class SuperResolveWidget(Container):
         self._session.runs_changed.connect(self._follow_runs)
         self._images.changed.connect(self._fill_pixel_size)
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False)
+        self._scope.changed.connect(self._update_scope)
+        self._follow.changed.connect(self._update_scope)
         self.extend(
             [
+                self._scope,
+                self._rectangles,
+                self._follow,
                 self._images,
                 self._model,
                 self._weights,
@@ -167,6 +216,7 @@ class SuperResolveWidget(Container):
             ]
         )
         make_scrollable(self)
+        self._update_scope()
         self._on_device_changed()
         active = viewer.layers.selection.active
         if isinstance(active, Image) and active.visible:
@@ -187,6 +237,34 @@ class SuperResolveWidget(Container):
         self._model.reset_choices()
         self._model.value = self._session.runs[-1].model_path
 
+    def _update_scope(self) -> None:
+        scope = self._scope.value
+        self._rectangles.visible = scope is _Scope.RECTANGLES
+        self._follow.visible = scope is _Scope.VISIBLE
+        self._pixel_size.visible = scope is _Scope.WHOLE  # previews are not written
+        following = scope is _Scope.VISIBLE and self._follow.value
+        if following != self._follower.active:
+            self._follower.set_active(following)
+
+    def _on_view_settled(self) -> None:
+        """The view stopped moving while following it: preview the new region (after the one under way).
+
+        A view that shows what the last preview started with (the sliders' range changes when a preview
+        layer is added) starts nothing."""
+        layers = list(self._images.value)
+        if not layers or self._view_of(layers[0]) == self._previewed_view:
+            return
+        if self._jobs.running:
+            self._pending = True
+            self._jobs.stop()
+        else:
+            self._start()
+
+    def _view_of(self, layer: Image) -> tuple[Any, ...]:
+        """What a preview of the visible region of ``layer`` would show, with which model and settings."""
+        return (layer.name, visible_region(self._viewer, layer), chosen_model(self._model, self._weights),
+                self._tile.value, self._half.value, self._bit_depth.value, self._device.value)  # fmt: skip
+
     def _fill_pixel_size(self) -> None:
         layers = list(self._images.value)
         if layers:
@@ -200,6 +278,25 @@ class SuperResolveWidget(Container):
 
     # -- running ------------------------------------------------------------------------------------------
 
+    def _settings(self) -> "tuple[str | Path, infer.UpscaleConfig] | None":
+        """The model and the settings of the form; None (and the reason shown) when they cannot be used."""
+        model = chosen_model(self._model, self._weights)
+        if model is None:
+            refuse(self._status, "choose a weights file (.pth or .safetensors) for the 'file...' model")
+            return None
+        try:
+            config = infer.UpscaleConfig(
+                tile=self._tile.value,
+                device=self._device.value,
+                half=bool(self._half.value),
+                bit_depth=self._bit_depth.value,
+            )
+            resolve_device(config.device)
+        except MicrodiskSRError as exc:
+            refuse(self._status, str(exc))
+            return None
+        return model, config
+
     def _start(self) -> None:
         layers = list(self._images.value)
         if not layers:
@@ -211,21 +308,15 @@ class SuperResolveWidget(Container):
                 "multiscale (pyramid) image layers cannot be super-resolved; open the full-size image",
             )
             return
-        model = chosen_model(self._model, self._weights)
-        if model is None:
-            refuse(self._status, "choose a weights file (.pth or .safetensors) for the 'file...' model")
+        settings = self._settings()
+        if settings is None:
             return
-        try:
-            config = infer.UpscaleConfig(
-                tile=self._tile.value,
-                device=self._device.value,
-                half=bool(self._half.value),
-                bit_depth=self._bit_depth.value,
-            )
-            resolve_device(config.device)
-        except MicrodiskSRError as exc:
-            refuse(self._status, str(exc))
-            return
+        if self._scope.value is _Scope.WHOLE:
+            self._start_whole(layers, *settings)
+        else:
+            self._start_preview(layers, *settings)
+
+    def _start_whole(self, layers: list[Image], model: "str | Path", config: infer.UpscaleConfig) -> None:
         sources = [_read_source(layer, self._pixel_size.value) for layer in layers]
         for source in sources:  # every layer fits the settings before any is upscaled and written
             try:
@@ -247,6 +338,52 @@ class SuperResolveWidget(Container):
             self._progress.value = 0
             self._status.value = f"starting {len(sources)} layer(s)"
 
+    def _start_preview(self, layers: list[Image], model: "str | Path", config: infer.UpscaleConfig) -> None:
+        try:
+            windows = self._windows(layers)
+        except MicrodiskSRError as exc:
+            refuse(self._status, str(exc))
+            return
+        started = self._jobs.start(
+            lambda stop: _preview_windows(windows, self._models, model, config, self._cache, stop),
+            on_event=self._on_event,
+            on_finished=self._on_previews_finished,
+            on_failed=self._on_failed,
+        )
+        if started:
+            self._count, self._started = len(windows), time.perf_counter()
+            if self._scope.value is _Scope.VISIBLE:
+                self._previewed_view = self._view_of(layers[0])
+            self._set_running(True)
+            self._progress.value = 0
+            self._status.value = f"previewing {len(windows)} region(s)"
+
+    def _windows(self, layers: list[Image]) -> list[_Window]:
+        """The regions to preview, read on the main thread: what is on screen, or the rectangles."""
+        windows = []
+        for layer in layers if self._scope.value is _Scope.RECTANGLES else layers[:1]:
+            visible = visible_region(self._viewer, layer)
+            plane_index = () if visible is None else visible[0]
+            source = _read_source(layer, 0.0, plane_index)
+            if self._scope.value is _Scope.VISIBLE:
+                if visible is None:
+                    raise InputError(f"no part of {layer.name!r} is on screen: pan or zoom to it")
+                name = f"{layer.name} preview x4"
+                windows.append(_Window(source, plane_index, visible[1], name))
+                continue
+            shapes = self._rectangles.value
+            if shapes is None:
+                raise InputError("choose a Shapes layer with rectangles drawn over the image")
+            plane_shape = source.data.shape[:2]
+            for y0, x0, y1, x1 in shape_boxes(shapes, layer, plane_shape):
+                region = infer.Region(y0, y1, x0, x1)
+                windows.append(
+                    _Window(source, plane_index, region, f"{layer.name} [{y0}:{y1}, {x0}:{x1}] x4")
+                )
+        if not windows:
+            raise InputError("no rectangle of the Shapes layer lies over the selected images")
+        return windows
+
     def _stop(self) -> None:
         self._jobs.stop()
         self._status.value = "stopping after the current tile..."
@@ -264,6 +401,42 @@ class SuperResolveWidget(Container):
             self._progress.value = event.done
         elif isinstance(event, _Upscaled):
             self._add_output(event)
+        elif isinstance(event, _Previewed):
+            self._add_preview(event)
+
+    def _add_preview(self, done: _Previewed) -> None:
+        """Show a preview where the whole result would be, replacing the last preview of that region."""
+        window, source = done.window, done.window.source
+        model = done.result.provenance["model"]
+        name = f"{window.name} ({model})"
+        data = done.result.image.reshape((1,) * len(window.plane_index) + done.result.image.shape)
+        origin = (*window.plane_index, window.region.y0, window.region.x0)
+        scale, translate = region_geometry(source.scale, source.translate, done.scale, origin)
+        metadata = {"microdisk_sr": done.result.provenance | {"input_layer": source.name, "preview": True}}
+        if name in self._viewer.layers:
+            layer = self._viewer.layers[name]
+            layer.data, layer.scale, layer.translate, layer.metadata = data, scale, translate, metadata
+            return
+        self._viewer.add_image(
+            data, name=name, rgb=source.rgb, scale=scale, translate=translate, units=source.units,
+            metadata=metadata, **source.display,
+        )  # fmt: skip
+
+    def _on_previews_finished(self, finished: int) -> None:
+        self._set_running(False)
+        seconds = time.perf_counter() - self._started
+        if finished == self._count:
+            self._status.value = f"preview: {finished} region(s) in {seconds:.1f} s (not written)"
+        else:
+            self._status.value = "preview stopped"
+            self._progress.value = 0
+        self._preview_again()
+
+    def _preview_again(self) -> None:
+        """After a preview that the moving view stopped: the new region, once this job has wound down."""
+        if self._pending:
+            self._pending = False
+            self._follower.settle_again()
 
     def _add_output(self, out: _Upscaled) -> None:
         if out.provenance["output_path"] is not None:
@@ -308,6 +481,7 @@ class SuperResolveWidget(Container):
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
         self._status.value = f"failed: {message}"
+        self._preview_again()
 
 
 def _pixel_size_um(layer: Image) -> "float | None":
@@ -319,11 +493,12 @@ def _pixel_size_um(layer: Image) -> "float | None":
     return None if layer.scale[-1] == 1 else float(layer.scale[-1])
 
 
-def _read_source(layer: Image, pixel_size_um: float) -> _Source:
+def _read_source(layer: Image, pixel_size_um: float, plane_index: "tuple[int, ...] | None" = None) -> _Source:
     """What the worker and the output need of ``layer`` (on the main thread, before the job starts).
 
     The pixel size written is ``pixel_size_um`` when given, else the layer's physical one, else the layer's
     own pixel (unit-less), so that a written output always says that its pixels are a quarter of the input's.
+    With ``plane_index``, only that plane of a stack is read.
     """
     units = [str(unit) for unit in layer.units[-2:]]
     if pixel_size_um > 0:
@@ -337,7 +512,7 @@ def _read_source(layer: Image, pixel_size_um: float) -> _Source:
         display["colormap"] = layer.colormap
     return _Source(
         name=layer.name,
-        data=np.asarray(layer.data),
+        data=np.asarray(layer.data if plane_index is None else layer.data[plane_index]),
         rgb=layer.rgb,
         scale=tuple(layer.scale),
         translate=tuple(layer.translate),
@@ -408,3 +583,32 @@ def _superresolve(
         name = f"{source.name}_x{factor} ({model.name})"
         yield _Upscaled(source, result.image, name, factor, provenance, None if check is None else check.map)
     return len(sources)
+
+
+def _preview_windows(
+    windows: list[_Window],
+    models: ModelCache,
+    model_ref: "str | Path",
+    config: infer.UpscaleConfig,
+    cache: PreviewCache,
+    stop: StopFlag,
+) -> Generator[Any, None, int]:
+    """The preview job: load the model (or reuse it), upscale each window block by block; nothing written."""
+    yield _Status(f"loading model {model_ref}")
+    model = models.load(model_ref)
+    for index, window in enumerate(windows):
+        yield _Status(f"{index + 1}/{len(windows)}: previewing {window.name!r} with {model.name}")
+        job = preview(
+            window.source.data,
+            model,
+            window.region,
+            config=config,
+            cache=cache,
+            stop=stop,
+            rgb=window.source.rgb,
+        )
+        result = yield from job
+        if result is None:
+            return index
+        yield _Previewed(window, result, model.spec.scale)
+    return len(windows)

@@ -24,10 +24,12 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description=(
             "Upscale low-resolution images x4 with each method and score the results against the "
             "high-resolution references: PSNR, SSIM, and the gain in dB and % over bicubic and over the "
-            f"pretrained {metrics.PRETRAINED}, and the LR consistency of each output (degraded back, how "
-            "well it reproduces its LR image; no HR needed). The low-resolution images are the given --lr "
-            "acquisitions, or are made from the references by --degradation. Writes a CSV table, a JSON "
-            "file beside it, and prints the table."
+            f"pretrained model: a fine-tuned run's own parent (evaluated too), else {metrics.PRETRAINED}; "
+            "and the LR consistency of each output (degraded back, how well it reproduces its LR image; no "
+            "HR needed). The low-resolution images are the given --lr acquisitions (e.g. the <stem>_lr.tif "
+            "of 'microdisk-sr register', with its <stem>_hr.tif as HR), "
+            "or are made from the references by --degradation. Writes a CSV table, a JSON file beside it, "
+            "and prints the table."
         ),
     )
     parser.add_argument(
@@ -92,12 +94,15 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def run(args: argparse.Namespace) -> int:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
+    given = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not given:
         raise InputError(
             f"--methods {args.methods!r} names no method; give them comma-separated, e.g. "
             "--methods bicubic,realesrgan-x4plus"
         )
+    methods = list(metrics.with_parents(given))
+    if len(methods) > len(given):
+        print(f"also evaluated, as the parents of fine-tuned runs: {', '.join(methods[len(given) :])}")
     if not args.hr and args.lr is None:
         raise InputError("give HR images, --lr images, or both")
     if not args.hr and args.error_maps is not None:

@@ -62,7 +62,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "RUN_DIR/model.pth), model.json, history.csv, weight_change.csv, config.json and a checkpoint "
             "updated after every epoch. Ctrl-C stops after the current step and saves; --resume continues "
             "exactly where the run stopped, with the run's settings (only --epochs, --max-minutes and "
-            "--device may change there; other options given anew are refused)."
+            "--device may change there; other options given anew are refused). On a paired crop set "
+            "('microdisk-sr crop --lr') the model learns from the set's registered LR crops, not from a "
+            "--degradation."
         ),
     )
     parser.add_argument("crops", type=Path, metavar="CROPS_DIR", help="folder of crops with its crops.csv")
@@ -85,8 +87,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     parser.add_argument(
         "--degradation",
-        choices=DEGRADATIONS,
-        help="how LR patches are made: the study's bicubic, or blur + camera pixels + sensor noise "
+        metavar="{" + ",".join(DEGRADATIONS) + "} or PROFILE.json",
+        help="how LR patches are made: the study's bicubic, generic blur + camera pixels + sensor noise "
+        "(realistic), or your microscope's profile written by 'microdisk-sr calibrate' "
         f"(default: {_DEFAULTS.degradation})",
     )
     parser.add_argument(
@@ -161,6 +164,10 @@ def _config(args: argparse.Namespace) -> FineTuneConfig:
         changes["layer_lrs"] = train.STUDY_LAYER_LRS
     if args.model is not None and Path(args.model).exists():
         changes["model"] = str(Path(args.model).resolve())  # a run folder resumes from any directory
+    if args.degradation is not None:
+        changes["profile"] = None  # read from the file given, so that a changed profile refuses to resume
+        if Path(args.degradation).is_file():
+            changes["degradation"] = str(Path(args.degradation).resolve())
     return FineTuneConfig.from_json(base.to_json() | changes)
 
 
@@ -168,8 +175,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
         crops = read_crop_set(args.crops)
+        if crops.paired:
+            print(f"paired crop set: learning from its {len(crops)} registered LR crops (no degradation)")
         stop = StopFlag()
-        job = train.fine_tune(crops, config, args.out, stop=stop, resume=args.resume)
+        job = train.fine_tune(
+            crops, config, args.out, stop=stop, resume=args.resume, lr_crops=crops.lr_images
+        )
         with stop_on_interrupt(stop), TrainProgress() as progress:
             result = drive(job, progress.show)
     except MicrodiskSRError as exc:

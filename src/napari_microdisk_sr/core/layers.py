@@ -31,3 +31,25 @@ def upscaled_geometry(
         new_translate[axis] -= new_scale[axis] * (1.0 - 1.0 / factor) / 2.0
         new_scale[axis] /= factor
     return tuple(new_scale), tuple(new_translate)
+
+
+def region_geometry(
+    scale: Sequence[float], translate: Sequence[float], factor: int, origin: Sequence[int]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Scale and translate of a window of an upscaled image: its pixels lie where the whole result's do.
+
+    Parameters
+    ----------
+    scale, translate : sequence of float, length ndim
+        The input layer's ``scale`` and ``translate``.
+    factor : int
+        The upscaling factor (of the last two axes).
+    origin : sequence of int, length ndim
+        The window's first pixel in the input layer's data (the plane's index on leading axes, then the
+        row and column): the window's output pixel 0 is the whole result's pixel ``origin * factor``.
+    """
+    new_scale, whole = upscaled_geometry(scale, translate, factor)
+    lead = len(scale) - 2
+    shift = [o * s for o, s in zip(origin[:lead], scale[:lead], strict=True)]
+    shift += [o * factor * s for o, s in zip(origin[lead:], new_scale[lead:], strict=True)]
+    return new_scale, tuple(t + d for t, d in zip(whole, shift, strict=True))

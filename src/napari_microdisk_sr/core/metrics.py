@@ -20,6 +20,7 @@ Conventions:
   use_sample_covariance=False, data_range=R, channel_axis=-1)``, computed with OpenCV's filters (faster).
 """
 
+import json
 import logging
 import math
 import os
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 BICUBIC = "bicubic"
 """The method name of plain bicubic interpolation (OpenCV ``INTER_CUBIC``), the baseline of every gain."""
 PRETRAINED = models.DEFAULT_MODEL
-"""The pretrained model that the second gain column compares with."""
+"""The pretrained model that the second gain column compares with, except for a fine-tuned model, which is
+compared with its own parent (see :func:`model_parent`)."""
 SCALE = 4
 """The resolution ratio evaluated."""
 MEAN = "mean"
@@ -227,6 +229,9 @@ class EvalResult:
         Significant bits of the (unsigned integer) images, when given.
     models : dict
         For each model method: ``{"name", "source", "sha256"}`` of the weights used.
+    pretrained_references : dict
+        For each method, the method its ``gain_vs_pretrained`` columns compare with: a fine-tuned model's
+        own parent (None when the parent was not evaluated), else :data:`PRETRAINED`.
     error_maps : dict
         ``{(image, method): (H, W) float32 ndarray}`` of absolute errors in units of the data range (see
         :func:`abs_error`), when asked for; else empty.
@@ -246,6 +251,7 @@ class EvalResult:
     seed: int
     bit_depth: "int | None" = None
     models: dict[str, dict[str, str]] = field(default_factory=dict)
+    pretrained_references: "dict[str, str | None]" = field(default_factory=dict)
     error_maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     outputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     disk_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -289,6 +295,7 @@ class EvalResult:
             "images": list(self.images),
             "models": self.models,
             "lr_consistency_degradation": self.consistency,
+            "gain_vs_pretrained_against": self.pretrained_references,
             "rows": [{key: _json_number(value) for key, value in row.items()} for row in self.rows],
         }
         return io.write_json(path, payload)
@@ -302,8 +309,8 @@ class EvalResult:
             "SSIM",
             "dB vs bicubic",
             "% vs bicubic",
-            f"dB vs {PRETRAINED}",
-            f"% vs {PRETRAINED}",
+            "dB vs pretrained",
+            "% vs pretrained",
             "LR consistency dB",
         )
         body = [
@@ -642,14 +649,16 @@ def _evaluate_job(
             log.info("%s, %s: PSNR, SSIM, LR consistency: %s", case.name, method, scores[case.name, method])
             yield EvalEvent(done, total, case.name, method)
     names = [case.name for case in cases]
+    references = _pretrained_references(methods, loaded)
     return EvalResult(
-        rows=_rows(scores, names, methods),
+        rows=_rows(scores, names, methods, references),
         methods=tuple(methods),
         images=tuple(names),
         degradation=degradation,
         seed=seed,
         bit_depth=bit_depth,
         models={m: {"name": lm.name, "source": lm.source, "sha256": lm.sha256} for m, lm in loaded.items()},
+        pretrained_references=references,
         error_maps=maps,
         outputs=kept,
         disk_rows=disk_rows,
@@ -683,8 +692,51 @@ def _bicubic(lr: np.ndarray, norm: Normalization) -> np.ndarray:
     return norm.from_unit(up)
 
 
+def model_parent(method: str) -> "dict[str, str] | None":
+    """The parent ``{"name", "source", "sha256"}`` that a fine-tuned model file's sidecar records
+    (``info.provenance.parent``); None for bicubic, a registry model, or a file without that record."""
+    if method == BICUBIC or method in models.REGISTRY:
+        return None
+    try:
+        parent = json.loads(models.sidecar_path(method).read_text())["info"]["provenance"]["parent"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return parent if isinstance(parent, dict) and isinstance(parent.get("sha256"), str) else None
+
+
+def with_parents(methods: Sequence[str]) -> tuple[str, ...]:
+    """``methods``, then the parents of their fine-tuned models that are not among them (a registry name, or
+    the parent's weights file where it still is), so that each run is measured against its own parent."""
+    chosen = list(methods)
+    for method in methods:
+        parent = model_parent(method)
+        if parent is None:
+            continue
+        name, source = str(parent.get("name", "")), str(parent.get("source", ""))
+        found = name if name in models.REGISTRY else source if source and Path(source).is_file() else None
+        if found is not None and not any(Path(found).resolve() == Path(m).resolve() for m in chosen):
+            chosen.append(found)
+    return tuple(chosen)
+
+
+def _pretrained_references(
+    methods: Sequence[str], loaded: "dict[str, models.LoadedModel]"
+) -> "dict[str, str | None]":
+    """The method each method's gain over "pretrained" compares with: a fine-tuned model's own parent, found
+    among the methods by its weights' SHA-256 (None if it was not evaluated), else :data:`PRETRAINED`."""
+    by_sha256 = {model.sha256: method for method, model in loaded.items()}
+    references: dict[str, str | None] = {}
+    for method in methods:
+        parent = model_parent(method)
+        references[method] = PRETRAINED if parent is None else by_sha256.get(parent["sha256"])
+    return references
+
+
 def _rows(
-    scores: dict[tuple[str, str], tuple["float | None", ...]], names: Sequence[str], methods: Sequence[str]
+    scores: dict[tuple[str, str], tuple["float | None", ...]],
+    names: Sequence[str],
+    methods: Sequence[str],
+    references: "dict[str, str | None]",
 ) -> list[dict[str, Any]]:
     """The rows of each image, then the mean rows (none for a single image: they would repeat its rows)."""
     scores = dict(scores)
@@ -692,18 +744,24 @@ def _rows(
     for method in methods if means else ():
         columns = zip(*(scores[image, method] for image in names), strict=True)
         scores[MEAN, method] = tuple(None if None in column else float(np.mean(column)) for column in columns)
-    return [_row(image, method, scores) for image in [*names, *means] for method in methods]
+    return [
+        _row(image, method, scores, references[method]) for image in [*names, *means] for method in methods
+    ]
 
 
 def _row(
-    image: str, method: str, scores: dict[tuple[str, str], tuple["float | None", ...]]
+    image: str,
+    method: str,
+    scores: dict[tuple[str, str], tuple["float | None", ...]],
+    pretrained: "str | None",
 ) -> dict[str, Any]:
-    """The row of ``(image, method)`` with its gains over the reference methods scored on the same image."""
+    """The row of ``(image, method)`` with its gains over bicubic and over ``pretrained`` (None: no gain)
+    scored on the same image, and its LR consistency."""
     psnr_db, ssim_value, agrees = scores[image, method]
     row: dict[str, Any] = {"image": image, "method": method, "psnr": psnr_db, "ssim": ssim_value}
-    for reference, column in ((BICUBIC, "gain_vs_bicubic"), (PRETRAINED, "gain_vs_pretrained")):
+    for reference, column in ((BICUBIC, "gain_vs_bicubic"), (pretrained, "gain_vs_pretrained")):
         db = pct = None
-        if (image, reference) in scores and psnr_db is not None:
+        if reference is not None and psnr_db is not None and (image, reference) in scores:
             base = scores[image, reference][0]
             db = _defined(psnr_db - base)
             pct = _defined(100.0 * (psnr_db - base) / base) if db is not None and base != 0 else None

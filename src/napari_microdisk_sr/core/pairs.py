@@ -24,7 +24,7 @@ import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -36,11 +36,16 @@ from .device import resolve_device
 from .errors import InputError, OutputError
 from .images import check_bit_depth, check_finite, value_range
 
+if TYPE_CHECKING:
+    from .calibrate import DegradationProfile
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DEGRADATIONS = ("bicubic", "realistic")
+PROFILE = "profile"
+"""The degradation kind of a calibrated :class:`~.calibrate.DegradationProfile` (given beside the kind)."""
 SMALL_CROP_POLICIES = ("pad", "refuse")
 
 # The realistic degradation's ranges (see :func:`degrade` for why these values).
@@ -49,6 +54,7 @@ ANISOTROPIC_PROBABILITY = 0.3  # share of elongated (rotated, two-sigma) PSFs
 AREA_PROBABILITY = 0.5  # share of area (camera-pixel) down-sampling; the rest is antialiased bicubic
 PHOTON_RANGE = (100.0, 10_000.0)  # expected photo-electrons at full scale, drawn log-uniformly
 READ_NOISE_RANGE = (0.001, 0.01)  # Gaussian read-noise sigma, fraction of full scale
+PROFILE_JITTER = 0.1  # a profile's fitted values are each drawn within +-10 % (a fit's own uncertainty)
 
 # Domains of the per-pair random streams, so that training, validation and splits never share numbers.
 _TRAIN, _VALIDATION, _SPLIT = 0, 1, 2
@@ -93,7 +99,7 @@ class PairConfig:
         Side of the square HR patches in pixels; a multiple of ``scale`` (the LR patch is ``patch // scale``).
     scale : int
         Resolution ratio between HR and LR, at least 2.
-    degradation : {"bicubic", "realistic"}
+    degradation : {"bicubic", "realistic", "profile"}
         How synthetic LR patches are made (see :func:`degrade`); unused in paired mode.
     pairs_per_epoch : int
         Number of pairs in one epoch.
@@ -108,6 +114,8 @@ class PairConfig:
     bit_depth : int or None
         Significant bits of unsigned integer crops (see :func:`.images.value_range`); None maps integers
         by their dtype's full range.
+    profile : DegradationProfile or None
+        The calibrated microscope of ``degradation="profile"`` (see :mod:`.calibrate`); None otherwise.
     """
 
     patch: int = 128
@@ -119,6 +127,7 @@ class PairConfig:
     small_crops: str = "pad"
     channels: int = 3
     bit_depth: "int | None" = None
+    profile: "DegradationProfile | None" = None
 
     def __post_init__(self) -> None:
         if self.bit_depth is not None:
@@ -138,7 +147,7 @@ class PairConfig:
             raise InputError(f"pairs_per_epoch must be at least 1, got {self.pairs_per_epoch}")
         if self.seed < 0:
             raise InputError(f"seed must be non-negative, got {self.seed}")
-        check_degradation(self.degradation)
+        _check_profile(self.degradation, self.profile, self.scale)
         check_small_crops(self.small_crops)
         if self.channels not in (1, 3):
             raise InputError(f"channels must be 1 or 3, got {self.channels}")
@@ -146,20 +155,44 @@ class PairConfig:
             raise InputError(f"augment must be True or False, got {self.augment!r}")
 
 
+def _check_profile(kind: str, profile: "DegradationProfile | None", scale: int) -> None:
+    """Raise :class:`InputError` unless ``kind`` is a degradation and ``profile`` is given for it alone."""
+    if kind != PROFILE:
+        check_degradation(kind)
+        if profile is not None:
+            raise InputError(
+                f"a degradation profile was given but the degradation is {kind!r}, not {PROFILE!r}"
+            )
+    elif profile is None:
+        raise InputError("the profile degradation needs a profile: see microdisk-sr calibrate")
+    elif profile.scale != scale:
+        raise InputError(
+            f"the degradation profile was fitted at x{profile.scale} but the pairs are x{scale}; "
+            "calibrate on an LR/HR pair of the model's scale"
+        )
+
+
 class _Degradation(NamedTuple):
-    """The random draws of one realistic degradation."""
+    """The random draws of one realistic or profile degradation."""
 
     kernel: "np.ndarray | None"  # (k, k) float32 HR blur kernel summing to 1, or None
     area: bool  # area (True) or antialiased bicubic (False) down-sampling
     photons: float  # expected photo-electrons at full scale; 0 means no noise
     read_noise: float  # Gaussian read-noise sigma, fraction of full scale
+    gain: float = 1.0  # LR = offset + gain * (blurred, down-sampled HR), before the noise
+    offset: float = 0.0
 
 
 _BICUBIC = _Degradation(kernel=None, area=False, photons=0.0, read_noise=0.0)
 
 
 def degrade(
-    hr: np.ndarray, *, kind: str = "bicubic", scale: int = 4, rng: "np.random.Generator | None" = None
+    hr: np.ndarray,
+    *,
+    kind: str = "bicubic",
+    scale: int = 4,
+    rng: "np.random.Generator | None" = None,
+    profile: "DegradationProfile | None" = None,
 ) -> np.ndarray:
     """Make the low-resolution counterpart of a high-resolution image.
 
@@ -185,6 +218,12 @@ def degrade(
        noise with sigma 0.1-1 % of full scale (0.3-2.6 grey levels at 8 bits: read noise, dark current and
        quantisation). Colour channels get independent noise; a gray image one noise field.
 
+    ``"profile"`` is the same chain with the values of a microscope's :class:`~.calibrate.DegradationProfile`
+    (:mod:`.calibrate` fits them): its Gaussian PSF, its down-sampling, then ``offset + gain * x`` and
+    Poisson-Gaussian noise whose variance is ``value / photons + read_noise**2``. Each fitted value is
+    drawn within :data:`PROFILE_JITTER` (+-10 %) of the profile's, so that a model does not learn one exact
+    blur; a PSF or a down-sampling the profile could not measure (None) is drawn as for ``"realistic"``.
+
     The result is clipped to ``[0, 1]``.
 
     Parameters
@@ -192,12 +231,15 @@ def degrade(
     hr : (H, W) or (H, W, C) ndarray
         Float values in ``[0, 1]``; ``H`` and ``W`` multiples of ``scale``. Pass gray images as ``(H, W)``
         so that the noise is the same in every channel they are later replicated to.
-    kind : {"bicubic", "realistic"}
+    kind : {"bicubic", "realistic", "profile"}
         The degradation.
     scale : int
         Down-sampling factor, at least 2.
     rng : numpy.random.Generator, optional
-        Source of the realistic degradation's random draws (required for it; unused by ``"bicubic"``).
+        Source of the random draws of the realistic and profile degradations (required for them; unused by
+        ``"bicubic"``).
+    profile : DegradationProfile, optional
+        The microscope of ``kind="profile"`` (required for it, refused for the others).
 
     Returns
     -------
@@ -207,11 +249,12 @@ def degrade(
     Raises
     ------
     InputError
-        For an unknown ``kind``, a missing ``rng``, a bad shape, or a size not divisible by ``scale``.
+        For an unknown ``kind``, a missing ``rng`` or ``profile``, a bad shape, or a size not divisible by
+        ``scale``.
     """
-    check_degradation(kind)
-    if kind == "realistic" and rng is None:
-        raise InputError("the realistic degradation is random: pass rng=np.random.default_rng(seed)")
+    _check_profile(kind, profile, scale)
+    if kind != "bicubic" and rng is None:
+        raise InputError(f"the {kind} degradation is random: pass rng=np.random.default_rng(seed)")
     hr = np.asarray(hr)
     if hr.ndim not in (2, 3) or hr.dtype.kind not in "uif":
         raise InputError(f"expected an (H, W) or (H, W, C) image, got shape {hr.shape} of {hr.dtype}")
@@ -223,19 +266,27 @@ def degrade(
         )
     chw = hr[None] if hr.ndim == 2 else np.moveaxis(hr, -1, 0)
     chw = np.ascontiguousarray(chw, dtype=np.float32)
-    (lr,) = _degrade_patches([chw], kind=kind, scale=scale, rngs=[rng])
+    (lr,) = _degrade_patches([chw], kind=kind, scale=scale, rngs=[rng], profile=profile)
     return lr[0] if hr.ndim == 2 else np.moveaxis(lr, 0, -1)
 
 
 def _degrade_patches(
-    patches: Sequence[np.ndarray], *, kind: str, scale: int, rngs: Sequence["np.random.Generator | None"]
+    patches: Sequence[np.ndarray],
+    *,
+    kind: str,
+    scale: int,
+    rngs: Sequence["np.random.Generator | None"],
+    profile: "DegradationProfile | None" = None,
 ) -> list[np.ndarray]:
     """Degrade same-sized ``(c, H, W)`` float32 patches, each with its own random stream.
 
     Blur and noise run per patch (each has its own PSF and noise level); the down-sampling runs on all
     planes at once.
     """
-    draws = [_draw_degradation(rng) if kind == "realistic" else _BICUBIC for rng in rngs]
+    if kind == PROFILE:
+        draws = [_draw_profile(rng, profile) for rng in rngs]
+    else:
+        draws = [_draw_degradation(rng) if kind == "realistic" else _BICUBIC for rng in rngs]
     planes = np.concatenate([_blur(patch, draw.kernel) for patch, draw in zip(patches, draws, strict=True)])
     area = np.concatenate(
         [np.full(len(patch), draw.area) for patch, draw in zip(patches, draws, strict=True)]
@@ -245,6 +296,8 @@ def _degrade_patches(
     out = []
     for draw, rng, start, stop in zip(draws, rngs, bounds[:-1], bounds[1:], strict=True):
         lr = small[start:stop]
+        if draw.gain != 1.0 or draw.offset != 0.0:
+            lr = np.maximum(draw.offset + draw.gain * lr, 0.0)
         if draw.photons:
             lr = rng.poisson(lr * draw.photons) / draw.photons + rng.normal(0.0, draw.read_noise, lr.shape)
             lr = np.clip(lr, 0.0, 1.0).astype(np.float32)
@@ -253,6 +306,15 @@ def _degrade_patches(
 
 
 def _draw_degradation(rng: np.random.Generator) -> _Degradation:
+    kernel = _draw_kernel(rng)
+    area = bool(rng.random() < AREA_PROBABILITY)
+    photons = float(np.exp(rng.uniform(*np.log(PHOTON_RANGE))))
+    read_noise = float(rng.uniform(*READ_NOISE_RANGE))
+    return _Degradation(kernel, area, photons, read_noise)
+
+
+def _draw_kernel(rng: np.random.Generator) -> np.ndarray:
+    """A PSF of the realistic degradation's range: isotropic, or elongated and rotated."""
     low, high = BLUR_SIGMA_RANGE
     if rng.random() < ANISOTROPIC_PROBABILITY:
         sigmas = rng.uniform(low, high, size=2)
@@ -260,10 +322,32 @@ def _draw_degradation(rng: np.random.Generator) -> _Degradation:
     else:
         sigmas = np.full(2, rng.uniform(low, high))
         angle = 0.0
-    area = bool(rng.random() < AREA_PROBABILITY)
-    photons = float(np.exp(rng.uniform(*np.log(PHOTON_RANGE))))
-    read_noise = float(rng.uniform(*READ_NOISE_RANGE))
-    return _Degradation(_gaussian_kernel(sigmas, angle), area, photons, read_noise)
+    return _gaussian_kernel(sigmas, angle)
+
+
+def _draw_profile(rng: np.random.Generator, profile: "DegradationProfile") -> _Degradation:
+    """A degradation within :data:`PROFILE_JITTER` of ``profile``'s values (generic where it has none)."""
+
+    def near(value: float) -> float:
+        return value * float(rng.uniform(1.0 - PROFILE_JITTER, 1.0 + PROFILE_JITTER))
+
+    if profile.psf_sigma is None:
+        kernel = _draw_kernel(rng)
+    else:
+        sigma = near(profile.psf_sigma)
+        kernel = _gaussian_kernel(np.full(2, sigma), 0.0) if sigma > 0 else None
+    if profile.downsampling is None:
+        area = bool(rng.random() < AREA_PROBABILITY)
+    else:
+        area = profile.downsampling == "area"
+    return _Degradation(
+        kernel,
+        area,
+        near(profile.photons),
+        near(profile.read_noise),
+        near(profile.gain),
+        near(profile.offset),
+    )
 
 
 def _gaussian_kernel(sigmas: np.ndarray, angle: float) -> np.ndarray:
@@ -276,6 +360,34 @@ def _gaussian_kernel(sigmas: np.ndarray, angle: float) -> np.ndarray:
     points = np.stack([xx, yy], axis=-1)
     kernel = np.exp(-0.5 * np.einsum("...i,ij,...j->...", points, inverse_cov, points))
     return (kernel / kernel.sum()).astype(np.float32)
+
+
+def blur_downsample(planes: np.ndarray, *, sigma: float, area: bool, scale: int) -> np.ndarray:
+    """The noise-free optics of a degradation: a Gaussian PSF of ``sigma`` HR pixels, then down-sampling.
+
+    Parameters
+    ----------
+    planes : (N, H, W) float32 ndarray
+        HR planes in ``[0, 1]``, ``H`` and ``W`` multiples of ``scale``.
+    sigma : float
+        The PSF's sigma in HR pixels; 0 for none.
+    area : bool
+        Area averaging (a camera pixel's integration), else antialiased bicubic.
+    scale : int
+        Down-sampling factor.
+
+    Returns
+    -------
+    (N, H // scale, W // scale) float32 ndarray
+    """
+    if sigma > 0:  # the isotropic kernel of _gaussian_kernel, applied as two 1D passes
+        radius = math.ceil(3.0 * sigma)
+        line = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+        line = (line / line.sum()).astype(np.float32)
+        planes = np.stack(
+            [cv2.sepFilter2D(plane, -1, line, line, borderType=cv2.BORDER_REFLECT_101) for plane in planes]
+        )
+    return _downsample(planes, np.full(len(planes), area), scale)
 
 
 def _blur(patch: np.ndarray, kernel: "np.ndarray | None") -> np.ndarray:
@@ -505,7 +617,9 @@ class PairSampler:
             hr_patches.append(np.ascontiguousarray(hr))
             lr_patches.append(lr)
         if self._lr is None:
-            lr_patches = _degrade_patches(hr_patches, kind=self.config.degradation, scale=scale, rngs=rngs)
+            lr_patches = _degrade_patches(
+                hr_patches, kind=self.config.degradation, scale=scale, rngs=rngs, profile=self.config.profile
+            )
         channels = self.config.channels
         return _stack(lr_patches, channels), _stack(hr_patches, channels)
 

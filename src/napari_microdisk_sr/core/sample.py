@@ -19,12 +19,14 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from .detect import Disk, reaches_border
 from .errors import InputError
+from .register import Similarity, rotation_matrix
 
 log = logging.getLogger(__name__)
 
@@ -290,3 +292,56 @@ def _quantise(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``image`` in [0, 1] as integers of ``dtype``'s full range."""
     top = np.iinfo(dtype).max
     return np.rint(image * top).astype(dtype)
+
+
+class MagnifiedPair(NamedTuple):
+    """Two magnifications of one synthetic field and the similarity that relates them.
+
+    Attributes
+    ----------
+    lr : (H, W) ndarray
+        The whole field at the low magnification, rotated, blurred, with its own gain, offset and noise.
+    hr : (h, w) ndarray
+        A box of the field at the high magnification, noise-free, in ``lr``'s dtype.
+    truth : Similarity
+        Where ``hr`` lies in ``lr`` (see :class:`~.register.Similarity`).
+    """
+
+    lr: np.ndarray
+    hr: np.ndarray
+    truth: Similarity
+
+
+def make_magnified_pair(
+    *,
+    scale: float = 2.5 * 1.015,
+    angle: float = 1.5,
+    hr_box: tuple[int, int, int, int] = (200, 150, 440, 400),
+    gain: float = 0.7,
+    offset: float = 20 / 255,
+    noise: float = 2 / 255,
+    size: int = 160,
+    dtype: str = "uint8",
+    seed: int = 3,
+) -> MagnifiedPair:
+    """A 4X-like and a 10X-like image of one microdisk field, with a known similarity between them.
+
+    The field is the truth of :func:`make_scene` (``size`` x 4 pixels a side); the LR sees all of it at
+    ``1 / scale``, rotated by ``angle`` degrees about its centre, blurred (a Gaussian of ``0.45 * scale``
+    field pixels), then ``gain * value + offset`` plus Gaussian noise (in fractions of the full scale); the HR
+    is the field's box ``hr_box`` ``(y0, x0, y1, x1)``. A pair to try :func:`~.register.register` on.
+    """
+    field = make_scene(size=(size, size), scale=4, seed=seed, dtype=dtype).hr
+    side = int(field.shape[0] / scale)
+    to_lr = np.hstack([rotation_matrix(angle) / scale, np.zeros((2, 1))])
+    to_lr[:, 2] = np.array([side, side]) / 2 - to_lr[:, :2] @ np.array(field.shape[::-1]) / 2
+    blurred = cv2.GaussianBlur(field.astype(np.float32), (0, 0), 0.45 * scale)
+    seen = cv2.warpAffine(blurred, to_lr, (side, side), flags=cv2.INTER_LINEAR)
+    top = float(np.iinfo(field.dtype).max)
+    noisy = gain * seen + top * (offset + np.random.default_rng(seed).normal(0, noise, seen.shape))
+    y0, x0, y1, x1 = hr_box
+    shift = to_lr[:, :2] @ np.array([x0, y0]) + to_lr[:, 2]
+    lr = np.clip(np.rint(noisy), 0, top).astype(field.dtype)
+    return MagnifiedPair(
+        lr, field[y0:y1, x0:x1].copy(), Similarity(scale, angle, (float(shift[1]), float(shift[0])))
+    )

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from ..archs import LAYER_GROUPS
+from ..calibrate import DegradationProfile, profile_for
 from ..device import DEVICE_CHOICES, is_device_name
 from ..errors import InputError
 from ..images import check_bit_depth
 from ..models import DEFAULT_MODEL
-from ..pairs import check_degradation, check_small_crops
+from ..pairs import DEGRADATIONS, check_small_crops
 
 __all__ = [
     "CONFIG_FILE",
@@ -73,10 +74,11 @@ class FineTuneConfig:
         Training pairs per epoch (pairs are drawn afresh every epoch).
     augment : bool
         Random flips and quarter turns of each pair.
-    degradation : {"realistic", "bicubic"}
+    degradation : str
         How LR patches are made from HR ones (see :func:`~..pairs.degrade`): "realistic" (the default: blur
-        and Poisson-Gaussian noise drawn from a wide family) or the study's plain "bicubic" down-sampling,
-        which leaves a model unprepared for a camera's noise.
+        and Poisson-Gaussian noise drawn from a wide family), the study's plain "bicubic" down-sampling, which
+        leaves a model unprepared for a camera's noise, or the path of a degradation profile (.json) written
+        by ``microdisk-sr calibrate`` (your microscope's blur, camera and noise, see :mod:`..calibrate`).
     small_crops : {"pad", "refuse"}
         Mirror-pad crops smaller than the patch, or refuse them.
     val_fraction : float
@@ -111,6 +113,10 @@ class FineTuneConfig:
         Significant bits of unsigned integer crops, e.g. 12 for a 12-bit camera writing uint16 files (see
         :func:`..images.value_range`); None maps uint8 and uint16 by their dtype's full range. Give the
         same to :func:`..infer.upscale` and :func:`..metrics.evaluate` for images of that camera.
+    profile : DegradationProfile or None
+        The content of the profile file ``degradation`` names, read from it when not given (None for a
+        generic degradation). The run's ``config.json`` and checkpoint record it, so that a resumed run trains
+        with its own profile, and one started anew from a changed file is refused.
     """
 
     model: str = DEFAULT_MODEL
@@ -136,6 +142,7 @@ class FineTuneConfig:
     seed: int = 0
     max_minutes: "float | None" = None
     bit_depth: "int | None" = None
+    profile: "DegradationProfile | None" = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -161,7 +168,7 @@ class FineTuneConfig:
                 f"batch_size {self.batch_size} is larger than the {self.pairs_per_epoch} pairs of an epoch; "
                 "lower the batch size or raise pairs_per_epoch"
             )
-        check_degradation(self.degradation)
+        self._check_profile()
         check_small_crops(self.small_crops)
         if not _is_number(self.val_fraction) or not 0 <= self.val_fraction < 1:
             raise InputError(
@@ -208,9 +215,25 @@ class FineTuneConfig:
         if self.bit_depth is not None:
             check_bit_depth(self.bit_depth)
 
+    def _check_profile(self) -> None:
+        """Read the profile the degradation names, unless it is given (a run's own, from its config.json)."""
+        if self.profile is None:
+            object.__setattr__(self, "profile", profile_for(self.degradation))
+        elif not isinstance(self.profile, DegradationProfile):
+            raise InputError(
+                f"profile must be a DegradationProfile or None, got {type(self.profile).__name__}"
+            )
+        elif self.degradation in DEGRADATIONS:
+            raise InputError(
+                f"a degradation profile was given but the degradation is {self.degradation!r}; "
+                "give the profile's file as the degradation"
+            )
+
     def to_json(self) -> dict[str, Any]:
-        """The configuration as a JSON-ready dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """The configuration as a JSON-ready dict (tuples become lists, the profile its own JSON)."""
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        data["profile"] = None if self.profile is None else self.profile.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "FineTuneConfig":
@@ -231,6 +254,8 @@ class FineTuneConfig:
         for name in ("betas", "layer_lrs"):
             if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
+        if values.get("profile") is not None:
+            values["profile"] = DegradationProfile.from_json(values["profile"])
         return cls(**values)
 
 

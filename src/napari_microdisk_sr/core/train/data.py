@@ -16,7 +16,7 @@ from ..crops import CropSet
 from ..errors import InputError
 from ..images import check_finite
 from ..models import ModelSpec
-from ..pairs import PairConfig, PairSampler, refuse_small_crops, split_by_disk, validation_pairs
+from ..pairs import PROFILE, PairConfig, PairSampler, refuse_small_crops, split_by_disk, validation_pairs
 from .config import FineTuneConfig
 
 __all__ = ["CropRecord", "RunPairs", "gather_crops", "make_pairs"]
@@ -29,7 +29,9 @@ class CropRecord:
     Attributes
     ----------
     source : mapping
-        ``{"folder": ..., "files": [...]}`` for a crop set on disk, ``{"arrays": [shapes]}`` for arrays.
+        ``{"folder": ..., "files": [...]}`` for a crop set on disk (with ``"lr_files": [...]`` for a paired
+        set, whose LR crops the command line and the widget always train on), ``{"arrays": [shapes]}`` for
+        arrays.
     train, validation : tuple of int
         Indices of the crops in the training and the validation set (whole disks, split by the seed).
     sha256 : str
@@ -79,6 +81,8 @@ def gather_crops(
             "folder": str(crops.folder),
             "files": [row.get("file", "") for row in crops.rows],
         }
+        if crops.paired:
+            source["lr_files"] = [row["lr_file"] for row in crops.rows]
     elif isinstance(crops, np.ndarray) or not isinstance(crops, Sequence):
         raise InputError(f"{what} must be a CropSet or a list of images, got {type(crops).__name__}")
     else:
@@ -109,13 +113,14 @@ def make_pairs(
     pair_config = PairConfig(
         patch=config.patch,
         scale=spec.scale,
-        degradation=config.degradation,
+        degradation=config.degradation if config.profile is None else PROFILE,
         pairs_per_epoch=config.pairs_per_epoch,
         augment=config.augment,
         seed=config.seed,
         small_crops=config.small_crops,
         channels=spec.in_channels,
         bit_depth=config.bit_depth,
+        profile=config.profile,
     )
     if config.small_crops == "refuse":  # all of them, before the split: numbered as the user knows them
         refuse_small_crops([image.shape[:2] for image in images], config.patch)
