@@ -20,7 +20,6 @@ Usage: ``python benchmarks/bench_trust.py [--quick] [--device DEV] [--threads N]
 """
 
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ import _common
 import numpy as np
 from bench_quality import TRAIN_SEEDS, Settings, finetune, training_crops
 
-from napari_microdisk_sr.core.consistency import lr_consistency, read_profile
+from napari_microdisk_sr.core.consistency import BackDegradation, lr_consistency
 from napari_microdisk_sr.core.device import describe_device
 from napari_microdisk_sr.core.disk_measures import summarize
 from napari_microdisk_sr.core.metrics import BICUBIC, MEAN, evaluate
@@ -41,14 +40,7 @@ NAME = "bench_trust"
 HELD_OUT_SEEDS = (201, 202, 203)
 TRUTH = "HR truth"
 # make_scene's acquisition (core/sample.py): PSF 0.6 LR px, area binning, 1500 e- full well, read noise 0.004.
-SCENE_PROFILE = {
-    "psf_sigma": 2.4,
-    "downsampling": "area",
-    "gain": 1.0,
-    "offset": 0.0,
-    "photons": 1500.0,
-    "read_noise": 0.004,
-}
+SCENE_PROFILE = BackDegradation(2.4, "area", photons=1500.0, read_noise=0.004, source="scene_profile.json")
 
 
 QUICK = Settings(model="realesr-animevideov3", epochs=3, pairs_per_epoch=150, batch=4, size=128)
@@ -79,10 +71,8 @@ def main() -> int:
             )
         )
         evaluate_s = time.perf_counter() - start
-        profile_path = Path(tmp) / "scene_profile.json"
-        profile_path.write_text(json.dumps(SCENE_PROFILE))
-        profile = read_profile(profile_path)
 
+    profile = SCENE_PROFILE
     labels = {method: label for label, method in methods.items()}
     means = {labels[row["method"]]: row for row in result.rows if row["image"] == MEAN}
     disks = {line["method"]: line for line in summarize(result.disk_rows)}

@@ -9,6 +9,7 @@ import torch
 
 from napari_microdisk_sr.cli import main
 from napari_microdisk_sr.core import models
+from napari_microdisk_sr.core.calibrate import PROFILE_FORMAT, DegradationProfile
 from napari_microdisk_sr.core.disk_measures import DISK_COLUMNS
 from napari_microdisk_sr.core.io import read_csv, write_tiff
 from napari_microdisk_sr.core.sample import make_scene
@@ -58,17 +59,17 @@ def test_consistency_writes_the_map_at_the_lrs_size_and_ends_with_the_psnr(files
 
 def test_consistency_with_a_profile_says_so_and_a_bad_profile_is_an_error(files, tmp_path, capsys):
     profile = tmp_path / "profile.json"
-    values = {"psf_sigma": 2.4, "downsampling": "area", "gain": 1.0, "offset": 0.0, "photons": 1500.0}
-    profile.write_text(json.dumps(values | {"read_noise": 0.004}))
+    values = {"psf_sigma": 2.4, "downsampling": "area", "photons": 1500.0, "read_noise": 0.004}
+    profile.write_text(json.dumps(DegradationProfile(**values).to_json()))
     argv = ["consistency", files["hr"], files["scene_lr"], "--out", str(tmp_path / "m.tif")]
     assert main([*argv, "--profile", str(profile)]) == 0
     printed = capsys.readouterr().out
     assert "profile profile.json: Gaussian PSF sigma 2.4 HR px" in printed
     assert "the profile's noise alone would give" in printed
-    profile.write_text(json.dumps(values))
+    profile.write_text(json.dumps({"format": PROFILE_FORMAT, "photons": 1500.0}))
     assert main([*argv, "--profile", str(profile)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: degradation profile {profile} lacks read_noise; write it with microdisk-sr calibrate"
+        f"error: {profile}: degradation profile has no read_noise; write it with microdisk-sr calibrate"
     )
 
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from napari_microdisk_sr.core.calibrate import PROFILE_FORMAT, DegradationProfile
 from napari_microdisk_sr.core.consistency import AREA, BackDegradation, lr_consistency, read_profile
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.sample import make_scene
@@ -71,11 +72,9 @@ def test_a_stack_is_checked_plane_by_plane(truth):
 
 
 def write_profile(path, **values):
-    """A profile JSON as microdisk-sr calibrate writes it (format, fit and scale keys included)."""
-    data = {"format": "napari-microdisk-sr degradation profile", "scale": 4, "fit": {"source": "pair"}}
-    data |= {"psf_sigma": None, "downsampling": None, "gain": 1.0, "offset": 0.0}
-    data |= {"photons": 1000.0, "read_noise": 0.005} | values
-    path.write_text(json.dumps(data))
+    """A profile file as microdisk-sr calibrate writes it."""
+    profile = DegradationProfile(**({"photons": 1000.0, "read_noise": 0.005} | values))
+    path.write_text(json.dumps(profile.to_json()))
     return path
 
 
@@ -105,23 +104,13 @@ def test_a_profile_applies_its_gain_offset_and_bicubic_downsampling(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ({"psf_sigma": 1.0}, "lacks downsampling, gain, offset, photons, read_noise"),
+        ({"format": PROFILE_FORMAT, "psf_sigma": 1.0}, "has no photons, read_noise"),
         (
-            {
-                "psf_sigma": 1.0,
-                "downsampling": "nearest",
-                "gain": 1,
-                "offset": 0,
-                "photons": 9,
-                "read_noise": 0,
-            },
-            "downsampling must be one of area, bicubic",
+            {"format": PROFILE_FORMAT, "photons": 9, "read_noise": 0, "downsampling": "nearest"},
+            "downsampling",
         ),
-        (
-            {"psf_sigma": "x", "downsampling": "area", "gain": 1, "offset": 0, "photons": 9, "read_noise": 0},
-            "not a number",
-        ),
-        ([1, 2], "is not a degradation profile"),
+        ({"photons": 9, "read_noise": 0}, "not a degradation profile"),
+        ({"format": PROFILE_FORMAT, "photons": 9, "read_noise": 0, "scale": 2}, "is for x2"),
     ],
 )
 def test_a_bad_profile_is_a_clear_error(tmp_path, content, message):

@@ -8,9 +8,10 @@ speck it invented, an edge it moved, texture that averages to the wrong level.
 The degradation back is, in this order:
 
 - with a calibrated profile (the JSON that ``microdisk-sr calibrate`` writes; see :func:`read_profile`):
-  a Gaussian PSF of ``psf_sigma`` HR pixels, down-sampling by 4 (``area`` averaging or antialiased
-  ``bicubic``), then ``offset + gain * x``; the profile's noise (``photons``, ``read_noise``) gives the
-  consistency that noise alone would leave (:attr:`Consistency.noise_psnr`);
+  its noise-free optics (:func:`.pairs.blur_downsample`: a Gaussian PSF of ``psf_sigma`` HR pixels, then
+  ``area`` averaging or antialiased ``bicubic`` down-sampling by 4), then ``offset + gain * x``; the
+  profile's noise (``photons``, ``read_noise``) gives the consistency that noise alone would leave
+  (:attr:`Consistency.noise_psnr`);
 - without one: area averaging of each 4 x 4 block (what a camera pixel does), no blur, no noise model.
 
 Values are compared as fractions of the LR image's data range (its dtype's range, or ``bit_depth``, or the
@@ -18,27 +19,22 @@ min-max of a float image, as at inference): the map is ``|degrade(SR) - LR|`` av
 and the consistency is the PSNR of the degraded SR against the LR with data range 1.
 """
 
-import json
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from . import calibrate
+from .calibrate import DOWNSAMPLINGS
 from .errors import InputError
 from .images import image_layout, normalizations_for, validate_image
-from .pairs import degrade
+from .pairs import blur_downsample
 
 SCALE = 4
 """The resolution ratio checked."""
-DOWNSAMPLINGS = ("area", "bicubic")
-"""How a profile down-samples: camera-pixel averaging, or antialiased bicubic."""
-PROFILE_KEYS = ("psf_sigma", "downsampling", "gain", "offset", "photons", "read_noise")
-"""The keys a degradation profile JSON must hold (``psf_sigma`` and ``downsampling`` may be null)."""
 
 
 @dataclass(frozen=True)
@@ -95,14 +91,10 @@ class BackDegradation:
 
         ``H`` and ``W`` must be multiples of :data:`SCALE`; returns float32 ``(H / 4, W / 4[, C])``.
         """
-        x = np.asarray(sr, dtype=np.float32)
-        if self.psf_sigma > 0:
-            x = cv2.GaussianBlur(x, (0, 0), self.psf_sigma, borderType=cv2.BORDER_REFLECT_101)
-        h, w = x.shape[0] // SCALE, x.shape[1] // SCALE
-        if self.downsampling == "area":
-            x = x.reshape(h, SCALE, w, SCALE, *x.shape[2:]).mean(axis=(1, 3))
-        else:
-            x = degrade(np.clip(x, 0.0, 1.0), kind="bicubic", scale=SCALE)
+        sr = np.asarray(sr, dtype=np.float32)
+        planes = np.ascontiguousarray(sr[None] if sr.ndim == 2 else np.moveaxis(sr, -1, 0))
+        x = blur_downsample(planes, sigma=self.psf_sigma, area=self.downsampling == "area", scale=SCALE)
+        x = x[0] if sr.ndim == 2 else np.moveaxis(x, 0, -1)
         return (self.offset + self.gain * x).astype(np.float32)
 
 
@@ -111,7 +103,7 @@ AREA = BackDegradation()
 
 
 def read_profile(path: "str | os.PathLike[str]") -> BackDegradation:
-    """The degradation back of a calibrated profile JSON (as ``microdisk-sr calibrate`` writes it).
+    """The degradation back of a calibrated profile (:func:`.calibrate.read_profile` reads and checks it).
 
     A profile fitted from LR images alone has ``psf_sigma`` and ``downsampling`` null (unmeasured): it is
     then taken as no blur and area down-sampling.
@@ -119,41 +111,22 @@ def read_profile(path: "str | os.PathLike[str]") -> BackDegradation:
     Raises
     ------
     InputError
-        When the file cannot be read, is not JSON, lacks one of :data:`PROFILE_KEYS`, or holds values out
-        of range.
+        When the file is not a valid profile (the message names the file), or is not for x4.
     """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the degradation profile {path}: {exc}") from exc
-    if not isinstance(data, Mapping):
+    profile = calibrate.read_profile(path)
+    if profile.scale != SCALE:
         raise InputError(
-            f"{path} is not a degradation profile (a JSON object with {', '.join(PROFILE_KEYS)})"
+            f"degradation profile {path} is for x{profile.scale}; the consistency check is x{SCALE}"
         )
-    missing = [key for key in PROFILE_KEYS if key not in data]
-    if missing:
-        raise InputError(
-            f"degradation profile {path} lacks {', '.join(missing)}; write it with microdisk-sr calibrate"
-        )
-    if data.get("scale", SCALE) != SCALE:
-        raise InputError(
-            f"degradation profile {path} is for x{data['scale']}; the consistency check is x{SCALE}"
-        )
-    try:
-        return BackDegradation(
-            psf_sigma=float(data["psf_sigma"] or 0.0),
-            downsampling=data["downsampling"] or "area",
-            gain=float(data["gain"]),
-            offset=float(data["offset"]),
-            photons=float(data["photons"]),
-            read_noise=float(data["read_noise"]),
-            source=str(path),
-        )
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise InputError(f"degradation profile {path}: {exc}") from exc
-        raise InputError(f"degradation profile {path} holds a value that is not a number: {exc}") from exc
+    return BackDegradation(
+        psf_sigma=profile.psf_sigma or 0.0,
+        downsampling=profile.downsampling or "area",
+        gain=profile.gain,
+        offset=profile.offset,
+        photons=profile.photons,
+        read_noise=profile.read_noise,
+        source=str(path),
+    )
 
 
 @dataclass(frozen=True, eq=False)
