@@ -29,7 +29,7 @@ def test_a_preview_equals_the_same_window_of_the_whole_result(model, plane):
     region = Region(50, 120, 10, 75)  # across four blocks
     result = drive(preview(plane, model, region, config=CONFIG), events.append)
     np.testing.assert_array_equal(result.image, whole[200:480, 40:300])
-    assert [(e.done, e.total) for e in events] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert (events[-1].done, events[-1].total) == (1, 1)  # the four blocks in one tile
     assert result.provenance["region"] == [50, 120, 10, 75]
     assert result.provenance["model"] == "tiny"
 

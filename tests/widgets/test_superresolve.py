@@ -439,3 +439,25 @@ def test_each_rectangle_of_a_shapes_layer_is_previewed_in_its_own_layer(
     np.testing.assert_allclose(
         first.data_to_world((0, 0)), viewer.layers["lr"].data_to_world((4 - 0.375, 6 - 0.375))
     )
+
+
+def test_a_second_model_previews_the_same_region_beside_the_first(
+    make_napari_viewer, qtbot, tmp_path, nearest_model, scene
+):
+    viewer, widget = _open(make_napari_viewer, (scene.lr, {"name": "lr"}))
+    boxes = viewer.add_shapes([np.array([[4, 6], [4, 30], [20, 30], [20, 6]])], shape_type="rectangle")
+    widget._images.value = [viewer.layers["lr"]]
+    widget._scope.value = widget._scope.choices[2]
+    widget._rectangles.value = boxes
+    _use_file_model(widget, nearest_model)
+    other = tmp_path / "other.pth"
+    other.write_bytes(nearest_model.read_bytes())
+    other.with_suffix(".json").write_bytes(nearest_model.with_suffix(".json").read_bytes())
+    session_for(viewer).add_run(RunRef("other", other, tmp_path))
+    _use_file_model(widget, nearest_model)  # the new run was preselected as the model
+    widget._compare.value = other
+    _run(qtbot, widget)
+    first, second = (viewer.layers[f"lr [4:21, 6:31] x4 ({name})"] for name in ("nearest", "other"))
+    np.testing.assert_array_equal(first.data, second.data)
+    np.testing.assert_array_equal(first.translate, second.translate)
+    np.testing.assert_array_equal(first.scale, second.scale)

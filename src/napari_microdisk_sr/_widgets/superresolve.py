@@ -146,6 +146,12 @@ class SuperResolveWidget(Container):
             "upscaled with the same model and settings are reused.",
         )
         self._follower = ViewFollower(viewer, self._on_view_settled, self.native)
+        self._compare = ComboBox(
+            label="Compare with",
+            choices=self._compare_choices,
+            tooltip="A second model previewed on the same regions, as aligned layers beside the first\n"
+            "(e.g. the pretrained model against the run just trained).",
+        )
         self._images = Select(label="Images", choices=layer_choices(viewer, Image))
         show_rows(self._images, 5)
         self._model, self._weights = model_row(self._model_choices)
@@ -200,6 +206,7 @@ class SuperResolveWidget(Container):
                 self._scope,
                 self._rectangles,
                 self._follow,
+                self._compare,
                 self._images,
                 self._model,
                 self._weights,
@@ -232,8 +239,13 @@ class SuperResolveWidget(Container):
         runs = [(f"run: {run.name}", run.model_path) for run in self._session.runs]
         return [*registry, FILE_CHOICE, *runs]
 
+    def _compare_choices(self, _widget: Any) -> list[tuple[str, Any]]:
+        runs = [(f"run: {run.name}", run.model_path) for run in self._session.runs]
+        return [("no second model", None), *((name, name) for name in REGISTRY), *runs]
+
     def _follow_runs(self) -> None:
         """List the session's runs and pick the newest one: the run just trained is what a user tries next."""
+        self._compare.reset_choices()
         self._model.reset_choices()
         self._model.value = self._session.runs[-1].model_path
 
@@ -242,6 +254,7 @@ class SuperResolveWidget(Container):
         self._rectangles.visible = scope is _Scope.RECTANGLES
         self._follow.visible = scope is _Scope.VISIBLE
         self._pixel_size.visible = scope is _Scope.WHOLE  # previews are not written
+        self._compare.visible = scope is not _Scope.WHOLE
         following = scope is _Scope.VISIBLE and self._follow.value
         if following != self._follower.active:
             self._follower.set_active(following)
@@ -261,9 +274,10 @@ class SuperResolveWidget(Container):
             self._start()
 
     def _view_of(self, layer: Image) -> tuple[Any, ...]:
-        """What a preview of the visible region of ``layer`` would show, with which model and settings."""
-        return (layer.name, visible_region(self._viewer, layer), chosen_model(self._model, self._weights),
-                self._tile.value, self._half.value, self._bit_depth.value, self._device.value)  # fmt: skip
+        """What a preview of the visible region of ``layer`` would show, with which models and settings."""
+        models = (chosen_model(self._model, self._weights), self._compare.value)
+        settings = (self._tile.value, self._half.value, self._bit_depth.value, self._device.value)
+        return (layer.name, visible_region(self._viewer, layer), models, settings)
 
     def _fill_pixel_size(self) -> None:
         layers = list(self._images.value)
@@ -339,19 +353,20 @@ class SuperResolveWidget(Container):
             self._status.value = f"starting {len(sources)} layer(s)"
 
     def _start_preview(self, layers: list[Image], model: "str | Path", config: infer.UpscaleConfig) -> None:
+        refs = [model] if self._compare.value in (None, model) else [model, self._compare.value]
         try:
             windows = self._windows(layers)
         except MicrodiskSRError as exc:
             refuse(self._status, str(exc))
             return
         started = self._jobs.start(
-            lambda stop: _preview_windows(windows, self._models, model, config, self._cache, stop),
+            lambda stop: _preview_windows(windows, self._models, refs, config, self._cache, stop),
             on_event=self._on_event,
             on_finished=self._on_previews_finished,
             on_failed=self._on_failed,
         )
         if started:
-            self._count, self._started = len(windows), time.perf_counter()
+            self._count, self._started = len(windows) * len(refs), time.perf_counter()
             if self._scope.value is _Scope.VISIBLE:
                 self._previewed_view = self._view_of(layers[0])
             self._set_running(True)
@@ -588,27 +603,32 @@ def _superresolve(
 def _preview_windows(
     windows: list[_Window],
     models: ModelCache,
-    model_ref: "str | Path",
+    model_refs: "list[str | Path]",
     config: infer.UpscaleConfig,
     cache: PreviewCache,
     stop: StopFlag,
 ) -> Generator[Any, None, int]:
-    """The preview job: load the model (or reuse it), upscale each window block by block; nothing written."""
-    yield _Status(f"loading model {model_ref}")
-    model = models.load(model_ref)
-    for index, window in enumerate(windows):
-        yield _Status(f"{index + 1}/{len(windows)}: previewing {window.name!r} with {model.name}")
-        job = preview(
-            window.source.data,
-            model,
-            window.region,
-            config=config,
-            cache=cache,
-            stop=stop,
-            rgb=window.source.rgb,
-        )
-        result = yield from job
-        if result is None:
-            return index
-        yield _Previewed(window, result, model.spec.scale)
-    return len(windows)
+    """The preview job: each model (loaded, or reused) on each window, block by block; nothing written.
+
+    Returns how many previews finished."""
+    done = 0
+    for model_ref in model_refs:
+        yield _Status(f"loading model {model_ref}")
+        model = models.load(model_ref)
+        for index, window in enumerate(windows):
+            yield _Status(f"{index + 1}/{len(windows)}: previewing {window.name!r} with {model.name}")
+            job = preview(
+                window.source.data,
+                model,
+                window.region,
+                config=config,
+                cache=cache,
+                stop=stop,
+                rgb=window.source.rgb,
+            )
+            result = yield from job
+            if result is None:
+                return done
+            yield _Previewed(window, result, model.spec.scale)
+            done += 1
+    return done

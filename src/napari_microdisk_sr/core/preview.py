@@ -1,11 +1,12 @@
 """Previews: upscale the window a user is looking at, reusing the blocks already upscaled.
 
-A preview cuts its window's plane into fixed blocks of the image's grid (:data:`BLOCK` input pixels) and
-upscales each block that is not in its :class:`PreviewCache` with :func:`~.infer.upscale`'s ``region``: with
-the tiles' context around it and the plane's value range, so that every block, and the preview assembled from
-them, equals the same window of the whole plane's result (exactly where the context covers the network's
-receptive field, as the model's padding does for SRVGGNetCompact). Panning back, zooming out or overlapping
-rectangles then only computes the blocks not seen before with the same model and settings.
+A preview cuts its window's plane into fixed blocks of the image's grid (:data:`BLOCK` input pixels). The
+blocks that are not in its :class:`PreviewCache` are upscaled together, as the box around them, with
+:func:`~.infer.upscale`'s ``region``: with the tiles' context around it and the plane's value range, so that
+every block, and the preview assembled from them, equals the same window of the whole plane's result
+(exactly where the context covers the network's receptive field, as the model's padding does for
+SRVGGNetCompact). Panning back, zooming out or overlapping rectangles then only computes the blocks not seen
+before with the same model and settings.
 """
 
 import hashlib
@@ -20,7 +21,7 @@ from .errors import InputError
 from .images import ImageLayout, image_layout
 from .infer import Region, TileEvent, UpscaleConfig, UpscaleResult, upscale
 from .models import LoadedModel
-from .progress import StopFlag, drive
+from .progress import StopFlag
 
 __all__ = ["BLOCK", "PreviewCache", "preview"]
 
@@ -104,13 +105,13 @@ def preview(
     cache : PreviewCache, optional
         Blocks computed earlier with the same plane, model and settings are taken from it, new ones added.
     stop : StopFlag, optional
-        Checked between and within blocks; once set the job returns None.
+        Checked before every tile; once set the job returns None.
     rgb : bool, optional
         Whether the last axis holds channels.
 
     Returns
     -------
-    generator of TileEvent (one per block: ``done`` of ``total`` blocks), returning UpscaleResult or None
+    generator of TileEvent (the tiles of the blocks to compute), returning UpscaleResult or None
         The window x the model's scale, with the provenance of the blocks and the ``region``.
 
     Raises
@@ -139,46 +140,52 @@ def _preview_job(
     scale = model.spec.scale
     blocks = _Grid(region, layout.height, layout.width).blocks()
     key = (_fingerprint(plane), model.sha256, config)
+    cached = {block: None if cache is None else cache.get((key, block)) for block in blocks}
+    missing = [block for block, image in cached.items() if image is None]
+    made_with = {"model": model.name, "model_source": model.source, "model_sha256": model.sha256}
+    if missing:  # one job for all of them: the context around each block is computed once
+        box = Region(min(b.y0 for b in missing), max(b.y1 for b in missing),
+                     min(b.x0 for b in missing), max(b.x1 for b in missing))  # fmt: skip
+        job = upscale(
+            plane,
+            model,
+            tile=config.tile,
+            tile_pad=config.tile_pad,
+            device=config.device,
+            half=config.half,
+            bit_depth=config.bit_depth,
+            stop=stop,
+            rgb=rgb,
+            region=box,
+        )
+        result = yield from job
+        if result is None:
+            return None
+        made_with = {k: v for k, v in result.provenance.items() if k != "region"}
+        for block in missing:
+            cached[block] = _cut(result.image, block, box, scale)
+            if cache is not None:
+                cache.put((key, block), cached[block])
     top, left = blocks[0].y0, blocks[0].x0
     channels = () if layout.is_gray else (layout.channels,)
     out = np.empty(((blocks[-1].y1 - top) * scale, (blocks[-1].x1 - left) * scale, *channels), plane.dtype)
-    provenance: dict = {}
-    for done, block in enumerate(blocks, 1):
-        if stop is not None and stop.is_set():
-            return None
-        upscaled = None if cache is None else cache.get((key, block))
-        if upscaled is None:
-            job = upscale(
-                plane,
-                model,
-                tile=config.tile,
-                tile_pad=config.tile_pad,
-                device=config.device,
-                half=config.half,
-                bit_depth=config.bit_depth,
-                stop=stop,
-                rgb=rgb,
-                region=block,
-            )
-            result = drive(job)  # one block is quick: the preview reports blocks
-            if result is None:
-                return None
-            upscaled, provenance = result.image, result.provenance
-            if cache is not None:
-                cache.put((key, block), upscaled)
-        ys = slice((block.y0 - top) * scale, (block.y1 - top) * scale)
-        xs = slice((block.x0 - left) * scale, (block.x1 - left) * scale)
-        out[ys, xs] = upscaled
-        yield TileEvent(done, len(blocks), 0, 1, BLOCK, provenance.get("precision", "float32"))
-    ys = slice((region.y0 - top) * scale, (region.y1 - top) * scale)
-    xs = slice((region.x0 - left) * scale, (region.x1 - left) * scale)
-    made_with = provenance or {
-        "model": model.name,
-        "model_source": model.source,
-        "model_sha256": model.sha256,
-    }
+    cover = Region(top, blocks[-1].y1, left, blocks[-1].x1)
+    for block, image in cached.items():
+        out[_window(block, cover, scale)] = image
     where = {"region": [region.y0, region.y1, region.x0, region.x1]}
-    return UpscaleResult(np.ascontiguousarray(out[ys, xs]), made_with | where)
+    return UpscaleResult(np.ascontiguousarray(out[_window(region, cover, scale)]), made_with | where)
+
+
+def _window(inner: Region, outer: Region, scale: int) -> tuple[slice, slice]:
+    """Where ``inner`` lies in the upscaled ``outer``."""
+    return (
+        slice((inner.y0 - outer.y0) * scale, (inner.y1 - outer.y0) * scale),
+        slice((inner.x0 - outer.x0) * scale, (inner.x1 - outer.x0) * scale),
+    )
+
+
+def _cut(upscaled: np.ndarray, block: Region, box: Region, scale: int) -> np.ndarray:
+    return np.ascontiguousarray(upscaled[_window(block, box, scale)])
 
 
 def _fingerprint(plane: np.ndarray) -> str:
