@@ -301,7 +301,7 @@ def test_only_a_visible_active_image_layer_is_preselected(make_napari_viewer, sc
 def test_the_lr_consistency_map_is_added_over_the_input_and_written_beside_the_output(
     make_napari_viewer, qtbot, tmp_path, nearest_model, scene
 ):
-    """A nearest-neighbour x4 degraded back by 4x4 averaging is exactly its input: a map of zeros."""
+    """A nearest-neighbour x4 degraded back by 4x4 averaging is its input again: a map of zeros."""
     source = tmp_path / "field.tif"
     tifffile.imwrite(source, scene.lr)
     viewer = make_napari_viewer()
@@ -314,11 +314,11 @@ def test_the_lr_consistency_map_is_added_over_the_input_and_written_beside_the_o
 
     check = viewer.layers["field_x4 (nearest) LR consistency %"]
     assert check.data.shape == scene.lr.shape
-    assert not check.data.any()
+    assert check.data.max() < 1e-4  # % of the range: zero up to float32 rounding
     np.testing.assert_allclose(check.scale, lr.scale)
     np.testing.assert_allclose(check.translate, lr.translate)
     assert check.colormap.name == "magma"
-    assert viewer.layers["field_x4 (nearest)"].metadata["microdisk_sr"]["lr_consistency_psnr"] == "inf"
+    assert viewer.layers["field_x4 (nearest)"].metadata["microdisk_sr"]["lr_consistency_psnr"] > 120.0
     written = tmp_path / "field_microdisk_sr" / "field_x4_nearest_consistency.tif"
     assert tifffile.imread(written).shape == scene.lr.shape
 
