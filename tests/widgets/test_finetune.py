@@ -146,8 +146,8 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
     assert (run_dir / CHECKPOINT_FILE).is_file()
     assert [run.run_dir for run in session.runs] == [run_dir]  # the stopped run's model is usable
     assert "stopped" in widget._status.value
-    bar = widget._progress.native.text()  # the position as the status counts it: within the epoch
-    assert bar.startswith("stopped at epoch ")
+    bar = widget._progress.native.text()  # the position as the status says it: within the epoch, or its end
+    assert bar.startswith(("stopped at epoch ", "stopped at the end of epoch "))
     assert bar.removeprefix("stopped at ").split("/")[0] in widget._status.value
     assert widget._resume_button.enabled
     _assert_idle(widget)
@@ -163,7 +163,7 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
     assert "pretrained -> fine-tuned" in widget._status.value
     assert f"trained {epochs_done + 1} epoch(s)" in widget._status.value
     assert any(n.message.startswith("fine-tuning finished: validation PSNR") for n in notes)
-    assert widget._progress.native.text() == f"finished at epoch {epochs_done + 1}, step 16/16"
+    assert widget._progress.native.text() == f"finished at the end of epoch {epochs_done + 1}"
     assert [run.model_path for run in session.runs] == [run_dir / MODEL_FILE]
     assert widget._plot.val_points[-1][0] == epochs_done + 1
     assert not _errors(notes)
@@ -324,6 +324,7 @@ def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
         _assert_idle(widget)
         assert widget._status.value.startswith("failed: RuntimeError: CUDA out of memory")
         assert widget._progress.native.text().startswith("failed at ")
+        assert list(tmp_path.iterdir()) == []  # the run folder claimed for it is gone: nothing was written
     assert sum("CUDA out of memory" in message for message in _errors(notes)) == 2
     assert not session_for(viewer).runs
 

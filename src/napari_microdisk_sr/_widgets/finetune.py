@@ -6,6 +6,7 @@ from an image layer, or a crops folder) and handed with a frozen :class:`~..core
 run that leaves a model is added to the session, so that Super-resolve and Compare & measure list it.
 """
 
+import contextlib
 import dataclasses
 import enum
 from pathlib import Path
@@ -359,8 +360,10 @@ class FineTuneWidget(Container):
             )
         except MicrodiskSRError as exc:
             refuse(self._status, str(exc))
-            return
+            started = False
         if not started:
+            if not resume:
+                _release(run.run_dir)
             return
         self._last, self._finished_epochs = run, 0
         if not resume:
@@ -399,8 +402,9 @@ class FineTuneWidget(Container):
         self._progress.max = event.steps
         self._progress.value = event.step
         epoch, step, steps = _position(event)
+        # as the run's messages say it: steps within the epoch, and its end once its last step is done
         self._position = (
-            f"epoch {epoch}, step {step}/{steps}"  # as the run's messages count: within the epoch
+            f"the end of epoch {epoch}" if step == steps else f"epoch {epoch}, step {step}/{steps}"
         )
         eta = "" if event.eta_s is None else f", {_duration(event.eta_s)} left"
         self._progress.native.setFormat(f"epoch {epoch}/{event.epochs}, step {step}/{steps}{eta}")
@@ -424,6 +428,7 @@ class FineTuneWidget(Container):
 
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
+        _release(self._last.run_dir)
         self._progress.native.setFormat(f"failed at {self._position}")
         self._status.value = f"failed: {message}"
 
@@ -435,6 +440,12 @@ _ENDINGS = {
     Outcome.TIME_BUDGET: "time budget reached",
 }
 """What the progress bar says once a run has ended (instead of the time left)."""
+
+
+def _release(run_dir: Path) -> None:
+    """Remove a run folder claimed for a run that wrote nothing into it (a refused or failed start)."""
+    with contextlib.suppress(OSError):  # not empty: the run's files are kept
+        run_dir.rmdir()
 
 
 def _position(event: TrainEvent) -> tuple[int, int, int]:
