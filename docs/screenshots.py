@@ -2,7 +2,7 @@
 
 Run from the repository root (needs a display; on a server, Xvfb):
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots.py
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python docs/screenshots.py
 
 One viewer, used as a user would: a synthetic training scene (high resolution) and a held-out scene pair
 (low resolution and its truth) are written to TIFF files in a temporary folder and opened; then
@@ -39,7 +39,7 @@ from napari_microdisk_sr.core.sample import make_scene
 
 PLUGIN = "napari-microdisk-sr"
 IMAGES = Path(__file__).resolve().parent / "images"
-WINDOW = (1600, 1000)
+WINDOW = (1366, 768)  # a laptop screen
 SCENE_SIZE = (192, 192)  # low-resolution pixels; the truth is 4x larger
 TRAIN_SEED, HELD_OUT_SEED = 1, 102
 COMPACT, X4PLUS = "realesr-animevideov3", "realesrgan-x4plus"

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..core import infer, io
-from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
+from ..core import batch, infer, io
+from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
 from ..core.errors import InputError
 from ..core.images import image_layout, normalizations_for, validate_image
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
 from ..core.progress import drive
+from ..core.weights import file_sha256
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -24,10 +25,16 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "with a model and write <stem>_x4.tif with the input's dtype and value range, and its pixel "
             "size divided by 4. Outputs go into --out, by default into <stem>_microdisk_sr/ beside each "
             "input; an existing file is never overwritten (-1, -2, ... is added). All inputs and the output "
-            "folders are checked before any work starts."
+            "folders are checked before any work starts. A rerun skips every input whose output is already "
+            "there with the same provenance (input and weights SHA-256, settings)."
         ),
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files to upscale")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (their image files, not recursive) or quoted patterns ('plate/*.tif')",
+    )
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -70,6 +77,17 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="upscale only this window of each input (input pixels; every plane of a stack), a preview equal "
         "to the same window of the whole result: written as <stem>_x4_Y0-Y1_X0-X1.tif",
     )
+    parser.add_argument(
+        "--redo",
+        action="store_true",
+        help="upscale even the inputs whose output is there with the same provenance (into a numbered file)",
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="process only the I-th of N deterministic slices of the sorted inputs (from 1): N array jobs or "
+        "machines sharing a file system split a plate with no coordinator",
+    )
     parser.set_defaults(func=run)
 
 
@@ -91,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half, bit_depth=args.bit_depth
     )
     region = None if args.region is None else infer.Region.parse(args.region)
-    for path in args.inputs:  # read and check every input before any work; the pixels are read again below
+    inputs = batch.expand_inputs(args.inputs)
+    if args.shard is not None:
+        inputs = batch.shard(inputs, *batch.parse_shard(args.shard))
+    for path in inputs:  # read and check every input before any work; the pixels are read again below
         image = io.read_image(path).data
         try:
             validate_image(image)
@@ -106,16 +127,28 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
     scale = model.spec.scale
     window = "" if region is None else f"_{region.y0}-{region.y1}_{region.x0}-{region.x1}"
-    targets = [
-        (args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}{window}.tif" for path in args.inputs
-    ]
+    targets = [(args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}{window}.tif" for path in inputs]
     for target in targets:
-        io.refuse_input_as_output(target, args.inputs)
+        io.refuse_input_as_output(target, inputs)
     for folder in dict.fromkeys(target.parent for target in targets):
         io.ensure_writable_dir(folder)
+    settings = {
+        "model_sha256": model.sha256,
+        "scale": scale,
+        "tile": config.tile,
+        "tile_pad": infer.tile_pad_for(model, config.tile_pad),
+        "half": config.half and half_dtype(device) is not None,
+        "bit_depth": config.bit_depth,
+        "region": None if region is None else [region.y0, region.y1, region.x0, region.x1],
+    }
 
     print(f"upscaling x{scale} with {model.name} on {device_text}")
-    for path, target in zip(args.inputs, targets, strict=True):
+    skipped = 0
+    for path, target in zip(inputs, targets, strict=True):
+        made_with = settings | {"input_sha256": file_sha256(path)}
+        if not args.redo and batch.done_output(target, made_with) is not None:
+            skipped += 1
+            continue
         source = io.read_image(path)
         started = time.perf_counter()
         job = infer.upscale(
@@ -135,11 +168,14 @@ def run(args: argparse.Namespace) -> int:
             target,
             result.image,
             pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
-            description=result.provenance | {"input_path": str(path.resolve())},
+            description=result.provenance
+            | {"input_path": str(path.resolve()), "input_sha256": made_with["input_sha256"]},
             names=io.numbered_paths(target),
         )
         shape = "x".join(map(str, source.data.shape))
         print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.image.shape))}) in {seconds:.1f} s")
+    if skipped:
+        print(f"skipped {skipped} of {len(inputs)} input(s) whose output was there with the same provenance")
     return 0
 
 

@@ -353,6 +353,13 @@ def _hint_bit_depth(values: np.ndarray) -> None:
         log.warning(hint)
 
 
+def tile_pad_for(model: LoadedModel, tile_pad: "int | None") -> int:
+    """The tile padding :func:`upscale` uses with ``model``: ``tile_pad``, or the model's own, rounded up to
+    the model's input size multiple (what its results record as ``tile_pad``)."""
+    _, _, pad, multiple = _unpack_model(model, scale=None, tile_pad=tile_pad)
+    return _round_up(pad, multiple)
+
+
 def _model_record(model: "LoadedModel | nn.Module") -> dict[str, Any]:
     """How a result's provenance names its model: a LoadedModel's name and file, a bare module's class."""
     if isinstance(model, LoadedModel):
