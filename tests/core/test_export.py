@@ -17,8 +17,9 @@ import torch
 import yaml
 
 from napari_microdisk_sr.core import train
+from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
 from napari_microdisk_sr.core.errors import InputError, OutputError, WeightsError
-from napari_microdisk_sr.core.export import export_package
+from napari_microdisk_sr.core.export import architecture_source, export_package
 from napari_microdisk_sr.core.infer import upscale_array
 from napari_microdisk_sr.core.io import read_csv
 from napari_microdisk_sr.core.models import ModelSpec, load_model, save_model
@@ -200,3 +201,28 @@ def test_a_package_of_foreign_or_altered_weights_is_refused(package, tmp_path):
         archive.writestr("weights.pth", buffer.getvalue())
     with pytest.raises(WeightsError, match=r"foreign\.zip"):
         load_model(foreign)
+
+
+@pytest.mark.parametrize(
+    ("network", "params"),
+    [
+        (SRVGGNetCompact, {"num_feat": 8, "num_conv": 2, "act_type": "leakyrelu"}),
+        (
+            RRDBNet,
+            {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 8, "num_block": 1, "num_grow_ch": 4},
+        ),
+    ],
+)
+def test_architecture_source_builds_the_same_network_without_this_package(network, params, tmp_path):
+    path = tmp_path / "arch.py"
+    path.write_text(architecture_source(network))
+    namespace = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)  # a file of ours, written just now
+    torch.manual_seed(0)
+    ours = network(**params).eval()
+    theirs = namespace[network.__name__](**params).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(theirs(x), ours(x))
+    assert "napari_microdisk_sr" not in path.read_text()
