@@ -41,7 +41,7 @@ from torch import nn
 
 from .. import __version__
 from .errors import InputError, OutputError
-from .io import atomic_write, read_csv
+from .io import atomic_write, ensure_writable_dir, read_csv
 from .models import PACKAGE_WEIGHTS as WEIGHTS_FILE
 from .models import LoadedModel, load_model, sidecar_path
 from .sample import make_scene
@@ -152,7 +152,8 @@ def architecture_source(network: type[nn.Module]) -> str:
         f'"""{network.__name__}, as written in napari-microdisk-sr {__version__} (BSD-3-Clause); '
         'self-contained."""\n\n'
     )
-    return header + "\n".join(sorted(imports)) + "\n\n\n" + "\n\n\n".join(parts.values()) + "\n"
+    ordered = sorted(imports, key=lambda line: (line.split()[1], line))
+    return header + "\n".join(ordered) + "\n\n\n" + "\n\n\n".join(parts.values()) + "\n"
 
 
 def _collect(obj: Any, parts: dict[str, str], imports: set[str]) -> None:
@@ -195,7 +196,6 @@ def _load_architecture(path: Path, class_name: str) -> type[nn.Module]:
     """The class ``class_name`` of the architecture file ``path``, imported as the zoo's tools import it."""
     spec = importlib.util.spec_from_file_location(f"_microdisk_sr_package_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # TorchScript reads the class's source through its module
     spec.loader.exec_module(module)
     return getattr(module, class_name)
 
@@ -286,13 +286,20 @@ def export_package(
     if bit_depth is None and dtype != "float32":
         bit_depth = config.get("bit_depth")
     mapping = _value_mapping(dtype, bit_depth)
-    history = _history(weights.parent / HISTORY_FILE) if Path(source).is_dir() else []
+    # the history beside a run's model (one with a sidecar) is its run's
+    history = _history(weights.parent / HISTORY_FILE) if info else []
+    ensure_writable_dir(out.parent)
     with tempfile.TemporaryDirectory(prefix=".microdisk-sr-export-", dir=out.parent) as tmp:
         folder = Path(tmp)
         files = _write_files(folder, model, mapping)
         readme = folder / "README.md"
         readme.write_text(_readme(model, info, history, mapping, files["torchscript_diff"]))
-        descr = _description(spec_lib, folder, model, info, mapping, files, authors, name)
+        try:
+            descr = _description(folder, model, info, mapping, files, authors, name)
+        except ValueError as exc:  # pydantic's ValidationError: a description the format refuses
+            raise OutputError(
+                f"cannot describe {model.name} as a bioimage.io model: {_first_line(exc)}"
+            ) from exc
         atomic_write(out, lambda tmp_zip: _save_package(spec_lib, descr, tmp_zip))
     seconds = time.perf_counter() - started
     log.info("exported %s to %s in %.1f s", model.name, out, seconds)
@@ -399,7 +406,6 @@ def _write_cover(path: Path, lr: np.ndarray, sr: np.ndarray, scale: int) -> None
 
 
 def _description(
-    spec_lib: Any,
     folder: Path,
     model: LoadedModel,
     info: Mapping[str, Any],
@@ -528,13 +534,17 @@ def _package_name(text: str) -> str:
 
 
 def _save_package(spec_lib: Any, descr: Any, path: Path) -> None:
-    """Validate ``descr`` with its files and write it as a zip to ``path``."""
-    from bioimageio.spec import InvalidDescr
-
-    if isinstance(descr, InvalidDescr):
-        raise OutputError(f"the package description is invalid: {descr.validation_summary.format()}")
+    """Write ``descr`` with its files as a zip to ``path``; bioimageio.spec validates the written package."""
     path.unlink()  # atomic_write's placeholder: bioimageio.spec writes a new file
-    spec_lib.save_bioimageio_package(descr, output_path=path)
+    try:
+        spec_lib.save_bioimageio_package(descr, output_path=path)
+    except ValueError as exc:  # an invalid package; pydantic's ValidationError is a ValueError
+        raise OutputError(f"the package would be invalid: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -556,7 +566,7 @@ def _readme(
         f"# {model.name}: x{spec.scale} super-resolution of microdisk images",
         "",
         f"Real-ESRGAN's `{spec}` network, fine-tuned on microdisk images with "
-        f"[napari-microdisk-sr](https://github.com/) {__version__}. Input: a 2D image ({mapping.dtype}, "
+        f"napari-microdisk-sr {__version__}. Input: a 2D image ({mapping.dtype}, "
         f"{'RGB' if spec.in_channels == 3 else f'{spec.in_channels} channels'}); output: the same field with "
         f"{spec.scale}x more pixels per side (a 1/{spec.scale} of the input's pixel size).",
         "",
