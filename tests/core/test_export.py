@@ -153,6 +153,9 @@ def test_package_loads_as_a_model_and_upscales_like_its_run(package, run_dir, tm
         archive.extractall(unpacked)
     from_yaml = load_model(unpacked / "rdf.yaml")
     assert np.array_equal(upscale_array(image, from_yaml, device="cpu"), from_run)
+    (unpacked / "weights.pth").unlink()
+    with pytest.raises(WeightsError, match=r"weights\.pth that .*rdf\.yaml names are missing"):
+        load_model(unpacked / "rdf.yaml")
 
 
 def test_a_12_bit_export_declares_uint16_scaled_by_4095(run_dir, tmp_path):

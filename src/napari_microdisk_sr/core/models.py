@@ -475,6 +475,8 @@ def read_package_weights(path: "str | os.PathLike[str]") -> "tuple[dict[str, tor
                 rdf = yaml.safe_load(path.read_text())
                 entry = _state_dict_entry(rdf, path)
                 weights = path.parent / _member(entry["source"], path)
+                if not weights.is_file():
+                    raise WeightsError(f"the weights {weights.name} that {path} names are missing beside it")
         except (OSError, KeyError, zipfile.BadZipFile, yaml.YAMLError) as exc:
             raise WeightsError(f"cannot read the model package {path}: {exc}") from exc
         if weights.suffix != ".pth":  # read_state_dict refuses names it does not know; the content decides
