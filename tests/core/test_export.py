@@ -174,6 +174,24 @@ def test_a_12_bit_export_declares_uint16_scaled_by_4095(run_dir, tmp_path):
     assert np.abs(ours.astype(np.float32) - test_out[0].transpose(1, 2, 0)).max() <= 0.5 + 1e-2
 
 
+def test_a_gray_package_passes_bioimageio_core_and_matches_upscale_of_gray_images(run_dir, tmp_path):
+    result = export_package(run_dir, tmp_path / "gray.zip", gray=True)
+    rdf, _ = _rdf(result.path)
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["callable"] == "GraySRVGGNetCompact"
+    test_in = _array(result.path, "test_input.npy", tmp_path)
+    test_out = _array(result.path, "test_output.npy", tmp_path)
+    assert test_in.shape[:2] == (1, 1)
+    assert test_out.shape[:2] == (1, 1)
+    ours = upscale_array(test_in[0, 0], load_model(run_dir / "model.pth"), tile=0, device="cpu")
+    assert np.abs(ours.astype(np.float32) - test_out[0, 0]).max() <= 0.5 + 1e-3
+    assert np.array_equal(
+        load_model(result.path).module.state_dict()["body.0.weight"],
+        load_model(run_dir / "model.pth").module.state_dict()["body.0.weight"],
+    )
+    summary = pytest.importorskip("bioimageio.core").test_model(result.path)
+    assert summary.status == "passed", [d.name for d in summary.details if d.status == "failed"]
+
+
 def test_export_refuses_a_run_without_a_model_and_an_existing_package(run_dir, package, tmp_path):
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()

@@ -36,6 +36,11 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="significant bits of the integer input, e.g. 12 (default: the run's, else the dtype's range)",
     )
     parser.add_argument(
+        "--gray",
+        action="store_true",
+        help="declare one-channel input and output (microscope images) instead of the network's RGB",
+    )
+    parser.add_argument(
         "--author", action="append", default=[], metavar="NAME", help="an author of the model (repeatable)"
     )
     parser.add_argument("--name", help="the package's name (default: from the model's)")
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         dtype=args.dtype,
         bit_depth=args.bit_depth,
+        gray=args.gray,
         authors=tuple(args.author),
         name=args.name,
     )

@@ -192,6 +192,27 @@ def _collect(obj: Any, parts: dict[str, str], imports: set[str]) -> None:
     parts[name] = source.rstrip()
 
 
+_GRAY_WRAPPER = '''
+
+
+class Gray{name}({name}):
+    """{name} for one-channel images: the channel is replicated to RGB, the RGB output clipped to [0, 1]
+    and averaged (as napari-microdisk-sr does for gray images)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Upscale ``x`` of shape (N, 1, H, W), values in [0, 1], to (N, 1, H * scale, W * scale)."""
+        rgb = super().forward(x.expand(-1, 3, -1, -1))
+        return rgb.clamp(0.0, 1.0).mean(dim=1, keepdim=True)
+'''
+"""Appended to the architecture file of a gray package; the state dict stays the RGB network's."""
+
+
+def _channels_text(channels: int) -> str:
+    if channels == 1:
+        return "gray, one channel: replicated to the network's RGB, its RGB output averaged"
+    return "RGB" if channels == 3 else f"{channels} channels"
+
+
 def _load_architecture(path: Path, class_name: str) -> type[nn.Module]:
     """The class ``class_name`` of the architecture file ``path``, imported as the zoo's tools import it."""
     spec = importlib.util.spec_from_file_location(f"_microdisk_sr_package_{path.stem}", path)
@@ -238,6 +259,7 @@ def export_package(
     *,
     dtype: "str | None" = None,
     bit_depth: "int | None" = None,
+    gray: bool = False,
     authors: "tuple[str, ...]" = (),
     name: "str | None" = None,
 ) -> ExportResult:
@@ -256,6 +278,10 @@ def export_package(
     bit_depth : int, optional
         Significant bits of the integer input (12 for a 12-bit camera writing uint16 files); by default the
         run's own, else the dtype's full range.
+    gray : bool
+        Declare a one-channel input and output (microscope images) instead of the network's RGB: the
+        architecture file wraps the network, replicating the channel in and averaging the three out
+        (clipped to [0, 1] first), as :mod:`.images` does for gray layers. The weights stay the RGB network's.
     authors : tuple of str
         Names of the model's authors (default: "napari-microdisk-sr user").
     name : str, optional
@@ -281,6 +307,8 @@ def export_package(
     spec_lib = _bioimageio_spec()
     weights = _weights_of(Path(source))
     model = load_model(weights)
+    if gray and (model.spec.in_channels, model.spec.out_channels) != (3, 3):
+        raise InputError(f"a gray package wraps an RGB network; {model.name} is {model.spec}")
     info = _sidecar_info(weights, model.sha256)
     config = info.get("fine_tuning", {}).get("config", {})
     if bit_depth is None and dtype != "float32":
@@ -291,9 +319,9 @@ def export_package(
     ensure_writable_dir(out.parent)
     with tempfile.TemporaryDirectory(prefix=".microdisk-sr-export-", dir=out.parent) as tmp:
         folder = Path(tmp)
-        files = _write_files(folder, model, mapping)
+        files = _write_files(folder, model, mapping, gray=gray)
         readme = folder / "README.md"
-        readme.write_text(_readme(model, info, history, mapping, files["torchscript_diff"]))
+        readme.write_text(_readme(model, info, history, mapping, files))
         try:
             descr = _description(folder, model, info, mapping, files, authors, name)
         except ValueError as exc:  # pydantic's ValidationError: a description the format refuses
@@ -321,21 +349,24 @@ def _history(path: Path) -> list[dict[str, str]]:
     return read_csv(path) if path.is_file() else []
 
 
-def _write_files(folder: Path, model: LoadedModel, mapping: _Mapping) -> dict[str, Any]:
+def _write_files(folder: Path, model: LoadedModel, mapping: _Mapping, *, gray: bool) -> dict[str, Any]:
     """Write the weights, the architecture, TorchScript, the test tensors and the cover into ``folder``."""
     spec = model.spec
     network = spec.architecture.network
     state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
     torch.save(state, folder / WEIGHTS_FILE)
     arch_file = folder / f"{network.__name__}.py"
-    arch_file.write_text(architecture_source(network))
+    callable_name = f"Gray{network.__name__}" if gray else network.__name__
+    wrapper = _GRAY_WRAPPER.format(name=network.__name__) if gray else ""
+    arch_file.write_text(architecture_source(network) + wrapper)
+    channels = 1 if gray else spec.in_channels
 
     # the package's own network: its architecture file and its weights file, loaded strictly
-    own = _load_architecture(arch_file, network.__name__)(**spec.kwargs)
+    own = _load_architecture(arch_file, callable_name)(**spec.kwargs)
     own.load_state_dict(torch.load(folder / WEIGHTS_FILE, weights_only=True), strict=True)
     own.eval()
     size_min = _round_up(2 * spec.tile_pad + _SIZE_STEP, _SIZE_STEP)
-    test_input = _test_input(size_min + 2 * _SIZE_STEP, spec.in_channels, mapping)
+    test_input = _test_input(size_min + 2 * _SIZE_STEP, channels, mapping)
     unit = _to_unit(test_input, mapping)
     # traced, not scripted (the networks' int scale factors are not TorchScript); torch >= 2.10 calls
     # TorchScript deprecated, but deepImageJ reads nothing else
@@ -351,6 +382,8 @@ def _write_files(folder: Path, model: LoadedModel, mapping: _Mapping) -> dict[st
     _write_cover(folder / "cover.png", unit[0], np.clip(eager[0], 0, 1), spec.scale)
     return {
         "architecture": arch_file,
+        "callable": callable_name,
+        "channels": channels,
         "size_min": size_min,
         "torchscript_diff": float(np.abs(scripted_out - eager).max()),
     }
@@ -418,7 +451,8 @@ def _description(
 
     spec = model.spec
     size = m.ParameterizedSize(min=files["size_min"], step=_SIZE_STEP)
-    channel_names = ["R", "G", "B"] if spec.in_channels == 3 else [f"c{i}" for i in range(spec.in_channels)]
+    channels = files["channels"]
+    channel_names = {1: ["gray"], 3: ["R", "G", "B"]}.get(channels) or [f"c{i}" for i in range(channels)]
     input_axes = [
         m.BatchAxis(),
         m.ChannelAxis(channel_names=channel_names),
@@ -456,7 +490,7 @@ def _description(
             architecture=m.ArchitectureFromFileDescr(
                 source=files["architecture"],
                 sha256=file_sha256(files["architecture"]),
-                callable=spec.architecture.network.__name__,
+                callable=files["callable"],
                 kwargs=spec.kwargs,
             ),
             pytorch_version=m.Version(torch.__version__.split("+")[0]),
@@ -556,7 +590,7 @@ def _readme(
     info: Mapping[str, Any],
     history: "list[dict[str, str]]",
     mapping: _Mapping,
-    torchscript_diff: float,
+    files: Mapping[str, Any],
 ) -> str:
     spec = model.spec
     fine_tuning = info.get("fine_tuning", {})
@@ -567,7 +601,7 @@ def _readme(
         "",
         f"Real-ESRGAN's `{spec}` network, fine-tuned on microdisk images with "
         f"napari-microdisk-sr {__version__}. Input: a 2D image ({mapping.dtype}, "
-        f"{'RGB' if spec.in_channels == 3 else f'{spec.in_channels} channels'}); output: the same field with "
+        f"{_channels_text(files['channels'])}); output: the same field with "
         f"{spec.scale}x more pixels per side (a 1/{spec.scale} of the input's pixel size).",
         "",
         "## Values",
@@ -579,7 +613,7 @@ def _readme(
         f"- `{WEIGHTS_FILE}`: a flat PyTorch state dict (basicsr key names) for `{spec.arch}.py`, which "
         "needs torch only;",
         f"- `{TORCHSCRIPT_FILE}`: TorchScript, for deepImageJ in Fiji (largest difference to the state dict "
-        f"on the test input: {torchscript_diff:.2g} in [0, 1] units).",
+        f"on the test input: {files['torchscript_diff']:.2g} in [0, 1] units).",
         "",
         "## Training",
         "",
