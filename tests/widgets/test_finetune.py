@@ -357,3 +357,28 @@ def test_a_paired_crops_folder_trains_on_its_registered_lr_crops(
     crops = json.loads((run_dir / "model.json").read_text())["info"]["provenance"]["crops"]
     assert crops["lr_files"] == [row["lr_file"] for row in paired.rows]
     assert crops["sha256"] == crops_fingerprint(paired.images, paired.lr_images)  # trained on them
+
+
+def test_a_finished_run_exports_as_a_model_zoo_package(
+    make_napari_viewer, qtbot, notes, monkeypatch, tiny_model, crops, tmp_path
+):
+    pytest.importorskip("bioimageio.spec")
+    from napari_microdisk_sr.core.models import load_model
+
+    viewer = make_napari_viewer()
+    session_for(viewer).add_crop_set(CropSetRef("disks", crops))
+    widget = _open(viewer)
+    _tiny_settings(widget, tiny_model, tmp_path, epochs=1)
+    assert not widget._export_button.enabled
+    widget._start_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert widget._export_button.enabled
+    package = tmp_path / "shared.zip"
+    monkeypatch.setattr(finetune.QFileDialog, "getSaveFileName", lambda *a, **k: (str(package), ""))
+    widget._export_button.native.click()
+    assert not _errors(notes)
+    assert load_model(package).spec.arch == "SRVGGNetCompact"
+    before = package.read_bytes()
+    widget._export_button.native.click()  # the file dialog confirmed a replacement; the export refuses it
+    assert any("not overwritten" in message for message in _errors(notes))
+    assert package.read_bytes() == before

@@ -25,10 +25,12 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Shapes
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import QFileDialog
 from superqt import QCollapsible
 
 from ..core.crops import CropSet, crop_disks, read_crop_set
 from ..core.errors import InputError, MicrodiskSRError
+from ..core.export import export_package
 from ..core.models import REGISTRY
 from ..core.outputs import run_dir_for
 from ..core.train import (
@@ -240,7 +242,14 @@ class FineTuneWidget(Container):
         )
         self._progress = ProgressBar(value=0, min=0, max=1)
         self._status = status_line("Choose the crops and a model, then Start.")
-        return [buttons, self._progress, self._status]
+        self._export_button = PushButton(
+            text="Export for the Model Zoo...",
+            enabled=False,
+            tooltip="Write the last run's model as a BioImage Model Zoo package (.zip): for bioimage.io, "
+            "deepImageJ in Fiji (TorchScript) and colleagues' napari",
+        )
+        self._export_button.changed.connect(self._export)
+        return [buttons, self._progress, self._status, self._export_button]
 
     # -- choices ------------------------------------------------------------------------------------------
 
@@ -421,10 +430,28 @@ class FineTuneWidget(Container):
         self._progress.native.setFormat(f"{_ENDINGS[result.outcome]} at {self._position}")
         self._session.add_run(RunRef(result.run_dir.name, result.model_path, result.run_dir))
         self._finished_epochs = result.epochs_done if result.outcome is Outcome.FINISHED else 0
+        self._export_button.enabled = True
         self._update_resume()
         verdict = result.verdict()
         self._status.value = result.message if verdict is None else f"{verdict}; {result.message}"
         show_info(f"fine-tuning {result.outcome.value}: {verdict or result.message}")
+
+    def _export(self) -> None:
+        """Ask where, then write the last run's model as a zoo package (the core refuses to overwrite)."""
+        run_dir = self._last.run_dir
+        path, _ = QFileDialog.getSaveFileName(
+            self.native, "Export for the Model Zoo", str(run_dir.with_suffix(".zip")), "Model package (*.zip)"
+        )
+        if not path:
+            return
+        self._status.value = f"exporting {run_dir.name}..."
+        try:
+            result = export_package(run_dir, path)
+        except MicrodiskSRError as exc:
+            refuse(self._status, str(exc))
+            return
+        self._status.value = f"exported {result.path} ({result.size_bytes / 1e6:.1f} MB)"
+        show_info(f"model package written: {result.path}")
 
     def _on_failed(self, message: str) -> None:
         self._set_running(False)

@@ -13,7 +13,18 @@ from collections.abc import Sequence
 from .. import __version__
 from ..core.errors import MicrodiskSRError
 
-SUBCOMMANDS = ("upscale", "models", "detect", "crop", "register", "calibrate", "finetune", "evaluate", "demo")
+SUBCOMMANDS = (
+    "upscale",
+    "models",
+    "detect",
+    "crop",
+    "register",
+    "calibrate",
+    "finetune",
+    "evaluate",
+    "export",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

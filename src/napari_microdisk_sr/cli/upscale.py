@@ -39,7 +39,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "--model",
         default=DEFAULT_MODEL,
         metavar="NAME|PATH",
-        help=f"a model name ({', '.join(REGISTRY)}) or a .pth/.safetensors file (default: {DEFAULT_MODEL})",
+        help=f"a model name ({', '.join(REGISTRY)}), a .pth/.safetensors file or a BioImage Model Zoo "
+        f"package (.zip) (default: {DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--out",
