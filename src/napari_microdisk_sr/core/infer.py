@@ -17,6 +17,7 @@ and the plane restarts, so no output ever mixes a failed tile with good ones.
 """
 
 import copy
+import functools
 import itertools
 import logging
 import threading
@@ -230,35 +231,9 @@ def upscale(
             describe_device(dev),
         )
     pad = _round_up(pad, multiple)
-    if region is not None:
-        return _region_job(
-            image,
-            layout,
-            region,
-            pad,
-            multiple,
-            factor,
-            lambda window, window_layout: _upscale_job(
-                window,
-                window_layout,
-                module,
-                device=dev,
-                scale=factor,
-                half=half,
-                reuse=isinstance(model, LoadedModel),
-                norms=norms,
-                tile=config.tile,
-                pad=pad,
-                multiple=multiple,
-                stop=stop,
-                made_with=_model_record(model),
-                bit_depth=config.bit_depth,
-            ),
-        )
-    return _upscale_job(
-        image,
-        layout,
-        module,
+    run = functools.partial(
+        _upscale_job,
+        module=module,
         device=dev,
         scale=factor,
         half=half,
@@ -271,6 +246,9 @@ def upscale(
         made_with=_model_record(model),
         bit_depth=config.bit_depth,
     )
+    if region is not None:
+        return _region_job(image, layout, region, pad, multiple, factor, run)
+    return run(image, layout)
 
 
 @dataclass(frozen=True)
