@@ -139,3 +139,13 @@ def test_upscale_consistency_refuses_a_region(files, tmp_path, capsys):
     assert main([*argv, "--region", "0:16,0:16"]) == 2
     assert "--consistency checks whole images" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_rerun_asking_for_the_check_redoes_an_unchecked_output_and_then_skips(files, tmp_path, capsys):
+    argv = ["upscale", files["lr"], "--model", files["model"], "--device", "cpu", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert main([*argv, "--consistency"]) == 0  # the output there was made without the check
+    assert (tmp_path / "lr_x4-1_consistency.tif").is_file()
+    capsys.readouterr()
+    assert main([*argv, "--consistency"]) == 0
+    assert "skipped 1 of 1" in capsys.readouterr().out

@@ -108,7 +108,7 @@ def test_existing_outputs_get_numbered_never_overwritten(model_file, tmp_path):
     src = write_tiff(tmp_path / "a.tif", gray())
     out_dir = tmp_path / "results"
     for _ in range(3):
-        assert cli(src, "--out", out_dir, model=model_file) == 0
+        assert cli(src, "--out", out_dir, "--redo", model=model_file) == 0
     assert files_under(out_dir) == ["a_x4-1.tif", "a_x4-2.tif", "a_x4.tif"]
 
 
@@ -117,7 +117,7 @@ def test_processes_writing_into_one_folder_at_once_each_keep_their_result(model_
     row: twenty results under twenty names, every process told the name its result got."""
     src = write_tiff(tmp_path / "img.tif", gray((96, 96)))
     out_dir = tmp_path / "results"
-    argv = ["upscale", src, "--out", out_dir, "--model", model_file, "--device", "cpu"]
+    argv = ["upscale", src, "--out", out_dir, "--model", model_file, "--device", "cpu", "--redo"]
     body = "sys.exit(max(main(sys.argv[3:]) for _ in range(5)))"
     runs = run_at_once("from napari_microdisk_sr.cli import main", body, [argv] * 4)
     assert [run.returncode for run in runs] == [0] * 4, [run.stderr for run in runs]
@@ -283,3 +283,45 @@ def test_a_region_is_a_preview_of_the_same_window_of_the_whole_result(model_file
     capsys.readouterr()
     assert_refused(capsys, cli(src, "--region", "8:20,30:37", model=model_file), "reaches beyond the 40x36")
     assert_refused(capsys, cli(src, "--region", "8-20", model=model_file), "a region is Y0:Y1,X0:X1")
+
+
+# --- batch runs -----------------------------------------------------------------------------------------
+
+
+def test_folders_and_patterns_are_expanded_and_a_rerun_skips_what_is_done(model_file, tmp_path, capsys):
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    for name in ("b", "a", "c"):
+        write_tiff(plate / f"{name}.tif", gray(seed=ord(name)))
+    (plate / "notes.txt").write_text("not an image")
+    out_dir = tmp_path / "results"
+    assert cli(plate, "--out", out_dir, model=model_file) == 0
+    assert files_under(out_dir) == ["a_x4.tif", "b_x4.tif", "c_x4.tif"]
+    written = {name: (out_dir / name).stat().st_mtime_ns for name in files_under(out_dir)}
+    capsys.readouterr()
+
+    write_tiff(plate / "d.tif", gray(seed=9))  # a new field, and a changed one
+    (plate / "b.tif").unlink()
+    write_tiff(plate / "b.tif", gray(seed=99))
+    assert cli(str(plate / "*.tif"), "--out", out_dir, model=model_file) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 of 4 input(s)" in out
+    assert files_under(out_dir) == ["a_x4.tif", "b_x4-1.tif", "b_x4.tif", "c_x4.tif", "d_x4.tif"]
+    assert all((out_dir / name).stat().st_mtime_ns == t for name, t in written.items())  # untouched
+    assert cli(plate, "--out", out_dir, "--tile", "8", model=model_file) == 0  # other settings: all again
+    assert "skipped" not in capsys.readouterr().out
+
+
+def test_shards_split_the_sorted_inputs_between_runs(model_file, tmp_path, capsys):
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    for index in range(5):
+        write_tiff(plate / f"f{index}.tif", gray(seed=index))
+    out_dir = tmp_path / "results"
+    assert cli(plate, "--out", out_dir, "--shard", "2/2", model=model_file) == 0
+    assert files_under(out_dir) == ["f1_x4.tif", "f3_x4.tif"]
+    assert cli(plate, "--out", out_dir, "--shard", "1/2", model=model_file) == 0
+    assert files_under(out_dir) == [f"f{i}_x4.tif" for i in range(5)]
+    capsys.readouterr()
+    assert_refused(capsys, cli(plate, "--shard", "3/2", model=model_file), "I must be from 1 to N")
+    assert_refused(capsys, cli(tmp_path / "nothing*.tif", model=model_file), "no image file matches")

@@ -48,6 +48,8 @@ def test_run_dir_never_reuses_an_existing_folder(tmp_path):
     (tmp_path / "finetune_disks").mkdir()
     (tmp_path / "finetune_disks-1").mkdir()
     assert run_dir_for("disks", output_dir=tmp_path) == tmp_path / "finetune_disks-2"
+    assert (tmp_path / "finetune_disks-2").is_dir()  # claimed: a second session gets the next name
+    assert run_dir_for("disks", output_dir=tmp_path) == tmp_path / "finetune_disks-3"
 
 
 def test_data_from_no_file_asks_for_a_folder():

@@ -146,8 +146,8 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
     assert (run_dir / CHECKPOINT_FILE).is_file()
     assert [run.run_dir for run in session.runs] == [run_dir]  # the stopped run's model is usable
     assert "stopped" in widget._status.value
-    bar = widget._progress.native.text()  # the position as the status counts it: within the epoch
-    assert bar.startswith("stopped at epoch ")
+    bar = widget._progress.native.text()  # the position as the status says it: within the epoch, or its end
+    assert bar.startswith(("stopped at epoch ", "stopped at the end of epoch "))
     assert bar.removeprefix("stopped at ").split("/")[0] in widget._status.value
     assert widget._resume_button.enabled
     _assert_idle(widget)
@@ -163,7 +163,7 @@ def test_run_stays_responsive_stops_with_a_checkpoint_and_resumes(
     assert "pretrained -> fine-tuned" in widget._status.value
     assert f"trained {epochs_done + 1} epoch(s)" in widget._status.value
     assert any(n.message.startswith("fine-tuning finished: validation PSNR") for n in notes)
-    assert widget._progress.native.text() == f"finished at epoch {epochs_done + 1}, step 16/16"
+    assert widget._progress.native.text() == f"finished at the end of epoch {epochs_done + 1}"
     assert [run.model_path for run in session.runs] == [run_dir / MODEL_FILE]
     assert widget._plot.val_points[-1][0] == epochs_done + 1
     assert not _errors(notes)
@@ -324,6 +324,7 @@ def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(
         _assert_idle(widget)
         assert widget._status.value.startswith("failed: RuntimeError: CUDA out of memory")
         assert widget._progress.native.text().startswith("failed at ")
+        assert list(tmp_path.iterdir()) == []  # the run folder claimed for it is gone: nothing was written
     assert sum("CUDA out of memory" in message for message in _errors(notes)) == 2
     assert not session_for(viewer).runs
 
@@ -356,3 +357,28 @@ def test_a_paired_crops_folder_trains_on_its_registered_lr_crops(
     crops = json.loads((run_dir / "model.json").read_text())["info"]["provenance"]["crops"]
     assert crops["lr_files"] == [row["lr_file"] for row in paired.rows]
     assert crops["sha256"] == crops_fingerprint(paired.images, paired.lr_images)  # trained on them
+
+
+def test_a_finished_run_exports_as_a_model_zoo_package(
+    make_napari_viewer, qtbot, notes, monkeypatch, tiny_model, crops, tmp_path
+):
+    pytest.importorskip("bioimageio.spec")
+    from napari_microdisk_sr.core.models import load_model
+
+    viewer = make_napari_viewer()
+    session_for(viewer).add_crop_set(CropSetRef("disks", crops))
+    widget = _open(viewer)
+    _tiny_settings(widget, tiny_model, tmp_path, epochs=1)
+    assert not widget._export_button.enabled
+    widget._start_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert widget._export_button.enabled
+    package = tmp_path / "shared.zip"
+    monkeypatch.setattr(finetune.QFileDialog, "getSaveFileName", lambda *a, **k: (str(package), ""))
+    widget._export_button.native.click()
+    assert not _errors(notes)
+    assert load_model(package).spec.arch == "SRVGGNetCompact"
+    before = package.read_bytes()
+    widget._export_button.native.click()  # the file dialog confirmed a replacement; the export refuses it
+    assert any("not overwritten" in message for message in _errors(notes))
+    assert package.read_bytes() == before

@@ -461,3 +461,16 @@ def test_a_second_model_previews_the_same_region_beside_the_first(
     np.testing.assert_array_equal(first.data, second.data)
     np.testing.assert_array_equal(first.translate, second.translate)
     np.testing.assert_array_equal(first.scale, second.scale)
+
+
+def test_a_closed_widget_stops_following_the_view(make_napari_viewer, qtbot, tmp_path, nearest_model, notes):
+    viewer, widget, lr, _ = _zoomed_viewer(make_napari_viewer, qtbot, tmp_path)
+    _use_file_model(widget, nearest_model)
+    widget._follow.value = True
+    viewer.window.remove_dock_widget(widget.native.parent())
+    widget.native.deleteLater()
+    qtbot.wait(50)
+    viewer.camera.center = lr.data_to_world((70, 100))  # nothing calls into the deleted widget
+    qtbot.wait(600)
+    assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert not [layer.name for layer in viewer.layers if "preview" in layer.name]

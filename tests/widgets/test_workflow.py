@@ -64,7 +64,7 @@ def test_sample_to_measured_fine_tuned_model(make_napari_viewer, qtbot, notes, t
     _click(qtbot, compare, compare._measure_button)
     table = compare._table
     methods = {table.item(row, 1).text() for row in range(table.rowCount())}
-    assert methods == {"bicubic", run.name}
-    assert table.rowCount() == 2 * (len(crop_set.images) + 1)  # each crop and the mean, for both methods
+    assert methods == {"bicubic", run.name, "tiny (parent)"}  # the run's parent: its "Δ pretrained"
+    assert table.rowCount() == 3 * (len(crop_set.images) + 1)  # each crop and the mean, for each method
     assert (crop_set.folder / "metrics.csv").is_file()
     assert not [n.message for n in notes if n.severity == NotificationSeverity.ERROR]

@@ -17,7 +17,8 @@ from ..core.models import DEFAULT_MODEL
 from ..core.pairs import DEGRADATIONS
 from ._session import CropSetRef, Session
 
-WEIGHTS_FILTER = "*.pth *.safetensors"
+WEIGHTS_FILTER = "*.pth *.safetensors *.zip rdf.yaml bioimageio.yaml"
+"""Weights files, and BioImage Model Zoo packages (a zip, or an unpacked one's description)."""
 
 
 def resolved_device(name: str) -> "tuple[torch.device | None, str]":
@@ -93,7 +94,7 @@ def folder_edit(label: str, *, tooltip: "str | None" = None) -> FileEdit:
 def weights_edit(
     label: str = "Weights file", *, multiple: bool = False, visible: "bool | None" = None
 ) -> FileEdit:
-    """An optional picker of one (or, with ``multiple``, several) .pth or .safetensors weights files."""
+    """An optional picker of one (or, with ``multiple``, several) weights files or model packages."""
     return FileEdit(
         label=label, mode="rm" if multiple else "r", filter=WEIGHTS_FILTER, nullable=True, visible=visible
     )

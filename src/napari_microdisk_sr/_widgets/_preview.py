@@ -44,15 +44,24 @@ class ViewFollower(QObject):
         self._timer.setInterval(_SETTLE_MS)
         self._timer.timeout.connect(on_settled)
         self.active = False
+        parent.destroyed.connect(self._disconnect)  # the widget is gone: the viewer must not call into it
 
     def set_active(self, active: bool) -> None:
-        events = (self._viewer.camera.events.center, self._viewer.camera.events.zoom,
-                  self._viewer.dims.events.current_step)  # fmt: skip
-        for event in events:
-            (event.connect if active else event.disconnect)(self._moved)
-        self.active = active
-        if not active:
+        if active:
+            for event in self._events():
+                event.connect(self._moved)
+        else:
+            self._disconnect()
             self._timer.stop()
+        self.active = active
+
+    def _events(self) -> tuple:
+        camera, dims = self._viewer.camera, self._viewer.dims
+        return camera.events.center, camera.events.zoom, dims.events.current_step
+
+    def _disconnect(self, _obj: object = None) -> None:
+        for event in self._events():
+            event.disconnect(self._moved)
 
     def settle_again(self) -> None:
         """Call ``on_settled`` once more after the settling delay (as if the view had just moved)."""

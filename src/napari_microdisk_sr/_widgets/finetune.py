@@ -6,6 +6,7 @@ from an image layer, or a crops folder) and handed with a frozen :class:`~..core
 run that leaves a model is added to the session, so that Super-resolve and Compare & measure list it.
 """
 
+import contextlib
 import dataclasses
 import enum
 from pathlib import Path
@@ -24,10 +25,12 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Shapes
 from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import QFileDialog
 from superqt import QCollapsible
 
 from ..core.crops import CropSet, crop_disks, read_crop_set
 from ..core.errors import InputError, MicrodiskSRError
+from ..core.export import export_package
 from ..core.models import REGISTRY
 from ..core.outputs import run_dir_for
 from ..core.train import (
@@ -239,7 +242,14 @@ class FineTuneWidget(Container):
         )
         self._progress = ProgressBar(value=0, min=0, max=1)
         self._status = status_line("Choose the crops and a model, then Start.")
-        return [buttons, self._progress, self._status]
+        self._export_button = PushButton(
+            text="Export for the Model Zoo...",
+            enabled=False,
+            tooltip="Write the last run's model as a BioImage Model Zoo package (.zip): for bioimage.io, "
+            "deepImageJ in Fiji (TorchScript) and colleagues' napari",
+        )
+        self._export_button.changed.connect(self._export)
+        return [buttons, self._progress, self._status, self._export_button]
 
     # -- choices ------------------------------------------------------------------------------------------
 
@@ -359,8 +369,10 @@ class FineTuneWidget(Container):
             )
         except MicrodiskSRError as exc:
             refuse(self._status, str(exc))
-            return
+            started = False
         if not started:
+            if not resume:
+                _release(run.run_dir)
             return
         self._last, self._finished_epochs = run, 0
         if not resume:
@@ -399,8 +411,9 @@ class FineTuneWidget(Container):
         self._progress.max = event.steps
         self._progress.value = event.step
         epoch, step, steps = _position(event)
+        # as the run's messages say it: steps within the epoch, and its end once its last step is done
         self._position = (
-            f"epoch {epoch}, step {step}/{steps}"  # as the run's messages count: within the epoch
+            f"the end of epoch {epoch}" if step == steps else f"epoch {epoch}, step {step}/{steps}"
         )
         eta = "" if event.eta_s is None else f", {_duration(event.eta_s)} left"
         self._progress.native.setFormat(f"epoch {epoch}/{event.epochs}, step {step}/{steps}{eta}")
@@ -417,13 +430,32 @@ class FineTuneWidget(Container):
         self._progress.native.setFormat(f"{_ENDINGS[result.outcome]} at {self._position}")
         self._session.add_run(RunRef(result.run_dir.name, result.model_path, result.run_dir))
         self._finished_epochs = result.epochs_done if result.outcome is Outcome.FINISHED else 0
+        self._export_button.enabled = True
         self._update_resume()
         verdict = result.verdict()
         self._status.value = result.message if verdict is None else f"{verdict}; {result.message}"
         show_info(f"fine-tuning {result.outcome.value}: {verdict or result.message}")
 
+    def _export(self) -> None:
+        """Ask where, then write the last run's model as a zoo package (the core refuses to overwrite)."""
+        run_dir = self._last.run_dir
+        path, _ = QFileDialog.getSaveFileName(
+            self.native, "Export for the Model Zoo", str(run_dir.with_suffix(".zip")), "Model package (*.zip)"
+        )
+        if not path:
+            return
+        self._status.value = f"exporting {run_dir.name}..."
+        try:
+            result = export_package(run_dir, path)
+        except MicrodiskSRError as exc:
+            refuse(self._status, str(exc))
+            return
+        self._status.value = f"exported {result.path} ({result.size_bytes / 1e6:.1f} MB)"
+        show_info(f"model package written: {result.path}")
+
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
+        _release(self._last.run_dir)
         self._progress.native.setFormat(f"failed at {self._position}")
         self._status.value = f"failed: {message}"
 
@@ -435,6 +467,12 @@ _ENDINGS = {
     Outcome.TIME_BUDGET: "time budget reached",
 }
 """What the progress bar says once a run has ended (instead of the time left)."""
+
+
+def _release(run_dir: Path) -> None:
+    """Remove a run folder claimed for a run that wrote nothing into it (a refused or failed start)."""
+    with contextlib.suppress(OSError):  # not empty: the run's files are kept
+        run_dir.rmdir()
 
 
 def _position(event: TrainEvent) -> tuple[int, int, int]:

@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "finetune",
     "evaluate",
     "consistency",
+    "export",
     "demo",
 )
 

@@ -51,7 +51,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument(
         "--methods",
         default=DEFAULT_METHODS,
-        help="comma-separated methods: 'bicubic', model names, or model files such as RUN_DIR/model.pth "
+        help="comma-separated methods: 'bicubic', model names, or model files such as RUN_DIR/model.pth or "
+        "a zoo package (.zip) "
         f"(default: {DEFAULT_METHODS})",
     )
     parser.add_argument(

@@ -7,14 +7,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..core import infer, io
+from ..core import batch, infer, io
 from ..core.consistency import AREA, read_profile
 from ..core.consistency import lr_consistency as measure_consistency
-from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
+from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
 from ..core.errors import InputError
 from ..core.images import image_layout, normalizations_for, validate_image
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
 from ..core.progress import drive
+from ..core.weights import file_sha256
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -26,15 +27,22 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "with a model and write <stem>_x4.tif with the input's dtype and value range, and its pixel "
             "size divided by 4. Outputs go into --out, by default into <stem>_microdisk_sr/ beside each "
             "input; an existing file is never overwritten (-1, -2, ... is added). All inputs and the output "
-            "folders are checked before any work starts."
+            "folders are checked before any work starts. A rerun skips every input whose output is already "
+            "there with the same provenance (input and weights SHA-256, settings)."
         ),
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files to upscale")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (their image files, not recursive) or quoted patterns ('plate/*.tif')",
+    )
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
         metavar="NAME|PATH",
-        help=f"a model name ({', '.join(REGISTRY)}) or a .pth/.safetensors file (default: {DEFAULT_MODEL})",
+        help=f"a model name ({', '.join(REGISTRY)}), a .pth/.safetensors file or a BioImage Model Zoo "
+        f"package (.zip) (default: {DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--out",
@@ -80,6 +88,17 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="upscale only this window of each input (input pixels; every plane of a stack), a preview equal "
         "to the same window of the whole result: written as <stem>_x4_Y0-Y1_X0-X1.tif",
     )
+    parser.add_argument(
+        "--redo",
+        action="store_true",
+        help="upscale even the inputs whose output is there with the same provenance (into a numbered file)",
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="process only the I-th of N deterministic slices of the sorted inputs (from 1): N array jobs or "
+        "machines sharing a file system split a plate with no coordinator",
+    )
     parser.set_defaults(func=run)
 
 
@@ -112,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half, bit_depth=args.bit_depth
     )
     region = None if args.region is None else infer.Region.parse(args.region)
-    for path in args.inputs:  # read and check every input before any work; the pixels are read again below
+    inputs = batch.expand_inputs(args.inputs)
+    if args.shard is not None:
+        inputs = batch.shard(inputs, *batch.parse_shard(args.shard))
+    for path in inputs:  # read and check every input before any work; the pixels are read again below
         image = io.read_image(path).data
         try:
             validate_image(image)
@@ -132,16 +154,29 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
     scale = model.spec.scale
     window = "" if region is None else f"_{region.y0}-{region.y1}_{region.x0}-{region.x1}"
-    targets = [
-        (args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}{window}.tif" for path in args.inputs
-    ]
+    targets = [(args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}{window}.tif" for path in inputs]
     for target in targets:
-        io.refuse_input_as_output(target, args.inputs)
+        io.refuse_input_as_output(target, inputs)
     for folder in dict.fromkeys(target.parent for target in targets):
         io.ensure_writable_dir(folder)
+    settings = {
+        "model_sha256": model.sha256,
+        "scale": scale,
+        "tile": config.tile,
+        "tile_pad": infer.tile_pad_for(model, config.tile_pad),
+        "half": config.half and half_dtype(device) is not None,
+        "bit_depth": config.bit_depth,
+        "region": None if region is None else [region.y0, region.y1, region.x0, region.x1],
+    }
 
     print(f"upscaling x{scale} with {model.name} on {device_text}")
-    for path, target in zip(args.inputs, targets, strict=True):
+    skipped = 0
+    for path, target in zip(inputs, targets, strict=True):
+        made_with = settings | {"input_sha256": file_sha256(path)}
+        check_with = degradation.describe() if args.consistency else None
+        if not args.redo and _done(target, made_with, check_with):
+            skipped += 1
+            continue
         source = io.read_image(path)
         started = time.perf_counter()
         job = infer.upscale(
@@ -157,7 +192,10 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(desc=path.name, unit="tile", leave=False) as bar:
             result = drive(job, _progress_on(bar))
         seconds = time.perf_counter() - started
-        provenance = result.provenance | {"input_path": str(path.resolve())}
+        provenance = result.provenance | {
+            "input_path": str(path.resolve()),
+            "input_sha256": made_with["input_sha256"],
+        }
         check = None
         if args.consistency:
             check = measure_consistency(
@@ -184,7 +222,24 @@ def run(args: argparse.Namespace) -> int:
                 names=io.numbered_paths(map_path),
             )
             print(f"  LR consistency {check.psnr:.2f} dB ({check.degradation}) -> {where}")
+    if skipped:
+        print(f"skipped {skipped} of {len(inputs)} input(s) whose output was there with the same provenance")
     return 0
+
+
+def _done(target: Path, made_with: dict, check_with: "str | None") -> bool:
+    """Whether an output is there made the same way (:func:`.batch.done_output`) and, when ``check_with`` is
+    given, checked for LR consistency with that degradation."""
+    if check_with is None:
+        return batch.done_output(target, made_with) is not None
+    for candidate in io.numbered_paths(target):
+        if not candidate.exists():
+            return False
+        if batch.done_output(candidate, made_with) == candidate:
+            record = io.read_tiff_description(candidate) or {}
+            if record.get("lr_consistency_degradation") == check_with:
+                return True
+    return False
 
 
 def _progress_on(bar: tqdm) -> Callable[[infer.TileEvent], None]:

@@ -17,6 +17,7 @@ and the plane restarts, so no output ever mixes a failed tile with good ones.
 """
 
 import copy
+import functools
 import itertools
 import logging
 import threading
@@ -230,35 +231,9 @@ def upscale(
             describe_device(dev),
         )
     pad = _round_up(pad, multiple)
-    if region is not None:
-        return _region_job(
-            image,
-            layout,
-            region,
-            pad,
-            multiple,
-            factor,
-            lambda window, window_layout: _upscale_job(
-                window,
-                window_layout,
-                module,
-                device=dev,
-                scale=factor,
-                half=half,
-                reuse=isinstance(model, LoadedModel),
-                norms=norms,
-                tile=config.tile,
-                pad=pad,
-                multiple=multiple,
-                stop=stop,
-                made_with=_model_record(model),
-                bit_depth=config.bit_depth,
-            ),
-        )
-    return _upscale_job(
-        image,
-        layout,
-        module,
+    run = functools.partial(
+        _upscale_job,
+        module=module,
         device=dev,
         scale=factor,
         half=half,
@@ -271,6 +246,9 @@ def upscale(
         made_with=_model_record(model),
         bit_depth=config.bit_depth,
     )
+    if region is not None:
+        return _region_job(image, layout, region, pad, multiple, factor, run)
+    return run(image, layout)
 
 
 @dataclass(frozen=True)
@@ -351,6 +329,13 @@ def _hint_bit_depth(values: np.ndarray) -> None:
     hint = bit_depth_hint(values, f"this {values.dtype} image", "give bit_depth={bits} (--bit-depth {bits})")
     if hint is not None:
         log.warning(hint)
+
+
+def tile_pad_for(model: LoadedModel, tile_pad: "int | None") -> int:
+    """The tile padding :func:`upscale` uses with ``model``: ``tile_pad``, or the model's own, rounded up to
+    the model's input size multiple (what its results record as ``tile_pad``)."""
+    _, _, pad, multiple = _unpack_model(model, scale=None, tile_pad=tile_pad)
+    return _round_up(pad, multiple)
 
 
 def _model_record(model: "LoadedModel | nn.Module") -> dict[str, Any]:

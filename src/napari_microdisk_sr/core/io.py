@@ -376,6 +376,27 @@ def _read_tiff(path: Path) -> ImageFile:
     return ImageFile(np.asarray(data), path, pixel_size)
 
 
+def read_tiff_description(path: "str | os.PathLike[str]") -> "dict[str, Any] | None":
+    """The JSON description :func:`write_tiff` wrote into a TIFF (its provenance), or None if it holds none.
+
+    Reads the first page's description, or ImageJ's Info property for hyperstacks; a file that is not a
+    readable TIFF, or whose text is not a JSON object, gives None.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            imagej = tif.imagej_metadata or {}
+            text = imagej.get("Info") if "Info" in imagej else tif.pages.first.description
+    except (OSError, ValueError, tifffile.TiffFileError):
+        return None
+    try:
+        data = json.loads(text or "")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _tiff_pixel_size(page: Any, imagej: "dict | None") -> "PixelSize | None":
     tags = page.tags
     if "XResolution" not in tags or "YResolution" not in tags:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OutputError
-from .io import numbered_paths, output_dir_for, unique_path
+from .io import make_new_dir, numbered_paths, output_dir_for
 
 RUN_PREFIX = "finetune_"
 METRICS_FILE = "metrics.csv"
@@ -65,7 +65,10 @@ def run_dir_for(
     crops_folder: "str | os.PathLike[str] | None" = None,
     source_path: "str | os.PathLike[str] | None" = None,
 ) -> Path:
-    """A new run folder ``finetune_<source name>`` (``-1``, ``-2``, ... if taken); not created.
+    """A new run folder ``finetune_<source name>`` (``-1``, ``-2``, ... if taken), created here.
+
+    Creating it claims the name, so two sessions starting runs from the same crops at once never share a
+    folder; a caller whose run does not start removes it again (it is empty).
 
     Parameters
     ----------
@@ -86,7 +89,7 @@ def run_dir_for(
     base = _base_folder(
         "crops", output_dir=output_dir, crops_folder=crops_folder, source_path=source_path, beside_crops=True
     )
-    return unique_path(base / f"{RUN_PREFIX}{safe_name(source_name)}")
+    return make_new_dir(base / f"{RUN_PREFIX}{safe_name(source_name)}")
 
 
 def metrics_path_for(
