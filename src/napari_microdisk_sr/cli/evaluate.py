@@ -6,9 +6,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..core import infer, io, metrics, outputs
+from ..core.degradation import DEGRADATIONS
 from ..core.errors import InputError
 from ..core.outputs import safe_name
-from ..core.pairs import DEGRADATIONS
 from ..core.progress import drive
 from .upscale import add_bit_depth_option
 
