@@ -38,9 +38,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from napari_microdisk_sr.core.crops import crop_disks
+from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.device import describe_device
 from napari_microdisk_sr.core.models import REGISTRY
-from napari_microdisk_sr.core.pairs import degrade
 from napari_microdisk_sr.core.progress import StopFlag, drive
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import EventKind, FineTuneConfig, autocast_dtype, fine_tune

@@ -10,8 +10,8 @@ from napari_microdisk_sr.cli import main
 from napari_microdisk_sr.core import models
 from napari_microdisk_sr.core.calibrate import DegradationProfile, read_profile, write_profile
 from napari_microdisk_sr.core.crops import Crop, write_crop_set
+from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.io import write_tiff
-from napari_microdisk_sr.core.pairs import degrade
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import read_run_config
 

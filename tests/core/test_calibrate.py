@@ -23,9 +23,10 @@ from napari_microdisk_sr.core.calibrate import (
     read_profile,
     write_profile,
 )
+from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.errors import InputError, OutputError, TrainingError
 from napari_microdisk_sr.core.models import ModelSpec, save_model
-from napari_microdisk_sr.core.pairs import PairConfig, PairSampler, degrade
+from napari_microdisk_sr.core.pairs import PairConfig, PairSampler
 from napari_microdisk_sr.core.progress import drive
 from napari_microdisk_sr.core.train import FineTuneConfig
 

@@ -10,6 +10,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from napari_microdisk_sr.core import infer, models
+from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.io import read_csv
 from napari_microdisk_sr.core.metrics import (
@@ -23,7 +24,6 @@ from napari_microdisk_sr.core.metrics import (
     ssim,
     with_parents,
 )
-from napari_microdisk_sr.core.pairs import degrade
 from napari_microdisk_sr.core.progress import StopFlag, drive
 from napari_microdisk_sr.core.sample import make_scene
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.errors import InputError, OutputError
 from napari_microdisk_sr.core.pairs import (
     PairConfig,
     PairSampler,
-    degrade,
     export_pairs,
     split_by_disk,
     validation_pairs,

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from napari_microdisk_sr.core.errors import InputError
-from napari_microdisk_sr.core.infer import Region, UpscaleConfig, upscale
+from napari_microdisk_sr.core.infer import UpscaleConfig, upscale
 from napari_microdisk_sr.core.models import LoadedModel, ModelSpec
 from napari_microdisk_sr.core.preview import BLOCK, PreviewCache, preview
 from napari_microdisk_sr.core.progress import StopFlag, drive
+from napari_microdisk_sr.core.regions import Region
 
 CONFIG = UpscaleConfig(tile=0, device="cpu")
 

@@ -10,11 +10,11 @@ from magicgui.widgets import ComboBox, FileEdit, Label, Select
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtWidgets import QSizePolicy
 
+from ..core.degradation import DEGRADATIONS
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
 from ..core.images import bit_depth_hint
 from ..core.models import DEFAULT_MODEL
-from ..core.pairs import DEGRADATIONS
 from ._session import CropSetRef, Session
 
 WEIGHTS_FILTER = "*.pth *.safetensors *.zip rdf.yaml bioimageio.yaml"

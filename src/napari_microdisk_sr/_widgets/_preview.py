@@ -6,7 +6,7 @@ import numpy as np
 from napari.layers import Image
 from qtpy.QtCore import QObject, QTimer
 
-from ..core.infer import Region
+from ..core.regions import Region
 
 _SETTLE_MS = 300
 """How long the view must stay still before a "follow the view" preview starts."""

@@ -26,11 +26,11 @@ from qtpy.QtWidgets import QTableWidgetItem
 
 from ..core import metrics
 from ..core.crops import crop_boxes
+from ..core.degradation import DEGRADATIONS
 from ..core.errors import InputError, MicrodiskSRError
 from ..core.io import ensure_writable_dir
 from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.outputs import metrics_path_for, unique_name
-from ..core.pairs import DEGRADATIONS
 from ._controls import (
     CropSetChoice,
     bit_depth_box,

@@ -37,6 +37,7 @@ from ..core.models import REGISTRY, ModelCache
 from ..core.outputs import safe_name
 from ..core.preview import PreviewCache, preview
 from ..core.progress import StopFlag
+from ..core.regions import Region
 from ._controls import (
     FILE_CHOICE,
     bit_depth_box,
@@ -109,7 +110,7 @@ class _Window:
 
     source: _Source  # the layer (its data: the plane)
     plane_index: tuple[int, ...]
-    region: infer.Region
+    region: Region
     name: str  # of the preview layer
 
 
@@ -391,7 +392,7 @@ class SuperResolveWidget(Container):
                 raise InputError("choose a Shapes layer with rectangles drawn over the image")
             plane_shape = source.data.shape[:2]
             for y0, x0, y1, x1 in shape_boxes(shapes, layer, plane_shape):
-                region = infer.Region(y0, y1, x0, x1)
+                region = Region(y0, y1, x0, x1)
                 windows.append(
                     _Window(source, plane_index, region, f"{layer.name} [{y0}:{y1}, {x0}:{x1}] x4")
                 )

@@ -7,10 +7,10 @@ from tqdm import tqdm
 
 from ..core import infer, io, metrics, outputs
 from ..core.consistency import AREA, read_profile
+from ..core.degradation import DEGRADATIONS
 from ..core.disk_measures import summarize
 from ..core.errors import InputError
 from ..core.outputs import safe_name
-from ..core.pairs import DEGRADATIONS
 from ..core.progress import drive
 from .upscale import add_bit_depth_option, add_profile_option
 

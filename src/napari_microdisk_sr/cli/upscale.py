@@ -15,6 +15,7 @@ from ..core.errors import InputError
 from ..core.images import image_layout, normalizations_for, validate_image
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
 from ..core.progress import drive
+from ..core.regions import Region
 from ..core.weights import file_sha256
 
 
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     config = infer.UpscaleConfig(
         tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half, bit_depth=args.bit_depth
     )
-    region = None if args.region is None else infer.Region.parse(args.region)
+    region = None if args.region is None else Region.parse(args.region)
     inputs = batch.expand_inputs(args.inputs)
     if args.shard is not None:
         inputs = batch.shard(inputs, *batch.parse_shard(args.shard))

@@ -2,7 +2,7 @@
 
 :func:`calibrate` fits a :class:`DegradationProfile` to a low-resolution acquisition, and to a registered
 high-resolution image of the same field when there is one; fine-tuning then makes its training pairs with
-that microscope (``degradation="profile"`` in :func:`.pairs.degrade`) instead of the generic ranges.
+that microscope (``degradation="profile"`` in :func:`.degradation.degrade`) instead of the generic ranges.
 
 The model, in the order light meets it, with LR and HR values in ``[0, 1]`` (mapped as everywhere, see
 :func:`.images.value_range`)::
@@ -40,9 +40,9 @@ import numpy as np
 from scipy import optimize
 
 from . import io
+from .degradation import DEGRADATIONS, blur_downsample
 from .errors import InputError
 from .images import image_layout, value_range
-from .pairs import DEGRADATIONS, blur_downsample
 
 __all__ = [
     "DOWNSAMPLINGS",
@@ -111,7 +111,7 @@ class DegradationProfile:
     Attributes
     ----------
     photons : float
-        Expected photo-electrons at full scale (an LR value of 1), as :data:`.pairs.PHOTON_RANGE`.
+        Expected photo-electrons at full scale (an LR value of 1), as :data:`.degradation.PHOTON_RANGE`.
     read_noise : float
         Gaussian noise sigma at zero signal, fraction of full scale.
     psf_sigma : float or None

@@ -8,7 +8,7 @@ speck it invented, an edge it moved, texture that averages to the wrong level.
 The degradation back is, in this order:
 
 - with a calibrated profile (the JSON that ``microdisk-sr calibrate`` writes; see :func:`read_profile`):
-  its noise-free optics (:func:`.pairs.blur_downsample`: a Gaussian PSF of ``psf_sigma`` HR pixels, then
+  its noise-free optics (:func:`.degradation.blur_downsample`: a Gaussian PSF of ``psf_sigma`` HR pixels, then
   ``area`` averaging or antialiased ``bicubic`` down-sampling by 4), then ``offset + gain * x``; the
   profile's noise (``photons``, ``read_noise``) gives the consistency that noise alone would leave
   (:attr:`Consistency.noise_psnr`);
@@ -29,9 +29,9 @@ import numpy as np
 
 from . import calibrate
 from .calibrate import DOWNSAMPLINGS
+from .degradation import blur_downsample
 from .errors import InputError
 from .images import image_layout, normalizations_for, validate_image
-from .pairs import blur_downsample
 
 SCALE = 4
 """The resolution ratio checked."""

@@ -35,12 +35,12 @@ import torch
 
 from . import infer, io, models
 from .consistency import AREA, BackDegradation, consistency_of
+from .degradation import check_degradation, degrade
 from .device import resolve_device
 from .disk_measures import DISK_COLUMNS, ReferenceDisks
 from .errors import InputError
 from .images import Normalization, image_layout, maps_by_own_range, normalizations_for, validate_image
 from .outputs import table_names
-from .pairs import check_degradation, degrade
 from .progress import StopFlag, drive
 
 log = logging.getLogger(__name__)
@@ -384,8 +384,8 @@ def evaluate(
 ) -> Generator[EvalEvent, None, "EvalResult | None"]:
     """Score x4 upscaling methods against high-resolution references, as a job generator.
 
-    Each LR image is made from its HR image by :func:`~.pairs.degrade` (HR first cropped at the bottom and
-    right to a multiple of 4; the LR rounded to the HR's dtype, as a camera would store it), unless
+    Each LR image is made from its HR image by :func:`~.degradation.degrade` (HR first cropped at the bottom
+    and right to a multiple of 4; the LR rounded to the HR's dtype, as a camera would store it), unless
     ``lr_images`` are given. Every method upscales the LR image and its output is compared with the HR
     image, in the HR's value mapping (integers: dtype range or ``bit_depth``; floats: the min-max of the HR,
     and of its LR when given), with data range 1

@@ -19,9 +19,10 @@ import numpy as np
 
 from .errors import InputError
 from .images import ImageLayout, image_layout
-from .infer import Region, TileEvent, UpscaleConfig, UpscaleResult, upscale
+from .infer import TileEvent, UpscaleConfig, UpscaleResult, upscale
 from .models import LoadedModel
 from .progress import StopFlag
+from .regions import Region
 
 __all__ = ["BLOCK", "PreviewCache", "preview"]
 

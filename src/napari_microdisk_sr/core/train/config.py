@@ -16,11 +16,12 @@ import numpy as np
 
 from ..archs import LAYER_GROUPS
 from ..calibrate import DegradationProfile, profile_for
+from ..degradation import DEGRADATIONS
 from ..device import DEVICE_CHOICES, is_device_name
 from ..errors import InputError
 from ..images import check_bit_depth
 from ..models import DEFAULT_MODEL
-from ..pairs import DEGRADATIONS, check_small_crops
+from ..pairs import check_small_crops
 
 __all__ = [
     "CONFIG_FILE",
@@ -75,7 +76,7 @@ class FineTuneConfig:
     augment : bool
         Random flips and quarter turns of each pair.
     degradation : str
-        How LR patches are made from HR ones (see :func:`~..pairs.degrade`): "realistic" (the default: blur
+        How LR patches are made from HR ones (:func:`~..degradation.degrade`): "realistic" (the default: blur
         and Poisson-Gaussian noise drawn from a wide family), the study's plain "bicubic" down-sampling, which
         leaves a model unprepared for a camera's noise, or the path of a degradation profile (.json) written
         by ``microdisk-sr calibrate`` (your microscope's blur, camera and noise, see :mod:`..calibrate`).

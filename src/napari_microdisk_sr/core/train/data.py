@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from ..crops import CropSet
+from ..degradation import PROFILE
 from ..errors import InputError
 from ..images import check_finite
 from ..models import ModelSpec
-from ..pairs import PROFILE, PairConfig, PairSampler, refuse_small_crops, split_by_disk, validation_pairs
+from ..pairs import PairConfig, PairSampler, refuse_small_crops, split_by_disk, validation_pairs
 from .config import FineTuneConfig
 
 __all__ = ["CropRecord", "RunPairs", "gather_crops", "make_pairs"]
