@@ -11,7 +11,8 @@ One viewer, used as a user would: a synthetic training scene (high resolution) a
 2. Fine-tune: the compact ``realesr-animevideov3`` on those crops with the realistic degradation, for about a
    minute on two CPU cores (``finetune.png``, with the loss plot);
 3. Super-resolve: the held-out low-resolution scene with ``realesrgan-x4plus`` and with the fine-tuned run,
-   in a grid beside the input and the truth, zoomed in on a few disks (``superresolve.png``);
+   in a grid beside the input and the truth, zoomed in on a few disks (``superresolve.png``); then a preview
+   of the visible region with the fine-tuned run beside the pretrained compact model (``preview.png``);
 4. Compare & measure: bicubic, both pretrained models and the fine-tuned run on the held-out pair, with the
    error maps of ``realesrgan-x4plus`` and of the fine-tuned run one above the other (``measure.png``).
 
@@ -184,6 +185,31 @@ class Tour:
         self.grid([lr, self.viewer.layers[f"{lr.name}_x4 ({X4PLUS})"], tuned, hr])
         self.save("superresolve.png")
 
+    def preview(self) -> None:
+        """Super-resolve's preview of the visible region: the fine-tuned run beside the pretrained compact."""
+        lr = self.viewer.layers[self.held_out_lr.stem]
+        sr = self.open_widget("Super-resolve", 420)
+        self.viewer.canvas.grid.enabled = False
+        for layer in self.viewer.layers:
+            layer.visible = layer is lr
+            layer.name_overlay.visible = False
+        y0, x0, y1, x1 = ZOOM_BOX
+        camera = self.viewer.scene.camera
+        camera.center = tuple(np.asarray(lr.data_to_world(((y0 + y1) / 2, (x0 + x1) / 2))))
+        camera.zoom = float(
+            np.min(self.viewer.canvas.viewbox_size(self.viewer.layers) / ((y1 - y0, x1 - x0)))
+        )
+        _settle(0.5)  # the canvas draws the zoomed view: the visible region is known
+        sr._scope.value = sr._scope.choices[1]  # the visible region
+        sr._images.value = [lr]
+        sr._model.value = self.run(sr)
+        sr._compare.value = COMPACT
+        seconds = _click(sr, sr._run)
+        print(f"preview: {seconds:.1f} s; {sr._status.value}")
+        previews = [layer for layer in self.viewer.layers if " preview x4 " in layer.name]
+        self.grid([lr, *previews], shape=(1, 3))
+        self.save("preview.png")
+
     def measure(self) -> None:
         compare = self.open_widget("Compare & measure", 700)
         compare._reference.value = _Reference.PAIR
@@ -217,6 +243,7 @@ def main() -> int:
         tour.select_and_crop()
         tour.fine_tune()
         tour.super_resolve()
+        tour.preview()
         tour.measure()
         tour.viewer.close()
     return 0
