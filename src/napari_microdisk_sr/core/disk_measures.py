@@ -34,6 +34,7 @@ from scipy import ndimage, optimize, special
 
 from .detect import Disk, detect_disks, disk_box
 from .errors import InputError
+from .quality import psnr, ssim
 
 LR_METHOD = "LR"
 """The method name of the rows measured on the low-resolution input itself (LR-only tables)."""
@@ -269,7 +270,6 @@ def _local_scores(
     truth: "np.ndarray | None", output: np.ndarray, disk: Disk
 ) -> "tuple[float | None, float | None]":
     """PSNR and SSIM of ``output`` against ``truth`` in the disk's box (None without a truth)."""
-    from .metrics import psnr, ssim  # metrics imports this module
 
     if truth is None:
         return None, None

@@ -1,23 +1,16 @@
-"""Image quality metrics (PSNR, SSIM, absolute-error maps) and the evaluation of upscaling methods.
+"""The evaluation of upscaling methods: tables of PSNR/SSIM per image and method, with their gains.
 
-Conventions:
+Conventions (the measures themselves are in :mod:`.quality`):
 
-- The data range ``R`` of a metric is, unless given: the dtype's full range for uint8 and uint16 images (255
-  and 65535, as in scikit-image; a 12-bit camera in a uint16 file is scored against 65535), and the
-  reference's ``max - min`` for the images that map by their own range (floats, signed and 32/64-bit
-  integers, see :func:`.images.maps_by_own_range`). In :func:`evaluate`, such an HR image and its given LR
-  image share one range, from the smaller minimum to the larger maximum of the two; an HR/LR pair of
-  different dtypes is refused.
-- PSNR is ``10 log10(R^2 / MSE)`` over all pixels and channels. Identical images give ``inf``; it stays
-  ``inf`` in :class:`EvalResult` rows and CSV files (written ``inf``), in JSON files it is the string
-  ``"inf"`` (JSON has no infinity), and gains that are not defined (``inf - inf``) are left empty.
+- In :func:`evaluate`, an HR image that maps by its own range (floats, signed and 32/64-bit integers) and
+  its given LR image share one range, from the smaller minimum to the larger maximum of the two; an HR/LR
+  pair of different dtypes is refused.
+- Identical images give a PSNR of ``inf``; it stays ``inf`` in :class:`EvalResult` rows and CSV files
+  (written ``inf``), in JSON files it is the string ``"inf"`` (JSON has no infinity), and gains that are not
+  defined (``inf - inf``) are left empty.
 - ``lr_consistency_psnr`` needs no HR: each output degraded back to the LR grid (area averaging, or a
   calibrated profile) against the LR image (see :mod:`.consistency`). Given LR images alone, an evaluation
   leaves PSNR, SSIM and the gains empty (None) and measures the consistency (and the disks) only.
-- SSIM is Wang et al.'s (2004): an 11x11 Gaussian window with sigma 1.5, ``K1 = 0.01``, ``K2 = 0.03``,
-  population (co)variances, the mean over the pixels whose window lies inside the image, averaged over colour
-  channels. It equals ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False, data_range=R, channel_axis=-1)``, computed with OpenCV's filters (faster).
 """
 
 import json
@@ -42,6 +35,7 @@ from .errors import InputError
 from .images import Normalization, image_layout, maps_by_own_range, normalizations_for, validate_image
 from .outputs import table_names
 from .progress import StopFlag, drive
+from .quality import SSIM_WINDOW, abs_error, psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -65,123 +59,6 @@ COLUMNS = (
     "gain_vs_pretrained_pct",
     "lr_consistency_psnr",
 )
-
-_SSIM_SIGMA = 1.5
-_SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5), scikit-image's truncation
-_SSIM_K1, _SSIM_K2 = 0.01, 0.03
-
-
-def psnr(ref: np.ndarray, img: np.ndarray, *, data_range: "float | None" = None) -> float:
-    """Peak signal-to-noise ratio of ``img`` against ``ref``, in dB.
-
-    Parameters
-    ----------
-    ref, img : (H, W) or (H, W, C) ndarray
-        The reference and the image scored, of the same shape (and dtype, unless ``data_range`` is given).
-    data_range : float, optional
-        The range ``R`` of the values; by default the dtype's range (uint8, uint16) or ``ref``'s
-        ``max - min`` (other dtypes).
-
-    Returns
-    -------
-    float
-        ``10 log10(R^2 / MSE)``; ``inf`` for identical images.
-    """
-    ref64, img64, data_range = _prepare(ref, img, data_range)
-    mse = float(np.mean(np.square(ref64 - img64)))
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(data_range**2 / mse)
-
-
-def ssim(ref: np.ndarray, img: np.ndarray, *, data_range: "float | None" = None) -> float:
-    """Structural similarity of ``img`` with ``ref`` (Wang et al. 2004, Gaussian window; see module notes).
-
-    Parameters
-    ----------
-    ref, img : (H, W) or (H, W, C) ndarray
-        As for :func:`psnr`; ``H`` and ``W`` at least 11 (the window).
-    data_range : float, optional
-        As for :func:`psnr`.
-
-    Returns
-    -------
-    float
-        In ``[-1, 1]``; 1 for identical images. Colour images: the mean over channels.
-    """
-    ref64, img64, data_range = _prepare(ref, img, data_range)
-    window = 2 * _SSIM_RADIUS + 1
-    if min(ref64.shape[:2]) < window:
-        raise InputError(f"SSIM needs images of at least {window}x{window} pixels, got {ref64.shape[:2]}")
-    if ref64.ndim == 2:
-        return _ssim_plane(ref64, img64, data_range)
-    return float(
-        np.mean([_ssim_plane(ref64[..., c], img64[..., c], data_range) for c in range(ref64.shape[2])])
-    )
-
-
-def abs_error(ref: np.ndarray, img: np.ndarray, *, data_range: "float | None" = None) -> np.ndarray:
-    """Per-pixel absolute error, in units of the data range, averaged over colour channels.
-
-    Parameters
-    ----------
-    ref, img, data_range
-        As for :func:`psnr`.
-
-    Returns
-    -------
-    (H, W) float32 ndarray
-        ``|img - ref| / R``: 0 is exact, 1 is off by the whole range.
-    """
-    ref64, img64, data_range = _prepare(ref, img, data_range)
-    error = np.abs(img64 - ref64) / data_range
-    return (error if error.ndim == 2 else error.mean(axis=2)).astype(np.float32)
-
-
-def _prepare(
-    ref: np.ndarray, img: np.ndarray, data_range: "float | None"
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Check a metric's inputs; return them as float64 with the data range."""
-    ref, img = np.asarray(ref), np.asarray(img)
-    if ref.shape != img.shape:
-        raise InputError(f"the images to compare differ in shape: {ref.shape} and {img.shape}")
-    if ref.ndim not in (2, 3) or ref.size == 0:
-        raise InputError(f"expected (H, W) or (H, W, C) images, got shape {ref.shape}")
-    for array in (ref, img):
-        if array.dtype.kind not in "uif":
-            raise InputError(f"cannot score images of dtype {array.dtype}; give integer or float images")
-    if data_range is None:
-        if ref.dtype != img.dtype:
-            raise InputError(f"the images are {ref.dtype} and {img.dtype}: convert one, or give data_range")
-        if not maps_by_own_range(ref.dtype):
-            info = np.iinfo(ref.dtype)
-            data_range = float(info.max) - float(info.min)
-        else:
-            data_range = float(np.max(ref)) - float(np.min(ref))
-            if not data_range > 0:
-                raise InputError("the reference is constant, so it has no data range: give data_range")
-    data_range = float(data_range)
-    if not (math.isfinite(data_range) and data_range > 0):
-        raise InputError(f"data_range must be a positive number, got {data_range}")
-    ref64, img64 = ref.astype(np.float64), img.astype(np.float64)
-    if not (np.isfinite(ref64).all() and np.isfinite(img64).all()):
-        raise InputError("the images to compare hold NaN or Inf values")
-    return ref64, img64, data_range
-
-
-def _ssim_plane(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
-    def blur(a: np.ndarray) -> np.ndarray:
-        size = 2 * _SSIM_RADIUS + 1
-        return cv2.GaussianBlur(a, (size, size), _SSIM_SIGMA, borderType=cv2.BORDER_REFLECT)
-
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
-    cxy = blur(x * y) - mx * my
-    c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    r = _SSIM_RADIUS
-    return float(s[r:-r, r:-r].mean())
 
 
 @dataclass(frozen=True)
@@ -571,7 +448,7 @@ def _cases(
             else:
                 _norm(lr, f"LR image {name}", bit_depth)  # its values fit the bit depth too
                 lr_norm = hr_norm
-        if min(hr.shape[:2]) < 2 * _SSIM_RADIUS + 1:
+        if min(hr.shape[:2]) < SSIM_WINDOW:
             raise InputError(f"HR image {name} ({hr.shape[0]}x{hr.shape[1]}) is smaller than the SSIM window")
         cases.append(_Case(i, name, hr, hr_norm, lr, lr_norm))
     return cases
