@@ -194,11 +194,11 @@ class Tour:
             layer.visible = layer is lr
             layer.name_overlay.visible = False
         y0, x0, y1, x1 = ZOOM_BOX
+        corner0 = np.asarray(lr.data_to_world((y0 - 0.5, x0 - 0.5)))
+        corner1 = np.asarray(lr.data_to_world((y1 - 0.5, x1 - 0.5)))
         camera = self.viewer.scene.camera
-        camera.center = tuple(np.asarray(lr.data_to_world(((y0 + y1) / 2, (x0 + x1) / 2))))
-        camera.zoom = float(
-            np.min(self.viewer.canvas.viewbox_size(self.viewer.layers) / ((y1 - y0, x1 - x0)))
-        )
+        camera.center = tuple((corner0 + corner1) / 2)
+        camera.zoom = float(np.min(self.viewer.canvas.viewbox_size(self.viewer.layers) / (corner1 - corner0)))
         _settle(0.5)  # the canvas draws the zoomed view: the visible region is known
         sr._scope.value = sr._scope.choices[1]  # the visible region
         sr._images.value = [lr]
