@@ -17,15 +17,14 @@ from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.errors import InputError, MicrodiskSRError
 from napari_microdisk_sr.core.images import Normalization, resize_alpha
 from napari_microdisk_sr.core.infer import (
-    _PREPARED,
     MIN_TILE,
     Region,
     TileEvent,
     UpscaleConfig,
-    _prepared,
     upscale,
     upscale_array,
 )
+from napari_microdisk_sr.core.model_copies import _PREPARED, prepared
 from napari_microdisk_sr.core.models import LoadedModel, ModelSpec
 from napari_microdisk_sr.core.progress import StopFlag, drive
 
@@ -463,20 +462,20 @@ def test_a_loaded_models_copy_is_reused_until_its_weights_are_replaced():
     image = rng_image((12, 12, 3))
     cpu = torch.device("cpu")
     before, _ = run(image, model, tile=0)
-    first = _prepared(model.module, cpu)
+    first = prepared(model.module, cpu)
     assert first is not model.module
-    assert _prepared(model.module, cpu) is first  # made by the run above, reused
+    assert prepared(model.module, cpu) is first  # made by the run above, reused
     assert all(p.grad is None and not p.requires_grad for p in first.parameters())
     model.module.load_state_dict(tiny_srvgg(seed=1).state_dict())  # in-place copies: new versions
     loaded, _ = run(image, model, tile=0)
-    assert _prepared(model.module, cpu) is not first
+    assert prepared(model.module, cpu) is not first
     assert np.abs(loaded - before).max() > 1e-3
     assert np.array_equal(loaded, run(image, tiny_srvgg(seed=1), scale=4, tile=0)[0])
 
 
 def test_the_job_copy_goes_with_its_module():
     net = tiny_srvgg()
-    _prepared(net, torch.device("cpu"))
+    prepared(net, torch.device("cpu"))
     cached = len(_PREPARED)
     del net
     gc.collect()

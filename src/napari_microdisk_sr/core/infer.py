@@ -16,12 +16,9 @@ of one tile. On out-of-memory the tile is halved until the largest input shrinks
 and the plane restarts, so no output ever mixes a failed tile with good ones.
 """
 
-import copy
 import functools
 import itertools
 import logging
-import threading
-import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +41,7 @@ from .images import (
     to_model_input,
     validate_image,
 )
+from .model_copies import copied, memory_format, prepared
 from .models import LoadedModel
 from .progress import StopFlag, drive
 from .regions import Region
@@ -371,8 +369,8 @@ class _Network:
         self.device = device
         self.scale = scale
         self.half = half
-        self.memory_format = _memory_format(device)
-        self.module = _prepared(module, device) if reuse else _copied(module, device)
+        self.memory_format = memory_format(device)
+        self.module = prepared(module, device) if reuse else copied(module, device)
 
     @property
     def precision(self) -> str:
@@ -399,58 +397,6 @@ class _Network:
                 f"it is not an RGB x{self.scale} model"
             )
         return y.float()
-
-
-def _memory_format(device: torch.device) -> torch.memory_format:
-    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-
-
-_PREPARED: "weakref.WeakKeyDictionary[nn.Module, dict[torch.device, tuple[tuple, nn.Module]]]" = (
-    weakref.WeakKeyDictionary()
-)
-_PREPARED_LOCK = threading.Lock()
-
-
-def _prepared(module: nn.Module, device: torch.device) -> nn.Module:
-    """The copy of a LoadedModel's module on ``device``, made once and reused (copying x4plus takes ~50 ms).
-
-    A LoadedModel stands for the weights of its file, so its module is not expected to train. The copy is
-    remade when a parameter or buffer has been replaced or changed by a tracked in-place operation (its
-    data pointer or version counter differ; ``load_state_dict`` counts, a fused optimiser step does not);
-    it lives as long as the module.
-    """
-    fingerprint = _fingerprint(module)
-    with _PREPARED_LOCK:
-        cached = _PREPARED.get(module, {}).get(device)
-        if fingerprint is not None and cached is not None and cached[0] == fingerprint:
-            return cached[1]
-    prepared = _copied(module, device)
-    if fingerprint is not None:
-        with _PREPARED_LOCK:
-            _PREPARED.setdefault(module, {})[device] = (fingerprint, prepared)
-    return prepared
-
-
-def _copied(module: nn.Module, device: torch.device) -> nn.Module:
-    """A private float32 copy of ``module`` on ``device``, in its fast memory format, without gradients."""
-    try:
-        copied = copy.deepcopy(module).requires_grad_(False)
-        for parameter in copied.parameters():
-            parameter.grad = None
-        return copied.to(device=device, dtype=torch.float32, memory_format=_memory_format(device))
-    except torch.OutOfMemoryError as exc:
-        raise MicrodiskSRError(
-            f"not enough memory on {describe_device(device)} for the model; free memory or run on the CPU"
-        ) from exc
-
-
-def _fingerprint(module: nn.Module) -> "tuple | None":
-    """Identity and in-place version of every parameter and buffer; None where versions are not tracked."""
-    tensors = itertools.chain(module.named_parameters(), module.named_buffers())
-    try:
-        return tuple((name, t.data_ptr(), t._version) for name, t in tensors)
-    except RuntimeError:  # inference tensors (made under torch.inference_mode) have no version counter
-        return None
 
 
 def _upscale_job(
