@@ -31,7 +31,7 @@ from ..core.consistency import lr_consistency
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
 from ..core.images import image_layout, normalizations_for
-from ..core.io import PixelSize, ensure_writable_dir, numbered_paths, output_dir_for, write_tiff
+from ..core.io import ensure_writable_dir, numbered_paths, output_dir_for, write_tiff
 from ..core.layers import region_geometry, upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
 from ..core.outputs import safe_name
@@ -51,30 +51,16 @@ from ._controls import (
     status_line,
 )
 from ._jobs import JobRunner
-from ._layers import layer_choices, layer_path, shape_boxes
+from ._layers import layer_choices, shape_boxes
 from ._preview import ViewFollower, visible_region
 from ._scroll import make_scrollable
 from ._session import session_for
+from ._sources import Source, pixel_size_um, read_source
 
 if TYPE_CHECKING:
     import napari
 
 _MAX_TILE = 4096
-
-
-@dataclass(frozen=True, eq=False)
-class _Source:
-    """One input layer as read on the main thread: what the worker and the output layer need."""
-
-    name: str
-    data: np.ndarray
-    rgb: bool
-    scale: tuple[float, ...]
-    translate: tuple[float, ...]
-    units: tuple[Any, ...]
-    path: "Path | None"
-    pixel_size: "PixelSize | None"
-    display: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -88,7 +74,7 @@ class _Status:
 class _Upscaled:
     """A finished output: the array, its layer name and its provenance."""
 
-    source: _Source
+    source: Source
     data: np.ndarray
     name: str
     scale: int
@@ -108,7 +94,7 @@ class _Scope(enum.Enum):
 class _Window:
     """A region of one plane of a layer, read on the main thread: what a preview needs."""
 
-    source: _Source  # the layer (its data: the plane)
+    source: Source  # the layer (its data: the plane)
     plane_index: tuple[int, ...]
     region: Region
     name: str  # of the preview layer
@@ -283,7 +269,7 @@ class SuperResolveWidget(Container):
     def _fill_pixel_size(self) -> None:
         layers = list(self._images.value)
         if layers:
-            self._pixel_size.value = _pixel_size_um(layers[0]) or 0.0
+            self._pixel_size.value = pixel_size_um(layers[0]) or 0.0
 
     def _on_device_changed(self) -> None:
         device, _description = resolved_device(self._device.value)
@@ -332,7 +318,7 @@ class SuperResolveWidget(Container):
             self._start_preview(layers, *settings)
 
     def _start_whole(self, layers: list[Image], model: "str | Path", config: infer.UpscaleConfig) -> None:
-        sources = [_read_source(layer, self._pixel_size.value) for layer in layers]
+        sources = [read_source(layer, self._pixel_size.value) for layer in layers]
         for source in sources:  # every layer fits the settings before any is upscaled and written
             try:
                 layout = image_layout(source.data.shape, rgb=source.rgb)
@@ -380,7 +366,7 @@ class SuperResolveWidget(Container):
         for layer in layers if self._scope.value is _Scope.RECTANGLES else layers[:1]:
             visible = visible_region(self._viewer, layer)
             plane_index = () if visible is None else visible[0]
-            source = _read_source(layer, 0.0, plane_index)
+            source = read_source(layer, 0.0, plane_index)
             if self._scope.value is _Scope.VISIBLE:
                 if visible is None:
                     raise InputError(f"no part of {layer.name!r} is on screen: pan or zoom to it")
@@ -500,47 +486,8 @@ class SuperResolveWidget(Container):
         self._preview_again()
 
 
-def _pixel_size_um(layer: Image) -> "float | None":
-    """The layer's pixel width in micrometres: from its physical units, or its scale when it has one
-    (napari layers without units hold the pixel size in their scale); None when neither says."""
-    unit = layer.units[-1]
-    if str(unit) != "pixel":
-        return float((layer.scale[-1] * unit).to("micrometer").magnitude)
-    return None if layer.scale[-1] == 1 else float(layer.scale[-1])
-
-
-def _read_source(layer: Image, pixel_size_um: float, plane_index: "tuple[int, ...] | None" = None) -> _Source:
-    """What the worker and the output need of ``layer`` (on the main thread, before the job starts).
-
-    The pixel size written is ``pixel_size_um`` when given, else the layer's physical one, else the layer's
-    own pixel (unit-less), so that a written output always says that its pixels are a quarter of the input's.
-    With ``plane_index``, only that plane of a stack is read.
-    """
-    units = [str(unit) for unit in layer.units[-2:]]
-    if pixel_size_um > 0:
-        pixel_size = PixelSize(pixel_size_um, pixel_size_um, "um")
-    elif units[0] == units[1] != "pixel":
-        pixel_size = PixelSize(layer.scale[-2], layer.scale[-1], format(layer.units[-1], "~"))
-    else:
-        pixel_size = PixelSize(layer.scale[-2], layer.scale[-1])
-    display = {"contrast_limits": layer.contrast_limits, "gamma": layer.gamma}
-    if not layer.rgb:
-        display["colormap"] = layer.colormap
-    return _Source(
-        name=layer.name,
-        data=np.asarray(layer.data if plane_index is None else layer.data[plane_index]),
-        rgb=layer.rgb,
-        scale=tuple(layer.scale),
-        translate=tuple(layer.translate),
-        units=tuple(layer.units),
-        path=layer_path(layer),
-        pixel_size=pixel_size,
-        display=display,
-    )
-
-
 def _superresolve(
-    sources: list[_Source],
+    sources: list[Source],
     models: ModelCache,
     model_ref: "str | Path",
     config: infer.UpscaleConfig,
