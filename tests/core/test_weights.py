@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from napari_microdisk_sr.core import weights
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
 from napari_microdisk_sr.core.errors import WeightsError
+from napari_microdisk_sr.core.ncnn import read_ncnn
 from napari_microdisk_sr.core.weights import (
     OfficialDownload,
     cache_dir,
@@ -22,7 +23,6 @@ from napari_microdisk_sr.core.weights import (
     embedded_cache_path,
     embedded_weights,
     official_cache_path,
-    read_ncnn,
     read_state_dict,
 )
 
