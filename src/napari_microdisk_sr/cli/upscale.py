@@ -135,16 +135,6 @@ def run(args: argparse.Namespace) -> int:
     inputs = batch.expand_inputs(args.inputs)
     if args.shard is not None:
         inputs = batch.shard(inputs, *batch.parse_shard(args.shard))
-    for path in inputs:  # read and check every input before any work; the pixels are read again below
-        image = io.read_image(path).data
-        try:
-            validate_image(image)
-            layout = image_layout(image.shape)
-            normalizations_for(image, layout, bit_depth=config.bit_depth)
-            if region is not None:
-                region.check_inside(layout.height, layout.width)
-        except InputError as exc:
-            raise InputError(f"{path}: {exc}") from exc
     if args.profile is not None and not args.consistency:
         raise InputError("--profile is for the consistency check: add --consistency")
     if args.consistency and region is not None:
@@ -170,14 +160,17 @@ def run(args: argparse.Namespace) -> int:
         "region": None if region is None else [region.y0, region.y1, region.x0, region.x1],
     }
 
-    print(f"upscaling x{scale} with {model.name} on {device_text}")
-    skipped = 0
+    check_with = degradation.describe() if args.consistency else None
+    todo = []  # what a rerun has not done yet: only these are read, checked and upscaled
     for path, target in zip(inputs, targets, strict=True):
         made_with = settings | {"input_sha256": file_sha256(path)}
-        check_with = degradation.describe() if args.consistency else None
-        if not args.redo and _done(target, made_with, check_with):
-            skipped += 1
-            continue
+        if args.redo or not _done(target, made_with, check_with):
+            todo.append((path, target, made_with))
+    for path, _, _ in todo:  # check every input to compute before any work; the pixels are read again below
+        _check_input(path, config.bit_depth, region)
+
+    print(f"upscaling x{scale} with {model.name} on {device_text}")
+    for path, target, made_with in todo:
         source = io.read_image(path)
         started = time.perf_counter()
         job = infer.upscale(
@@ -223,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
                 names=io.numbered_paths(map_path),
             )
             print(f"  LR consistency {check.psnr:.2f} dB ({check.degradation}) -> {where}")
-    if skipped:
+    if len(todo) < len(inputs):
+        skipped = len(inputs) - len(todo)
         print(f"skipped {skipped} of {len(inputs)} input(s) whose output was there with the same provenance")
     return 0
 
@@ -241,6 +235,19 @@ def _done(target: Path, made_with: dict, check_with: "str | None") -> bool:
             if record.get("lr_consistency_degradation") == check_with:
                 return True
     return False
+
+
+def _check_input(path: Path, bit_depth: "int | None", region: "Region | None") -> None:
+    """Refuse an input whose pixels the settings cannot upscale, naming the file."""
+    image = io.read_image(path).data
+    try:
+        validate_image(image)
+        layout = image_layout(image.shape)
+        normalizations_for(image, layout, bit_depth=bit_depth)
+        if region is not None:
+            region.check_inside(layout.height, layout.width)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
 
 
 def _progress_on(bar: tqdm) -> Callable[[infer.TileEvent], None]:

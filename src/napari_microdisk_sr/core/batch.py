@@ -33,7 +33,7 @@ def expand_inputs(items: Iterable["str | os.PathLike[str]"]) -> list[Path]:
     Raises
     ------
     InputError
-        For a name that is none of these, or a folder or pattern that names no image file.
+        For a name that does not exist, or a folder or pattern that names no image file.
     """
     found: set[Path] = set()
     for item in items:
@@ -47,6 +47,8 @@ def expand_inputs(items: Iterable["str | os.PathLike[str]"]) -> list[Path]:
             images = [Path(p) for p in glob.glob(text) if Path(p).is_file() and _is_image(Path(p))]
             if not images:
                 raise InputError(f"no image file matches {text!r}")
+        elif not path.exists():
+            raise InputError(f"image {path} does not exist")
         else:
             images = [path]
         found.update(images)
