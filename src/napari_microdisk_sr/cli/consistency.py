@@ -6,7 +6,8 @@ from pathlib import Path
 from ..core import io
 from ..core.consistency import AREA, SCALE, read_profile
 from ..core.consistency import lr_consistency as measure_consistency
-from .upscale import add_bit_depth_option, add_profile_option
+from ..core.images import AUTO, Intensity
+from .upscale import add_intensity_option, add_profile_option
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -31,7 +32,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="MAP.tif",
         help="the map to write (an existing file is kept and -1, -2, ... added)",
     )
-    add_bit_depth_option(parser)
+    add_intensity_option(parser, default="auto; give what the upscale used")
     parser.set_defaults(func=run)
 
 
@@ -41,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     io.ensure_writable_dir(args.out.parent)
     lr = io.read_image(args.lr)
     result = measure_consistency(
-        io.read_image(args.sr).data, lr.data, degradation=degradation, bit_depth=args.bit_depth
+        io.read_image(args.sr).data,
+        lr.data,
+        degradation=degradation,
+        intensity=Intensity.parse(args.intensity or AUTO),
     )
     out = io.write_tiff(
         args.out,
