@@ -32,7 +32,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="MAP.tif",
         help="the map to write (an existing file is kept and -1, -2, ... added)",
     )
-    add_intensity_option(parser, default="auto; give what the upscale used")
+    add_intensity_option(parser, default="the one SR's provenance records, else auto")
     parser.set_defaults(func=run)
 
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         io.read_image(args.sr).data,
         lr.data,
         degradation=degradation,
-        intensity=Intensity.parse(args.intensity or AUTO),
+        intensity=_intensity(args.intensity, args.sr),
     )
     out = io.write_tiff(
         args.out,
@@ -65,3 +65,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"the profile's noise alone would give {result.noise_psnr:.2f} dB")
     print(f"LR consistency: {result.psnr:.2f} dB")
     return 0
+
+
+def _intensity(given: "str | None", sr: Path) -> Intensity:
+    """The mapping ``given``, else the one ``upscale`` recorded in the SR file's provenance, else auto."""
+    if given is not None:
+        return Intensity.parse(given)
+    recorded = (io.read_tiff_description(sr) or {}).get("intensity")
+    return AUTO if recorded is None else Intensity.parse(recorded)
