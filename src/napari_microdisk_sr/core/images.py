@@ -472,10 +472,10 @@ def value_range(values: np.ndarray, *, intensity: Intensity = AUTO) -> tuple[flo
 def percentile_range(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
     """The ``(low, high)`` percentiles of ``values``, as ``np.percentile`` computes them (linear).
 
-    Integers of up to 16 bits are counted in a histogram, one 2D plane at a time, so no sorted copy of the
-    image is made; other dtypes go through ``np.percentile``. When the two percentiles coincide (an image
-    that is almost constant) the minimum and maximum are used instead, so the few other values are not
-    blown up.
+    Integers of up to 16 bits are counted in a histogram, about a million values at a time, so no sorted
+    copy of the image is made; other dtypes go through ``np.percentile``. When the two percentiles coincide
+    (an image that is almost constant) the minimum and maximum are used instead, so the few other values
+    are not blown up.
     """
     values = np.asarray(values)
     if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
@@ -487,13 +487,18 @@ def percentile_range(values: np.ndarray, percentiles: tuple[float, float]) -> tu
     return low, high
 
 
+_HISTOGRAM_CHUNK = 2**20
+"""How many values :func:`percentile_range` counts at a time (bounds its temporary memory)."""
+
+
 def _histogram_percentiles(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
     """np.percentile's linear interpolation between order statistics, read off a cumulative histogram."""
     info = np.iinfo(values.dtype)
     counts = np.zeros(int(info.max) - int(info.min) + 1, dtype=np.int64)
-    planes = values.reshape(-1, *values.shape[-2:]) if values.ndim >= 2 else values.reshape(1, -1)
-    for plane in planes:
-        flat = plane.ravel().astype(np.int64) - int(info.min)
+    values = values.reshape(1, -1) if values.ndim < 2 else values
+    step = max(1, _HISTOGRAM_CHUNK // max(1, values[0].size))  # slices of the first axis, ~1M values each
+    for start in range(0, values.shape[0], step):
+        flat = values[start : start + step].ravel().astype(np.int64) - int(info.min)
         counts += np.bincount(flat, minlength=counts.size)
     cumulative = np.cumsum(counts)
     last = int(cumulative[-1]) - 1
