@@ -26,6 +26,7 @@ plane. This module knows how to cut them into model inputs and how to put the ou
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -195,24 +196,22 @@ _CHANNELS_FIX = {
 }
 
 
-def recorded_intensity(config: "dict[str, object]") -> "Intensity | None":
+def recorded_intensity(config: "dict[str, Any]") -> "Intensity | None":
     """The value mapping a saved configuration (a run's ``config.json``, a model sidecar's ``config``)
     records: its ``intensity``, or, written before that setting, its ``bit_depth`` (None meant ``range``);
     None if it records neither."""
     if "intensity" in config:
-        return Intensity.parse(config["intensity"])  # type: ignore[arg-type]
+        return Intensity.parse(config["intensity"])
     if "bit_depth" in config:
         bits = config["bit_depth"]
-        return RANGE if bits is None else Intensity("bits", bits=bits)  # type: ignore[arg-type]
+        return RANGE if bits is None else Intensity("bits", bits=bits)
     return None
 
 
 def _is_real(value: object) -> bool:
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and (np.isfinite(value))
-    )
+    """Whether ``value`` is a finite real number (not a bool)."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return real and bool(np.isfinite(value))
 
 
 INTENSITY_MODES = ("auto", "range", "bits", "percentile")
@@ -308,7 +307,7 @@ class Intensity:
         if self.mode != "auto":
             return self
         if np.dtype(dtype) == np.uint8:
-            return Intensity("range")
+            return RANGE
         return Intensity("percentile", percentiles=self.percentiles)
 
 
