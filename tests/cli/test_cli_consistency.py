@@ -149,3 +149,18 @@ def test_a_rerun_asking_for_the_check_redoes_an_unchecked_output_and_then_skips(
     capsys.readouterr()
     assert main([*argv, "--consistency"]) == 0
     assert "skipped 1 of 1" in capsys.readouterr().out
+
+
+def test_consistency_maps_by_the_intensity_the_upscale_recorded(files, tmp_path, capsys):
+    lr = tifffile.imread(files["scene_lr"]).astype(np.uint16) * 16  # 12-bit data in a 16-bit file
+    src = write_tiff(tmp_path / "cam.tif", lr)
+    argv = ["upscale", str(src), "--model", files["model"], "--device", "cpu", "--out", str(tmp_path)]
+    assert main([*argv, "--consistency", "--intensity", "bits:12"]) == 0
+    with tifffile.TiffFile(tmp_path / "cam_x4.tif") as tif:
+        recorded = json.loads(tif.pages.first.description)["lr_consistency_psnr"]
+    capsys.readouterr()
+    check = ["consistency", str(tmp_path / "cam_x4.tif"), str(src), "--out"]
+    assert main([*check, str(tmp_path / "map.tif")]) == 0  # by the recorded bits:12
+    assert last_db(capsys.readouterr().out) == pytest.approx(recorded, abs=0.01)
+    assert main([*check, str(tmp_path / "map.tif"), "--intensity", "range"]) == 0  # fractions of 65535
+    assert last_db(capsys.readouterr().out) > recorded + 20

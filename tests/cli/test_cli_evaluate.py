@@ -82,7 +82,8 @@ def test_evaluate_degrades_hr_images_without_lr_and_writes_beside_them_by_defaul
         (["--methods", " , "], "give them comma-separated, e.g. --methods bicubic,realesrgan-x4plus"),
         (["--methods", "bicubic,missing/model.pth"], "model file missing/model.pth does not exist"),
         (["--lr", "MISSING"], "does not exist"),
-        (["--bit-depth", "12"], "HR image field1_hr: a uint8 image holds at most 8 bits, not 12"),
+        (["--intensity", "bits:12"], "HR image field1_hr: a uint8 image holds at most 8 bits, not 12"),
+        (["--intensity", "bits"], "a bit depth goes with intensity mode bits and only with it"),
     ],
 )
 def test_evaluate_reports_bad_input_clearly(files, tmp_path, capsys, extra, message):

@@ -110,7 +110,8 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(files, tmp_path, capsys, monke
         (["--early-stop", "--val-fraction", "0"], "early stopping needs a validation set"),
         (["--freeze-blocks", "9"], "freeze at most 3"),
         (["--resume"], "holds no fine-tuning run"),
-        (["--bit-depth", "12"], "a uint8 image holds at most 8 bits, not 12"),
+        (["--intensity", "bits:12"], "a uint8 image holds at most 8 bits, not 12"),
+        (["--intensity", "percentile:5"], "percentile takes two percentiles LOW,HIGH"),
     ],
 )
 def test_finetune_errors_say_how_to_fix(files, tmp_path, capsys, options, message):
@@ -152,6 +153,6 @@ def test_help_lists_the_options(capsys):
         "--ema",
         "--max-minutes",
         "--resume",
-        "--bit-depth",
+        "--intensity",
     ):
         assert option in text

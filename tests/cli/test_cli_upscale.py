@@ -77,23 +77,44 @@ def test_output_beside_the_input_is_the_core_result_with_the_pixel_size_scaled(m
     np.testing.assert_array_equal(read_image(src).data, image)  # the original is untouched
 
 
-def test_a_bit_depth_is_used_and_recorded_and_its_absence_hinted_at(model_file, tmp_path, caplog):
+def test_the_intensity_is_used_and_recorded_and_a_dark_range_hinted_at(model_file, tmp_path, caplog):
     image = gray((16, 16))
     image[0, 0] = 4095
     src = write_tiff(tmp_path / "field.tif", image)
-    assert cli(src, "--bit-depth", "12", model=model_file) == 0
-    assert "--bit-depth" not in caplog.text
-    out = read_image(tmp_path / "field_microdisk_sr" / "field_x4.tif")
-    expected = upscale_array(image, models.load_model(model_file), device="cpu", bit_depth=12)
-    np.testing.assert_array_equal(out.data, expected)
-    assert out.data.max() <= 4095
-    with tifffile.TiffFile(tmp_path / "field_microdisk_sr" / "field_x4.tif") as tif:
-        assert json.loads(tif.pages.first.description)["bit_depth"] == 12
-    assert cli(src, model=model_file) == 0
-    assert "give bit_depth=12 (--bit-depth 12)" in caplog.text  # shown on stderr by the CLI's logging
+    model = models.load_model(model_file)
+    for option, folder in (
+        ([], "auto"),
+        (["--intensity", "bits:12"], "bits"),
+        (["--intensity", "range"], "range"),
+    ):
+        caplog.clear()
+        assert cli(src, *option, "--out", tmp_path / folder, model=model_file) == 0
+        out = read_image(tmp_path / folder / "field_x4.tif")
+        expected = upscale_array(image, model, device="cpu", intensity=option[1] if option else None)
+        np.testing.assert_array_equal(out.data, expected)
+        with tifffile.TiffFile(tmp_path / folder / "field_x4.tif") as tif:
+            assert json.loads(tif.pages.first.description)["intensity"] == (option[1] if option else "auto")
+        hinted = "if it holds 12-bit data, use intensity bits:12 (or percentile)" in caplog.text
+        assert hinted == (folder == "range")  # shown on stderr by the CLI's logging
+    assert read_image(tmp_path / "bits" / "field_x4.tif").data.max() <= 4095
 
     rgba = np.dstack([image, image, image, np.full_like(image, 65535)])  # alpha keeps its own range
-    assert cli(write_tiff(tmp_path / "rgba.tif", rgba), "--bit-depth", "12", model=model_file) == 0
+    assert cli(write_tiff(tmp_path / "rgba.tif", rgba), "--intensity", "bits:12", model=model_file) == 0
+
+
+def test_each_input_of_a_batch_is_mapped_by_itself_so_exposures_keep_their_ratio(model_file, tmp_path):
+    """A field at 1x and 2x exposure in one run: the second output is twice the first, and the first is
+    the same as when it is upscaled alone (no image's result depends on the others in the batch)."""
+    once = gray((24, 20)) // 20 + 100  # dim 16-bit data: 100 to 299
+    (tmp_path / "plate").mkdir()
+    write_tiff(tmp_path / "plate" / "a.tif", once)
+    write_tiff(tmp_path / "plate" / "b.tif", once * 2)
+    assert cli(tmp_path / "plate", "--out", tmp_path / "both", model=model_file) == 0
+    assert cli(tmp_path / "plate" / "a.tif", "--out", tmp_path / "alone", model=model_file) == 0
+    a, b = (read_image(tmp_path / "both" / f"{name}_x4.tif").data for name in ("a", "b"))
+    np.testing.assert_array_equal(a, read_image(tmp_path / "alone" / "a_x4.tif").data)
+    assert b.mean() / a.mean() == pytest.approx(2.0, rel=0.01)
+    assert np.abs(b.astype(int) - 2 * a.astype(int)).max() <= 2  # rounding, twice
 
 
 def test_provenance_names_the_input_by_its_absolute_path(model_file, tmp_path, monkeypatch):
@@ -150,11 +171,12 @@ def test_a_4d_stack_is_written_with_its_axes_and_reopens_as_it_went_in(model_fil
 def test_wide_signed_integers_come_back_within_their_values(model_file, tmp_path, dtype):
     image = gray((16, 16), dtype) % 100  # values 0..99: once written back as millions
     src = write_tiff(tmp_path / "deep.tif", image)
-    assert cli(src, "--out", tmp_path / "out", model=model_file) == 0
+    assert cli(src, "--out", tmp_path / "out", "--intensity", "range", model=model_file) == 0
     out = read_image(tmp_path / "out" / "deep_x4.tif").data
     assert out.dtype == dtype
-    assert image.min() <= out.min() <= out.max() <= image.max()
-    as_float = upscale_array(image.astype(np.float32), models.load_model(model_file), device="cpu")
+    assert image.min() <= out.min() <= out.max() <= image.max()  # range mode clips to them
+    model = models.load_model(model_file)
+    as_float = upscale_array(image.astype(np.float32), model, device="cpu", intensity="range")
     np.testing.assert_allclose(out, np.rint(as_float), rtol=0, atol=1)
 
 
@@ -257,8 +279,14 @@ def test_output_that_would_be_an_input_is_refused(model_file, tmp_path, capsys, 
         (["--tile", "-1"], "tile must be"),
         (["--tile-pad", "-3"], "tile_pad must be"),
         (["--model", "no-such-model"], "unknown model"),
-        (["--bit-depth", "10"], "a.tif: values reach"),  # gray() is 12-bit data
-        (["--bit-depth", "0"], "bit depth must be"),
+        (["--intensity", "bits:10"], "a.tif: values reach"),  # gray() is 12-bit data
+        (["--intensity", "bits:0"], "cannot read intensity 'bits:0' (bit depth must be a whole number"),
+        (
+            ["--intensity", "gamma"],
+            "unknown intensity 'gamma'; give auto, range, bits:N (1 to 64), percentile",
+        ),
+        (["--intensity", "percentile:99,1"], "percentiles must be two numbers 0 <= low < high <= 100"),
+        (["--intensity", "percentile:1"], "percentile takes two percentiles LOW,HIGH"),
     ],
 )
 def test_bad_options_are_refused(model_file, tmp_path, capsys, no_compute, options, fragment):

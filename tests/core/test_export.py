@@ -159,7 +159,7 @@ def test_package_loads_as_a_model_and_upscales_like_its_run(package, run_dir, tm
 
 
 def test_a_12_bit_export_declares_uint16_scaled_by_4095(run_dir, tmp_path):
-    result = export_package(run_dir / "model.pth", tmp_path / "twelve.zip", bit_depth=12)
+    result = export_package(run_dir / "model.pth", tmp_path / "twelve.zip", intensity="bits:12")
     rdf, _ = _rdf(result.path)
     assert rdf["inputs"][0]["data"] == {"type": "uint16", "range": [0.0, 4095.0]}
     gain = rdf["inputs"][0]["preprocessing"][1]["kwargs"]["gain"]
@@ -169,9 +169,19 @@ def test_a_12_bit_export_declares_uint16_scaled_by_4095(run_dir, tmp_path):
     assert test_in.dtype == np.uint16
     assert test_in.max() <= 4095
     ours = upscale_array(
-        test_in[0].transpose(1, 2, 0), load_model(run_dir / "model.pth"), tile=0, device="cpu", bit_depth=12
+        test_in[0].transpose(1, 2, 0),
+        load_model(run_dir / "model.pth"),
+        tile=0,
+        device="cpu",
+        intensity="bits:12",
     )
     assert np.abs(ours.astype(np.float32) - test_out[0].transpose(1, 2, 0)).max() <= 0.5 + 1e-2
+    for refused in (
+        {"intensity": "percentile"},
+        {"dtype": "uint16"},
+    ):  # the run's auto is percentile for uint16
+        with pytest.raises(InputError, match="cannot invert a percentile map"):
+            export_package(run_dir / "model.pth", tmp_path / "p.zip", **refused)
 
 
 def test_a_gray_package_passes_bioimageio_core_and_matches_upscale_of_gray_images(run_dir, tmp_path):

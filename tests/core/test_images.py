@@ -6,13 +6,18 @@ import torch
 
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.images import (
+    AUTO,
+    RANGE,
     ImageLayout,
+    Intensity,
     Normalization,
     check_bit_depth,
     from_model_output,
     image_layout,
     likely_bit_depth,
     normalizations_for,
+    percentile_range,
+    recorded_intensity,
     resize_alpha,
     to_model_input,
     validate_image,
@@ -123,7 +128,7 @@ def test_rgb_true_needs_a_channel_axis(shape):
 def test_integer_round_trip_is_exact_for_every_value(dtype):
     info = np.iinfo(dtype)
     values = np.arange(info.min, info.max + 1).astype(dtype)
-    norm, _ = normalizations_for(values.reshape(1, -1), image_layout((1, values.size)))
+    norm, _ = normalizations_for(values.reshape(1, -1), image_layout((1, values.size)), intensity=RANGE)
     unit = norm.to_unit(values)
     assert unit.dtype == np.float32
     assert unit.min() == 0.0
@@ -131,9 +136,9 @@ def test_integer_round_trip_is_exact_for_every_value(dtype):
     np.testing.assert_array_equal(norm.from_unit(unit), values)
 
 
-def test_dim_uint16_keeps_its_16_bit_range():
+def test_dim_uint16_keeps_its_16_bit_range_in_range_mode():
     image = np.array([[0, 100, 255]], np.uint16)  # max < 256 is still 16-bit data, not 8-bit
-    norm, _ = normalizations_for(image, image_layout(image.shape))
+    norm, _ = normalizations_for(image, image_layout(image.shape), intensity=RANGE)
     assert (norm.low, norm.high) == (0.0, 65535.0)
     assert norm.to_unit(image).max() == pytest.approx(255 / 65535)
 
@@ -152,7 +157,7 @@ def test_wide_integer_normalizations_clip_without_overflow(dtype):
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64])
 def test_signed_and_wide_integers_map_by_their_own_range_and_come_back_within_it(dtype):
     image = np.arange(100).reshape(10, 10).astype(dtype)
-    norm, _ = normalizations_for(image, image_layout(image.shape))
+    norm, _ = normalizations_for(image, image_layout(image.shape), intensity=RANGE)
     assert (norm.low, norm.high) == (0.0, 99.0)
     unit = norm.to_unit(image)
     assert (unit.min(), unit.max()) == (0.0, 1.0)
@@ -161,13 +166,13 @@ def test_signed_and_wide_integers_map_by_their_own_range_and_come_back_within_it
 
 
 def test_uint32_takes_a_bit_depth_like_uint16():
-    assert value_range(np.array([[0, 99]], np.uint32), bit_depth=12) == (0.0, 4095.0)
+    assert value_range(np.array([[0, 99]], np.uint32), intensity=Intensity("bits", bits=12)) == (0.0, 4095.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_float_images_map_by_their_own_range_and_come_back(dtype):
     image = np.linspace(-3.5, 12.0, 64).reshape(8, 8).astype(dtype)
-    norm, _ = normalizations_for(image, image_layout(image.shape))
+    norm, _ = normalizations_for(image, image_layout(image.shape), intensity=RANGE)
     assert (norm.low, norm.high) == (-3.5, 12.0)
     unit = norm.to_unit(image)
     assert unit.min() == 0.0
@@ -196,7 +201,7 @@ def test_rgba_colour_and_alpha_are_normalised_separately():
     image = np.zeros((4, 4, 4), np.float32)
     image[..., :3] = np.linspace(0, 1000, 48).reshape(4, 4, 3)
     image[..., 3] = np.linspace(0, 1, 16).reshape(4, 4)
-    color, alpha = normalizations_for(image, image_layout(image.shape))
+    color, alpha = normalizations_for(image, image_layout(image.shape), intensity=RANGE)
     assert (color.low, color.high) == (0.0, 1000.0)
     assert alpha is not None
     assert (alpha.low, alpha.high) == (0.0, 1.0)
@@ -262,11 +267,12 @@ def test_alpha_is_resized_bicubically_and_clipped_to_its_range():
         (np.float64, -1.5, 3.0),
     ],
 )
-def test_tensor_mapping_equals_the_numpy_mapping_bit_for_bit(dtype, low, high):
+@pytest.mark.parametrize("clip", [True, False])
+def test_tensor_mapping_equals_the_numpy_mapping_bit_for_bit(dtype, low, high, clip):
     """Where the mapping runs on the model's device it gives exactly what numpy gives, and leaves the
-    (read-only, here) input alone."""
+    (read-only, here) input alone; with and without clipping to the range (percentile mode)."""
     rng = np.random.default_rng(3)
-    norm = Normalization(np.dtype(dtype), low, high)
+    norm = Normalization(np.dtype(dtype), low, high, clip=clip)
     values = (low + rng.random((7, 9, 3)) * (high - low)).astype(dtype)
     values.flags.writeable = False
     kept = values.copy()
@@ -275,7 +281,7 @@ def test_tensor_mapping_equals_the_numpy_mapping_bit_for_bit(dtype, low, high):
     np.testing.assert_array_equal(x[0].permute(1, 2, 0).numpy(), norm.to_unit(values))
     y = torch.from_numpy(rng.random((1, 3, 7, 9), dtype=np.float32) * 1.4 - 0.2)
     for gray in (False, True):
-        expected = y[0].clamp(0, 1)
+        expected = y[0].clamp(0, 1) if clip else y[0]
         expected = expected.mean(dim=0) if gray else expected.permute(1, 2, 0)
         out = from_model_output(y, norm, gray=gray)
         assert out.dtype == np.dtype(dtype)
@@ -287,16 +293,17 @@ def test_tensor_mapping_equals_the_numpy_mapping_bit_for_bit(dtype, low, high):
 
 def test_a_bit_depth_maps_unsigned_data_of_that_depth_to_the_full_unit_range():
     image = np.array([[0, 1000], [2048, 4095]], np.uint16)
-    assert value_range(image) == (0.0, 65535.0)
-    assert value_range(image, bit_depth=12) == (0.0, 4095.0)
-    norm, _ = normalizations_for(image, image_layout(image.shape), bit_depth=12)
+    twelve = Intensity("bits", bits=12)
+    assert value_range(image, intensity=RANGE) == (0.0, 65535.0)
+    assert value_range(image, intensity=twelve) == (0.0, 4095.0)
+    norm, _ = normalizations_for(image, image_layout(image.shape), intensity=twelve)
     unit = norm.to_unit(image)
     assert unit.max() == 1.0
     np.testing.assert_array_equal(norm.from_unit(unit), image)  # exact round trip
     assert norm.from_unit(np.array([1.5]))[0] == 4095  # outputs stay within the depth
     rgba = np.zeros((4, 4, 4), np.uint16)
     rgba[..., 3] = 65535  # alpha keeps its own (dtype) range
-    color, alpha = normalizations_for(rgba, image_layout(rgba.shape), bit_depth=12)
+    color, alpha = normalizations_for(rgba, image_layout(rgba.shape), intensity=twelve)
     assert (color.high, alpha.high) == (4095.0, 65535.0)
 
 
@@ -313,7 +320,7 @@ def test_a_bit_depth_maps_unsigned_data_of_that_depth_to_the_full_unit_range():
 )
 def test_a_bit_depth_that_does_not_fit_the_data_is_refused(values, bit_depth, match):
     with pytest.raises(InputError, match=match):
-        value_range(values, bit_depth=bit_depth)
+        value_range(values, intensity=Intensity("bits", bits=bit_depth))
 
 
 def test_check_bit_depth_alone_checks_the_number():
@@ -336,3 +343,115 @@ def test_check_bit_depth_alone_checks_the_number():
 )
 def test_likely_bit_depth_is_a_hint_for_sparse_wide_integers(peak, dtype, expected):
     assert likely_bit_depth(np.array([[0, peak]], dtype)) == expected
+
+
+# --- intensity modes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("auto", AUTO),
+        ("range", RANGE),
+        ("bits:12", Intensity("bits", bits=12)),
+        ("percentile", Intensity("percentile", percentiles=(1, 99.8))),
+        (" Percentile:0.5,99 ", Intensity("percentile", percentiles=(0.5, 99.0))),
+        ("auto:2,98", Intensity("auto", percentiles=(2, 98))),
+    ],
+)
+def test_intensity_text_form_reads_and_writes_back(text, expected):
+    parsed = Intensity.parse(text)
+    assert parsed == expected
+    assert Intensity.parse(str(parsed)) == parsed
+    assert Intensity.parse(parsed) is parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("gamma", "unknown intensity 'gamma'; give auto, range, bits:N"),
+        ("bits", "a bit depth goes with intensity mode bits"),
+        ("bits:twelve", "cannot read intensity 'bits:twelve'"),
+        ("bits:0", "whole number from 1 to 64, not 0"),
+        ("percentile:99.8,1", "two numbers 0 <= low < high <= 100"),
+        ("percentile:1", "percentile takes two percentiles LOW,HIGH, not 1"),
+        ("percentile:1,101", "two numbers 0 <= low < high <= 100"),
+        ("range:1,99", "intensity range takes no argument"),
+    ],
+)
+def test_intensity_text_errors_say_what_to_give(text, match):
+    with pytest.raises(InputError, match=match):
+        Intensity.parse(text)
+
+
+def test_intensity_is_validated_when_built():
+    with pytest.raises(InputError, match="percentiles apply to modes auto and percentile"):
+        Intensity("range", percentiles=(2, 98))
+    with pytest.raises(InputError, match="unknown intensity mode"):
+        Intensity("minmax")
+    with pytest.raises(InputError, match="two numbers"):
+        Intensity("percentile", percentiles=(float("nan"), 99))
+
+
+def test_auto_maps_uint8_by_its_range_and_other_dtypes_by_percentile():
+    assert AUTO.for_dtype(np.uint8) == RANGE
+    for dtype in (np.uint16, np.int16, np.uint32, np.float32):
+        assert AUTO.for_dtype(dtype) == Intensity("percentile")
+    assert Intensity("auto", percentiles=(2, 98)).for_dtype(np.uint16).percentiles == (2.0, 98.0)
+    dim = np.arange(10_000, dtype=np.uint16).reshape(100, 100) % 211  # values 0 to 210
+    norm, _ = normalizations_for(dim, image_layout(dim.shape))
+    assert (norm.low, norm.high) == pytest.approx(tuple(np.percentile(dim, [1, 99.8])))
+    assert not norm.clip
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int8, np.int16])
+@pytest.mark.parametrize("shape", [(9, 13), (3, 7, 5), (2, 4, 6, 3), (1, 1)])
+def test_percentiles_from_the_histogram_equal_numpys(dtype, shape):
+    info = np.iinfo(dtype)
+    values = np.random.default_rng(5).integers(info.min, info.max, (*shape, 2), endpoint=True).astype(dtype)
+    values = values[..., 0]  # a view that is not contiguous, as the colour of an RGBA image is
+    for percentiles in ((1.0, 99.8), (0.0, 100.0), (33.3, 50.0)):
+        np.testing.assert_allclose(
+            percentile_range(values, percentiles), np.percentile(values, percentiles), rtol=1e-12
+        )
+
+
+def test_percentile_map_is_an_exact_inverse_and_keeps_peaks_above_the_high_percentile():
+    rng = np.random.default_rng(2)
+    image = rng.integers(40, 200, (64, 64)).astype(np.uint16)
+    image[10, 10], image[20, 30] = 3000, 65535  # two bright disks' peaks, above the 99.8th percentile
+    norm, _ = normalizations_for(image, image_layout(image.shape), intensity=Intensity("percentile"))
+    assert norm.high < 3000
+    unit = norm.to_unit(image)
+    assert unit.max() > 1  # not clipped on the way in, as in CSBDeep
+    np.testing.assert_array_equal(norm.from_unit(unit), image)  # every value, peaks included
+    out = from_model_output(torch.from_numpy(unit).expand(1, 3, 64, 64), norm, gray=True)
+    np.testing.assert_array_equal(out, image)
+    extreme = torch.tensor([-5.0, 1e6]).reshape(1, 1, 1, 2).expand(1, 3, 1, 2)
+    over = from_model_output(extreme, norm, gray=True)
+    assert over.tolist() == [[0, 65535]]  # clipped only to what uint16 holds
+    floats = image.astype(np.float32) / 7
+    fnorm, _ = normalizations_for(floats, image_layout(floats.shape), intensity=Intensity("percentile"))
+    np.testing.assert_allclose(fnorm.from_unit(fnorm.to_unit(floats)), floats, rtol=1e-6)
+    beyond = fnorm.from_unit(np.array([-1.0, 2.0]))  # not clipped to the percentile range
+    assert beyond.tolist() == pytest.approx(
+        [2 * fnorm.low - fnorm.high, 2 * fnorm.high - fnorm.low], rel=1e-6
+    )
+
+
+def test_percentiles_that_coincide_fall_back_to_the_minimum_and_maximum():
+    image = np.full((50, 50), 100, np.uint16)
+    image[0, 0] = 900  # one value in 2,500 differs: the 1st and 99.8th percentiles are both 100
+    assert percentile_range(image, (1.0, 99.8)) == (100.0, 900.0)
+    constant = np.full((4, 4), 3.5, np.float32)
+    norm, _ = normalizations_for(constant, image_layout(constant.shape))
+    np.testing.assert_array_equal(norm.from_unit(np.float32([0.0, 0.7])), 3.5)
+
+
+def test_recorded_intensity_reads_new_and_old_configurations():
+    assert recorded_intensity({"intensity": "percentile:2,99"}) == Intensity(
+        "percentile", percentiles=(2, 99)
+    )
+    assert recorded_intensity({"bit_depth": 12}) == Intensity("bits", bits=12)
+    assert recorded_intensity({"bit_depth": None}) == RANGE  # what a run without a bit depth used then
+    assert recorded_intensity({}) is None

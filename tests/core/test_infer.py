@@ -15,7 +15,7 @@ from napari_microdisk_sr.core import device as device_module
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.errors import InputError, MicrodiskSRError
-from napari_microdisk_sr.core.images import Normalization, resize_alpha
+from napari_microdisk_sr.core.images import Intensity, Normalization, resize_alpha
 from napari_microdisk_sr.core.infer import (
     MIN_TILE,
     Region,
@@ -25,8 +25,9 @@ from napari_microdisk_sr.core.infer import (
     upscale_array,
 )
 from napari_microdisk_sr.core.model_copies import _PREPARED, prepared
-from napari_microdisk_sr.core.models import LoadedModel, ModelSpec
+from napari_microdisk_sr.core.models import LoadedModel, ModelSpec, load_model
 from napari_microdisk_sr.core.progress import StopFlag, drive
+from napari_microdisk_sr.core.sample import make_scene
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -200,12 +201,13 @@ def test_values_come_back_in_the_input_dtype_and_range(dtype, low, high):
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64])
 def test_signed_and_wide_integers_are_upscaled_like_floats_of_the_same_values(dtype):
-    """Values 0 to 99 map by their own range: the result stays within it and is the float32 result rounded,
-    not noise of millions (by an int32's full range every level would be within float32 rounding of 0.5)."""
+    """In range mode values 0 to 99 map by their own range: the result stays within it and is the float32
+    result rounded, not noise of millions (by an int32's full range every level would be within float32
+    rounding of 0.5)."""
     image = np.random.default_rng(0).integers(0, 100, (12, 10)).astype(dtype)
     image[0, :2] = 0, 99
-    out, _ = run(image, tiny_srvgg(), scale=4, tile=0)
-    as_float, _ = run(image.astype(np.float32), tiny_srvgg(), scale=4, tile=0)
+    out, _ = run(image, tiny_srvgg(), scale=4, tile=0, intensity="range")
+    as_float, _ = run(image.astype(np.float32), tiny_srvgg(), scale=4, tile=0, intensity="range")
     assert out.dtype == dtype
     assert 0 <= out.min() <= out.max() <= 99
     assert np.ptp(as_float) > 10  # the network's output has contrast to compare
@@ -221,8 +223,8 @@ def test_constant_image_is_upscaled_to_the_same_constant():
 def test_gray_is_processed_as_rgb_and_returned_as_gray():
     net = tiny_srvgg()
     gray = rng_image((13, 17))
-    out, _ = run(gray, net, scale=4, tile=0)
-    as_rgb, _ = run(np.repeat(gray[..., None], 3, axis=-1), net, scale=4, tile=0)
+    out, _ = run(gray, net, scale=4, tile=0, intensity="range")  # percentiles of 3 copies differ a little
+    as_rgb, _ = run(np.repeat(gray[..., None], 3, axis=-1), net, scale=4, tile=0, intensity="range")
     assert out.shape == (52, 68)
     np.testing.assert_allclose(out, as_rgb.mean(axis=-1), atol=1e-5)
 
@@ -383,7 +385,8 @@ def test_the_result_carries_the_settings_in_effect():
         "tile_pad": 38,  # x2 inputs are pixel-unshuffled by 2: the pad is rounded up to even, as upscale does
         "half": cpu_has_native_bf16(),  # bfloat16 on the CPU only where it is native
         "precision": "bfloat16" if cpu_has_native_bf16() else "float32",
-        "bit_depth": None,
+        "intensity": "auto",
+        "value_range": list(np.percentile(image, [1, 99.8])),  # auto maps float images by percentile
     }
     assert drive(upscale(image, model, device="cpu")).provenance["tile_pad"] == spec.tile_pad == 38
     bare = drive(upscale(image[:4, :4], Nearest(), scale=4, device="cpu")).provenance
@@ -401,24 +404,77 @@ class Probe(Nearest):
         return super().forward(x)
 
 
-def test_a_bit_depth_shows_the_network_the_data_at_full_range(caplog):
-    image = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 65).clip(0, 4095)
-    image[0, 0] = 4095  # a 12-bit camera's brightest pixel
-    SEEN.clear()
-    with caplog.at_level(logging.WARNING):
-        out = upscale_array(image, Probe(), scale=4, device="cpu", tile=0)
-    assert max(SEEN) == pytest.approx(4095 / 65535)  # the full uint16 range: 16x too dark
-    assert "reaches only 4095: if it holds 12-bit data" in caplog.text
-    caplog.clear()
-    SEEN.clear()
-    with caplog.at_level(logging.WARNING):
-        out12 = upscale_array(image, Probe(), scale=4, device="cpu", tile=0, bit_depth=12)
-    assert max(SEEN) == 1.0
-    assert not caplog.text
-    np.testing.assert_array_equal(out12, out)  # nearest neighbour: the mapping goes back exactly
+def test_the_intensity_mode_decides_what_the_network_sees(caplog):
+    image = np.arange(64, dtype=np.uint16).reshape(8, 8) * 50
+    image[0, 0] = 4095  # a 12-bit camera's brightest pixel, a peak above the 99.8th percentile
+    seen = {}
+    for text in ("range", "bits:12", "auto", "percentile:0,100"):
+        SEEN.clear()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            result = drive(upscale(image, Probe(), scale=4, device="cpu", tile=0, intensity=text))
+        seen[text] = (max(SEEN), caplog.text, result)
+        np.testing.assert_array_equal(result.image, nearest_x4(image))  # the mapping goes back exactly
+        assert result.provenance["intensity"] == text
+    assert seen["range"][0] == pytest.approx(4095 / 65535)  # the full uint16 range: 16x too dark
+    assert "reaches only 4095: if it holds 12-bit data, use intensity bits:12" in seen["range"][1]
+    assert seen["bits:12"][0] == 1.0
+    assert seen["auto"][0] > 1.0  # its 99.8th percentile, below the peak, maps to 1: nothing is clipped
+    assert seen["auto"][2].provenance["value_range"] == list(np.percentile(image, [1, 99.8]))
+    assert seen["percentile:0,100"][0] == 1.0
+    for needs_no_hint in ("bits:12", "auto", "percentile:0,100"):
+        assert not seen[needs_no_hint][1]
     with pytest.raises(InputError, match="values reach 5000, above 4095"):
-        upscale(np.full((8, 8), 5000, np.uint16), Probe(), scale=4, bit_depth=12)
-    assert drive(upscale(image, Probe(), scale=4, device="cpu", bit_depth=12)).provenance["bit_depth"] == 12
+        upscale(np.full((8, 8), 5000, np.uint16), Probe(), scale=4, intensity="bits:12")
+    with pytest.raises(InputError, match="unknown intensity 'twelve'"):
+        upscale(image, Probe(), scale=4, intensity="twelve")
+
+
+def dim_fluorescence(size: int = 64) -> np.ndarray:
+    """The issue's dim 16-bit image: a field of disks on a dark background, values 106 to 210, mean 124."""
+    lr = make_scene(seed=1, size=(size, size), dtype="uint8", background="dark").lr.astype(np.float64)
+    unit = (lr - lr.min()) / (lr.max() - lr.min())
+    return np.rint(105.5 + (210 - 105.5) * unit).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def compact():
+    return load_model("realesr-animevideov3")
+
+
+def test_a_dim_16_bit_image_keeps_its_mean_intensity_by_default(compact):
+    image = dim_fluorescence()
+    assert (image.max(), round(image.mean())) == (210, 124)
+    out = drive(upscale(image, compact, tile=0, device="cpu"))
+    assert out.provenance["intensity"] == "auto"
+    assert out.image.dtype == np.uint16
+    assert abs(out.image.mean() / image.mean() - 1) < 0.2  # measured: 124.1 -> 123.8
+    by_range = upscale_array(image, compact, tile=0, device="cpu", intensity="range")
+    assert by_range.mean() < 0.3 * image.mean()  # the old default: 124.1 -> 15.0, 8x darker
+
+
+def test_two_exposures_of_a_field_keep_their_ratio_by_default(compact):
+    """Percentile maps are equivariant: twice the exposure is shown to the network as the same image, and
+    its output comes back twice as bright. By the dtype's range the network sees two different images."""
+    once = dim_fluorescence()
+    twice = once * 2
+    means = [upscale_array(image, compact, tile=0, device="cpu").mean() for image in (once, twice)]
+    assert means[1] / means[0] == pytest.approx(2.0, rel=0.01)  # measured: 1.9999
+    by_range = [
+        upscale_array(image, compact, tile=0, device="cpu", intensity="range").mean()
+        for image in (once, twice)
+    ]
+    assert by_range[1] / by_range[0] > 3  # measured: 3.50
+
+
+def test_a_fine_tuned_models_recorded_intensity_is_its_default():
+    image = np.arange(64, dtype=np.uint16).reshape(8, 8) * 50
+    spec = ModelSpec("SRVGGNetCompact", {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 4, "num_conv": 1,
+                                         "upscale": 4, "act_type": "prelu"})  # fmt: skip
+    trained = LoadedModel(spec.build().eval(), spec, "tuned", "t.pth", "cd" * 32, Intensity("bits", bits=12))
+    assert drive(upscale(image, trained, device="cpu")).provenance["intensity"] == "bits:12"
+    given = drive(upscale(image, trained, device="cpu", intensity="percentile")).provenance
+    assert given["intensity"] == "percentile"
 
 
 def test_bare_module_needs_its_scale():
@@ -649,6 +705,9 @@ def test_a_region_equals_the_same_window_of_the_whole_result(shape, region):
     # to float precision, as tiles of other sizes are (convolutions of other sizes round differently)
     assert np.abs(preview.image - expected).max() <= 1e-5 * (image.max() - image.min())
     assert preview.provenance["region"] == [region.y0, region.y1, region.x0, region.x1]
+    # float images map by their percentiles (auto), computed once from the whole image, not the window
+    assert preview.provenance["intensity"] == "auto"
+    assert preview.provenance["value_range"] == list(np.percentile(image, [1, 99.8]))
 
 
 def test_regions_are_checked():

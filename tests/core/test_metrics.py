@@ -182,10 +182,12 @@ def test_a_float_pair_is_scored_on_one_value_range_and_mixed_dtypes_are_refused(
                 ["bicubic"],
                 lr_images=[lr.astype(np.float32) if scale else lr],
                 device="cpu",
+                intensity="range",
             )
         )
         scores[kind] = result.rows[0]["psnr"]
-    # The float pair's data range is its own span of values (each image by its own range: 12 dB lower).
+    # In range mode the float pair's data range is its own span of values (each image by its own range:
+    # 12 dB lower).
     span = (max(scene.hr.max(), scene.lr.max()) - min(scene.hr.min(), scene.lr.min())) / 255.0
     assert scores["float"] == pytest.approx(scores["uint8"] + 20 * math.log10(span), abs=0.1)
     with pytest.raises(InputError, match="HR is uint8 but LR is float32; give both in one dtype"):
@@ -198,7 +200,9 @@ def test_signed_and_wide_integer_pairs_are_scored_like_floats_of_the_same_values
     scores = {}
     for kind in (dtype, np.float64):
         hr, lr = scene.hr.astype(kind), scene.lr.astype(kind)
-        result = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", keep_outputs=True))
+        result = drive(
+            evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", keep_outputs=True, intensity="range")
+        )
         scores[kind] = result.rows[0]["psnr"], result.rows[0]["ssim"]
         output = result.outputs["image1", "bicubic"]
         assert output.dtype == kind
@@ -212,20 +216,43 @@ def test_signed_and_wide_integer_pairs_are_scored_like_floats_of_the_same_values
 def test_a_bit_depth_scores_12_bit_data_against_its_own_range(tmp_path):
     scene = make_scene(seed=4, size=(24, 24))
     hr, lr = scene.hr.astype(np.uint16) * 16, scene.lr.astype(np.uint16) * 16  # 12-bit data in uint16
-    deep = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", bit_depth=12, keep_outputs=True))
+    twelve = "bits:12"
+    deep = drive(
+        evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", intensity=twelve, keep_outputs=True)
+    )
     output = deep.outputs["image1", "bicubic"]
     assert output.max() <= 4095
     assert deep.rows[0]["psnr"] == pytest.approx(
         peak_signal_noise_ratio(hr, output, data_range=4095), abs=1e-4
     )
-    full = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu"))
+    full = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", intensity="range"))
     inflated = full.rows[0]["psnr"] - deep.rows[0]["psnr"]
     assert inflated == pytest.approx(20 * math.log10(65535 / 4095), abs=0.05)  # 24 dB for nothing
-    assert deep.bit_depth == 12
-    assert json.loads(deep.to_json(tmp_path / "m.json").read_text())["bit_depth"] == 12
+    assert deep.intensity == twelve
+    assert json.loads(deep.to_json(tmp_path / "m.json").read_text())["intensity"] == twelve
     lr[0, 0] = 4096
     with pytest.raises(InputError, match="LR image image1: values reach 4096"):
-        evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", bit_depth=12)
+        evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", intensity=twelve)
+
+
+def test_by_default_16_bit_pairs_are_scored_by_the_hrs_percentiles_whatever_their_exposure():
+    """One map, the HR's percentiles, for HR, LR and outputs: a pair at twice the exposure scores the same,
+    and the score no longer depends on how much of the uint16 range the camera used."""
+    scene = make_scene(seed=4, size=(24, 24))
+    scores = []
+    for gain in (1, 2):
+        hr, lr = scene.hr.astype(np.uint16) * gain + 100, scene.lr.astype(np.uint16) * gain + 100
+        result = drive(evaluate([hr], ["bicubic"], lr_images=[lr], device="cpu", keep_outputs=True))
+        assert result.intensity == "auto"
+        low, high = np.percentile(hr, [1, 99.8])
+        expected = peak_signal_noise_ratio(
+            (hr - low) / (high - low),
+            (result.outputs["image1", "bicubic"] - low) / (high - low),
+            data_range=1,
+        )
+        assert result.rows[0]["psnr"] == pytest.approx(expected, abs=1e-3)
+        scores.append(result.rows[0]["psnr"])
+    assert scores[1] == pytest.approx(scores[0], abs=0.05)
 
 
 @pytest.mark.parametrize("degradation", ["bicubic", "realistic"])

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.errors import InputError, OutputError
+from napari_microdisk_sr.core.images import Intensity
 from napari_microdisk_sr.core.pairs import (
     PairConfig,
     PairSampler,
@@ -58,7 +59,8 @@ def _area(x, scale):
         ({"channels": 2}, "channels"),
         ({"patch": 64.0}, "integer"),
         ({"augment": "yes"}, "augment"),
-        ({"bit_depth": 0}, "bit depth"),
+        ({"intensity": "bits:0"}, "bit depth"),
+        ({"intensity": "percentile:5"}, "two percentiles"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
@@ -147,7 +149,9 @@ def test_sampler_is_deterministic_by_seed_and_epoch(degradation):
 
 
 def test_sampler_shapes_and_value_ranges():
-    sampler = PairSampler(_crops(dtype=np.uint16), PairConfig(patch=32, pairs_per_epoch=10))
+    sampler = PairSampler(
+        _crops(dtype=np.uint16), PairConfig(patch=32, pairs_per_epoch=10, intensity="range")
+    )
     assert len(sampler) == 10
     with pytest.raises(InputError, match="batch_size"):
         sampler.batches(0, 0)  # checked when called, before any batch is asked for
@@ -161,14 +165,14 @@ def test_sampler_shapes_and_value_ranges():
     assert lr.dtype == hr.dtype == torch.float32
     assert float(hr.min()) >= 0.0
     assert float(hr.max()) <= 1.0
-    # Integer crops map by their dtype's range: a uint16 value v becomes v / 65535.
+    # In range mode integer crops map by their dtype's range: a uint16 value v becomes v / 65535.
     levels = hr.numpy().astype(np.float64) * 65535
     np.testing.assert_allclose(levels, np.rint(levels), atol=0.02)
 
 
 def test_a_bit_depth_maps_crops_of_that_depth_to_the_full_range():
     crop = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 4  # 0 ... 4092: 12-bit data
-    config = PairConfig(patch=32, pairs_per_epoch=2, augment=False, bit_depth=12)
+    config = PairConfig(patch=32, pairs_per_epoch=2, augment=False, intensity="bits:12")
     _, hr = PairSampler([crop], config).pairs(0, [0])
     np.testing.assert_allclose(hr[0, 0], crop / 4095, rtol=1e-6)
     with pytest.raises(InputError, match="HR image 1: values reach 4096, above 4095"):
@@ -216,11 +220,29 @@ def test_gray_crops_give_three_or_one_channels():
         PairSampler(_crops(1), PairConfig(patch=32, channels=1))
 
 
-def test_float_crops_map_by_their_own_range():
+def test_float_crops_map_by_their_own_range_in_range_mode():
     crop = np.linspace(-5.0, 15.0, 32 * 32, dtype=np.float32).reshape(32, 32)
-    _, hr = PairSampler([crop], PairConfig(patch=32, augment=False)).pairs(0, [0])
+    _, hr = PairSampler([crop], PairConfig(patch=32, augment=False, intensity="range")).pairs(0, [0])
     assert float(hr.min()) == 0.0
     assert float(hr.max()) == 1.0
+
+
+def test_by_default_16_bit_and_float_crops_map_by_their_percentiles_and_8_bit_by_the_range():
+    """auto, as at inference: a dim uint16 crop fills the network's range; peaks above the 99.8th
+    percentile stay above 1, and each crop of a pair (HR and LR alike) is mapped by its own percentiles."""
+    hr_crop = (_crops(1, 64, rgb=False, dtype=np.uint8)[0].astype(np.uint16) // 2) + 100  # dim: 100 to 227
+    hr_crop[5, 5] = 3000  # a peak
+    lr_crop = _area_lr(hr_crop[..., None])[..., 0]
+    config = PairConfig(patch=64, pairs_per_epoch=1, augment=False)  # the patch is the whole crop
+    assert config.intensity == Intensity("auto")
+    lr, hr = PairSampler([hr_crop], config, lr_images=[lr_crop]).pairs(0, [0])
+    for crop, mapped in ((hr_crop, hr[0, 0]), (lr_crop, lr[0, 0])):
+        low, high = np.percentile(crop, [1, 99.8])
+        np.testing.assert_allclose(mapped, (crop - low) / (high - low), rtol=1e-5, atol=1e-6)
+    assert hr.max() > 1.0  # the peak is kept, not clipped
+    eight_bit = _crops(1, 32, dtype=np.uint8)[0]
+    _, hr = PairSampler([eight_bit], PairConfig(patch=32, augment=False)).pairs(0, [0])
+    np.testing.assert_allclose(hr[0], np.moveaxis(eight_bit, -1, 0) / np.float32(255), atol=1e-6)
 
 
 def _area_lr(hr_crop):
@@ -233,7 +255,9 @@ def _area_lr(hr_crop):
 def test_paired_mode_cuts_aligned_patches():
     hr_crops = _crops(2, 64, dtype=np.uint16)
     sampler = PairSampler(
-        hr_crops, PairConfig(patch=32, pairs_per_epoch=12), lr_images=[_area_lr(c) for c in hr_crops]
+        hr_crops,
+        PairConfig(patch=32, pairs_per_epoch=12, intensity="range"),  # one fixed scale for both crops
+        lr_images=[_area_lr(c) for c in hr_crops],
     )
     assert sampler.paired
     lr, hr = sampler.pairs(0, range(12))
@@ -268,7 +292,7 @@ def test_small_crops_are_padded_or_refused():
 
 def test_small_paired_crops_stay_aligned_when_padded():
     hr_crop = _crops(1, 24, dtype=np.uint16)[0]
-    sampler = PairSampler([hr_crop], PairConfig(patch=32), lr_images=[_area_lr(hr_crop)])
+    sampler = PairSampler([hr_crop], PairConfig(patch=32, intensity="range"), lr_images=[_area_lr(hr_crop)])
     lr, hr = sampler.pairs(0, range(4))
     assert hr.shape == (4, 3, 32, 32)
     # Mirror padding with the edge repeated commutes with area down-sampling on the LR grid.

@@ -17,6 +17,7 @@ from napari_microdisk_sr.core import train
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.errors import InputError, TrainingError
+from napari_microdisk_sr.core.images import Intensity
 from napari_microdisk_sr.core.io import read_csv
 from napari_microdisk_sr.core.models import ModelSpec, load_model, save_model
 from napari_microdisk_sr.core.progress import StopFlag, drive
@@ -123,7 +124,8 @@ def test_defaults_are_the_study_recipe():
         ({"device": "tpu"}, "unknown device"),
         ({"max_minutes": 0}, "max_minutes"),
         ({"ema": "yes"}, "ema must be True or False"),
-        ({"bit_depth": 65}, "bit depth must be a whole number from 1 to 64"),
+        ({"intensity": "bits:65"}, "bit depth must be a whole number from 1 to 64"),
+        ({"intensity": "minmax"}, "unknown intensity 'minmax'"),
     ],
 )
 def test_config_refuses_bad_values(changes, message):
@@ -137,8 +139,15 @@ def test_patch_must_be_a_multiple_of_the_scale(srvgg, tmp_path):
 
 
 def test_config_json_round_trip(tmp_path):
-    config = FineTuneConfig(layer_lrs=train.STUDY_LAYER_LRS, early_stop=3, max_minutes=1.5, bit_depth=12)
+    config = FineTuneConfig(
+        layer_lrs=train.STUDY_LAYER_LRS, early_stop=3, max_minutes=1.5, intensity="bits:12"
+    )
+    assert config.to_json()["intensity"] == "bits:12"
     assert FineTuneConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    assert FineTuneConfig().intensity == Intensity("auto")
+    old = config.to_json() | {"bit_depth": None}  # written before the intensity setting: range was used
+    del old["intensity"]
+    assert FineTuneConfig.from_json(old).intensity == Intensity("range")
     with pytest.raises(InputError, match="unknown fine-tuning setting"):
         FineTuneConfig.from_json({"learning_rate": 1e-4})
     with pytest.raises(InputError, match="holds no fine-tuning run"):
@@ -149,7 +158,7 @@ def test_config_json_round_trip(tmp_path):
 
 
 def test_run_yields_events_and_writes_its_folder(srvgg, tmp_path):
-    config = _config(srvgg, epochs=3)
+    config = _config(srvgg, epochs=3, intensity="percentile")  # recorded for the model's later use
     run_dir = tmp_path / "run"
     result, events = _run(config, run_dir)
 
@@ -206,6 +215,8 @@ def test_run_yields_events_and_writes_its_folder(srvgg, tmp_path):
     assert len(provenance["crops"]["validation"]) == 2
     assert info["fine_tuning"]["config"] == config.to_json()
     assert [row["epoch"] for row in info["fine_tuning"]["history"]] == [0, 1, 2, 3]
+    assert info["fine_tuning"]["config"]["intensity"] == str(config.intensity)
+    assert loaded.intensity == config.intensity  # what upscale uses for this model unless told otherwise
 
     # weight_change.csv: per layer group, the absolute change from the parent weights.
     parent = load_model(srvgg).module.state_dict()

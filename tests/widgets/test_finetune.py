@@ -16,6 +16,7 @@ from napari_microdisk_sr._widgets._session import CropSetRef, session_for
 from napari_microdisk_sr.core.calibrate import DegradationProfile, write_profile
 from napari_microdisk_sr.core.crops import crop_disks, crop_pairs, read_crop_set, write_crop_set
 from napari_microdisk_sr.core.detect import disk_box
+from napari_microdisk_sr.core.images import Intensity
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, EventKind, TrainEvent
 from napari_microdisk_sr.core.train.checkpoint import crops_fingerprint
@@ -184,7 +185,8 @@ def _train_until_a_step(viewer, qtbot, tiny_model, crops, tmp_path):
     widget = _open(viewer)
     session_for(viewer).add_crop_set(CropSetRef("disks", crops))
     _tiny_settings(widget, tiny_model, tmp_path, epochs=10_000)
-    widget._bit_depth.value = 8  # the uint8 crops' own depth
+    assert widget._intensity.value == Intensity("auto")
+    widget._intensity.value = Intensity("bits", bits=8)  # the uint8 crops' own depth
     widget._start_button.native.click()
     qtbot.waitUntil(lambda: len(widget._plot.train_points) >= 1, timeout=TIMEOUT_MS)
     return widget, tmp_path / "finetune_disks"
@@ -201,7 +203,7 @@ def test_closing_the_dock_stops_the_run_which_keeps_its_checkpoint_and_model(
     assert (run_dir / CHECKPOINT_FILE).is_file()
     assert (run_dir / MODEL_FILE).is_file()
     assert [run.run_dir for run in session_for(viewer).runs] == [run_dir]  # usable in the other widgets
-    assert json.loads((run_dir / "config.json").read_text())["bit_depth"] == 8
+    assert json.loads((run_dir / "config.json").read_text())["intensity"] == "bits:8"
 
     again = _open(viewer)  # a new Fine-tune widget is free to start another run
     assert again._start_button.enabled

@@ -12,6 +12,7 @@ from qtpy.QtCore import Qt
 from napari_microdisk_sr._widgets import measure
 from napari_microdisk_sr._widgets._session import CropSetRef, RunRef, session_for
 from napari_microdisk_sr.core.crops import crop_disks, write_crop_set
+from napari_microdisk_sr.core.images import Intensity
 from napari_microdisk_sr.core.layers import upscaled_geometry
 from napari_microdisk_sr.core.models import ModelSpec, save_model
 from napari_microdisk_sr.core.sample import make_scene
@@ -80,7 +81,8 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
     assert (widget._lr_layer.value, widget._hr_layer.value) == (lr, hr)  # the small and the large layer
     widget._runs.value = []
     widget._files.value = (run_model, other_model)  # a run's model.pth is named by its folder
-    widget._bit_depth.value = 8  # uint8 data, all 8 bits: the same scores, and recorded
+    assert widget._intensity.value is None  # each model its own mapping, the scores by auto
+    widget._intensity.value = Intensity("bits", bits=8)  # uint8 data, all 8 bits: the same scores, recorded
 
     _run(qtbot, widget)
     assert not _errors(notes)
@@ -104,7 +106,7 @@ def test_paired_layers_with_runs_and_files_fill_a_sortable_table_and_a_csv_besid
         saved = list(csv.DictReader(fh))
     assert [row["method"] for row in saved] == ["bicubic", str(run_model), str(other_model)]
     assert float(saved[0]["psnr"]) == pytest.approx(float(rows[0][2]), abs=0.005)
-    assert json.loads((tmp_path / "truth_microdisk_sr" / "metrics.json").read_text())["bit_depth"] == 8
+    assert json.loads((tmp_path / "truth_microdisk_sr" / "metrics.json").read_text())["intensity"] == "bits:8"
 
     widget._table.sortItems(4, Qt.SortOrder.DescendingOrder)  # by gain over bicubic: numbers, not texts
     texts = [row[4] for row in _table(widget)]

@@ -14,6 +14,7 @@ from napari_microdisk_sr._widgets._session import RunRef, session_for
 from napari_microdisk_sr._widgets.superresolve import SuperResolveWidget
 from napari_microdisk_sr.core import infer, models
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
+from napari_microdisk_sr.core.images import RANGE, Intensity
 from napari_microdisk_sr.core.io import read_image
 from napari_microdisk_sr.core.models import ModelSpec, save_model
 from napari_microdisk_sr.core.sample import make_scene
@@ -214,22 +215,29 @@ def test_runs_reuse_the_loaded_model_until_its_file_changes(
     assert not np.array_equal(viewer.layers[3].data, viewer.layers[1].data)
 
 
-def test_bit_depth_is_hinted_at_used_and_recorded(make_napari_viewer, qtbot, notes, nearest_model, scene):
+def test_intensity_is_hinted_at_used_and_recorded(make_napari_viewer, qtbot, notes, nearest_model, scene):
     data = scene.lr.astype(np.uint16) * 16  # 12-bit data in a 16-bit layer
     viewer, widget = _open(make_napari_viewer, (data, {"name": "cam"}))
-    assert widget._bit_depth.native.currentText() == "dtype's full range"
+    assert widget._intensity.native.currentText() == "model's own (else auto)"
     _use_file_model(widget, nearest_model)
     _run(qtbot, widget)
     warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
-    assert any("if it holds 12-bit data, set Bit depth to 12 bits" in message for message in warnings)
-    assert viewer.layers[-1].metadata["microdisk_sr"]["bit_depth"] is None
+    assert not warnings  # auto maps a uint16 layer by its percentiles: nothing to hint at
+    assert viewer.layers[-1].metadata["microdisk_sr"]["intensity"] == "auto"
+    np.testing.assert_array_equal(viewer.layers[-1].data, data.repeat(4, axis=0).repeat(4, axis=1))
+
+    widget._intensity.value = RANGE
+    _run(qtbot, widget)
+    warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
+    assert any("if it holds 12-bit data, set Intensity to 12 bits (or percentile)" in m for m in warnings)
+    assert viewer.layers[-1].metadata["microdisk_sr"]["intensity"] == "range"
 
     notes.clear()
-    widget._bit_depth.value = 12
+    widget._intensity.value = Intensity("bits", bits=12)
     _run(qtbot, widget)
     assert not [n for n in notes if n.severity == NotificationSeverity.WARNING]
     out = viewer.layers[-1]
-    assert out.metadata["microdisk_sr"]["bit_depth"] == 12
+    assert out.metadata["microdisk_sr"]["intensity"] == "bits:12"
     np.testing.assert_array_equal(out.data, data.repeat(4, axis=0).repeat(4, axis=1))
 
     eight = viewer.add_image(scene.lr, name="eight")  # a uint8 layer cannot be 12-bit data

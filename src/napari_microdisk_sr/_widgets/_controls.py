@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QSizePolicy
 from ..core.degradation import DEGRADATIONS
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.images import bit_depth_hint
+from ..core.images import AUTO, RANGE, Intensity, bit_depth_hint
 from ..core.models import DEFAULT_MODEL
 from ._session import CropSetRef, Session
 
@@ -60,27 +60,41 @@ def refuse(status: Label, message: str) -> None:
 
 BIT_DEPTHS = (8, 10, 12, 14, 16)
 """The bit depths offered: those of microscope cameras."""
-FULL_RANGE = "dtype's full range"
+MODEL_OWN = "model's own (else auto)"
 
 
-def bit_depth_box() -> ComboBox:
-    """A "Bit depth" choice for unsigned integer data: the dtype's full range (None) or a camera's depth."""
+def intensity_box(*, model_default: bool = False) -> ComboBox:
+    """An "Intensity" choice: how image values map to the network's 0-1 and back (see
+    :class:`..core.images.Intensity`). With ``model_default`` it offers, and starts at, None: the mapping the
+    chosen model was fine-tuned with, else auto."""
+    choices = [
+        ("auto (8-bit: range, else percentile)", AUTO),
+        ("percentile 1-99.8 (CSBDeep)", Intensity("percentile")),
+        ("dtype's full range", RANGE),
+        *((f"{bits} bits", Intensity("bits", bits=bits)) for bits in BIT_DEPTHS),
+    ]
+    if model_default:
+        choices.insert(0, (MODEL_OWN, None))
     return ComboBox(
-        label="Bit depth",
-        choices=[(FULL_RANGE, None), *((f"{bits} bits", bits) for bits in BIT_DEPTHS)],
-        value=None,
-        tooltip="Significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing 16-bit "
-        "files: values 0 to 2^N-1 then span the network's whole range. Use the same for fine-tuning, "
+        label="Intensity",
+        choices=choices,
+        value=None if model_default else AUTO,
+        tooltip="How image values map to the network's range and back. auto: 8-bit images by their range, "
+        "16-bit and float images by their 1st-99.8th percentiles (keeps a dim image's intensities). "
+        "N bits: 0 to 2^N-1, for an N-bit camera writing 16-bit files. Use the same for fine-tuning, "
         "super-resolving and measuring images of one camera.",
     )
 
 
 def hint_bit_depth(box: ComboBox, images: "dict[str, np.ndarray]") -> None:
-    """Warn when no bit depth is set but an image seems to hold data of fewer bits than its dtype."""
-    if box.value is not None:
-        return
+    """Warn when an image mapped by its dtype's full range seems to hold data of fewer bits than its dtype."""
+    chosen = box.value
     for name, data in images.items():
-        hint = bit_depth_hint(data, f"{name!r} ({data.dtype})", "set Bit depth to {bits} bits")
+        if chosen is None or chosen.for_dtype(data.dtype) != RANGE:
+            continue
+        hint = bit_depth_hint(
+            data, f"{name!r} ({data.dtype})", "set Intensity to {bits} bits (or percentile)"
+        )
         if hint is not None:
             show_warning(hint)
             return

@@ -48,13 +48,13 @@ from ..core.train import (
 from ._controls import (
     FILE_CHOICE,
     CropSetChoice,
-    bit_depth_box,
     chosen_degradation,
     chosen_model,
     degradation_row,
     device_row,
     folder_edit,
     hint_bit_depth,
+    intensity_box,
     model_row,
     refuse,
     resolved_device,
@@ -153,7 +153,7 @@ class FineTuneWidget(Container):
         self._patch = SpinBox(label="Patch (HR px)", value=defaults.patch, min=16, max=1024, step=16)
         self._pairs = SpinBox(label="Pairs per epoch", value=defaults.pairs_per_epoch, min=1, max=1_000_000)
         self._degradation, self._profile = degradation_row(defaults.degradation)
-        self._bit_depth = bit_depth_box()
+        self._intensity = intensity_box()
         self._device, self._device_info = device_row(defaults.device)
         self._output = folder_edit(
             "Output folder",
@@ -162,7 +162,7 @@ class FineTuneWidget(Container):
         )
         return [
             self._model, self._weights, self._epochs, self._lr, self._batch, self._patch, self._pairs,
-            self._degradation, self._profile, self._bit_depth, self._device, self._device_info, self._output,
+            self._degradation, self._profile, self._intensity, self._device, self._device_info, self._output,
         ]  # fmt: skip
 
     def _advanced_part(self, defaults: FineTuneConfig) -> Container:
@@ -311,7 +311,7 @@ class FineTuneWidget(Container):
             device=self._device.value,
             seed=self._seed.value,
             max_minutes=self._budget.value if self._budget_on.value else None,
-            bit_depth=self._bit_depth.value,
+            intensity=self._intensity.value,
         )
 
     def _start(self) -> None:
@@ -328,7 +328,7 @@ class FineTuneWidget(Container):
             refuse(self._status, str(exc))
             return
         images = crops.crops.images if isinstance(crops.crops, CropSet) else crops.crops
-        hint_bit_depth(self._bit_depth, {crops.name: max(images, key=np.max)})
+        hint_bit_depth(self._intensity, {crops.name: max(images, key=np.max)})
         self._launch(_Run(crops.crops, config, run_dir), resume=False)
 
     def _resume(self) -> None:

@@ -33,10 +33,10 @@ from ..core.models import DEFAULT_MODEL, REGISTRY
 from ..core.outputs import metrics_path_for, unique_name
 from ._controls import (
     CropSetChoice,
-    bit_depth_box,
     device_row,
     folder_edit,
     hint_bit_depth,
+    intensity_box,
     refuse,
     show_rows,
     status_line,
@@ -140,7 +140,7 @@ class MeasureWidget(Container):
         self._lr_layer = ComboBox(label="Low-res. layer", choices=layer_choices(viewer, Image))
         self._hr_layer = ComboBox(label="High-res. layer", choices=layer_choices(viewer, Image))
         self._degradation = ComboBox(label="Degradation", choices=DEGRADATIONS)
-        self._bit_depth = bit_depth_box()
+        self._intensity = intensity_box(model_default=True)
         self._bicubic = CheckBox(text="bicubic", value=True)
         self._pretrained = Select(label="Pretrained", choices=list(REGISTRY), value=[DEFAULT_MODEL])
         self._runs = Select(label="Fine-tuned runs", choices=self._run_choices)
@@ -161,7 +161,7 @@ class MeasureWidget(Container):
         self._form = Container(
             widgets=[
                 self._reference, self._hr_layers, self._crop_set, self._lr_layer, self._hr_layer,
-                self._degradation, self._bit_depth, self._bicubic, self._pretrained, self._runs, self._files,
+                self._degradation, self._intensity, self._bicubic, self._pretrained, self._runs, self._files,
                 self._device, self._device_info, self._error_maps, self._per_disk, self._output,
             ]
         )  # fmt: skip
@@ -311,10 +311,10 @@ class MeasureWidget(Container):
             "names": refs.names,
             "device": self._device.value,
             "error_maps": self._error_maps.value,
-            "bit_depth": self._bit_depth.value,
+            "intensity": self._intensity.value,
             "per_disk": self._per_disk.value,
         }
-        hint_bit_depth(self._bit_depth, dict(zip(refs.names, refs.hr_images, strict=True)))
+        hint_bit_depth(self._intensity, dict(zip(refs.names, refs.hr_images, strict=True)))
         try:
             started = self._jobs.start(
                 lambda stop: _measure(

@@ -30,7 +30,7 @@ from ..core import infer
 from ..core.consistency import lr_consistency
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.images import image_layout, normalizations_for
+from ..core.images import AUTO, Intensity, image_layout, normalizations_for
 from ..core.io import ensure_writable_dir, numbered_paths, output_dir_for, write_tiff
 from ..core.layers import region_geometry, upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
@@ -40,10 +40,10 @@ from ..core.progress import StopFlag
 from ..core.regions import Region
 from ._controls import (
     FILE_CHOICE,
-    bit_depth_box,
     chosen_model,
     device_row,
     hint_bit_depth,
+    intensity_box,
     model_row,
     refuse,
     resolved_device,
@@ -160,7 +160,7 @@ class SuperResolveWidget(Container):
             step=32,
             tooltip="Tile side in input pixels; 0 upscales each image at once (fastest, most memory).",
         )
-        self._bit_depth = bit_depth_box()
+        self._intensity = intensity_box(model_default=True)
         self._device, self._device_info = device_row(info_label="Runs on")
         self._half = CheckBox(
             text="half precision (fast preview)",
@@ -199,7 +199,7 @@ class SuperResolveWidget(Container):
                 self._weights,
                 self._pixel_size,
                 self._tile,
-                self._bit_depth,
+                self._intensity,
                 self._device,
                 self._device_info,
                 self._half,
@@ -263,7 +263,7 @@ class SuperResolveWidget(Container):
     def _view_of(self, layer: Image) -> tuple[Any, ...]:
         """What a preview of the visible region of ``layer`` would show, with which models and settings."""
         models = (chosen_model(self._model, self._weights), self._compare.value)
-        settings = (self._tile.value, self._half.value, self._bit_depth.value, self._device.value)
+        settings = (self._tile.value, self._half.value, self._intensity.value, self._device.value)
         return (layer.name, visible_region(self._viewer, layer), models, settings)
 
     def _fill_pixel_size(self) -> None:
@@ -290,7 +290,7 @@ class SuperResolveWidget(Container):
                 tile=self._tile.value,
                 device=self._device.value,
                 half=bool(self._half.value),
-                bit_depth=self._bit_depth.value,
+                intensity=self._intensity.value,
             )
             resolve_device(config.device)
         except MicrodiskSRError as exc:
@@ -322,11 +322,11 @@ class SuperResolveWidget(Container):
         for source in sources:  # every layer fits the settings before any is upscaled and written
             try:
                 layout = image_layout(source.data.shape, rgb=source.rgb)
-                normalizations_for(source.data, layout, bit_depth=config.bit_depth)
+                normalizations_for(source.data, layout, intensity=config.intensity or AUTO)
             except MicrodiskSRError as exc:
                 refuse(self._status, f"{source.name!r}: {exc}")
                 return
-        hint_bit_depth(self._bit_depth, {source.name: source.data for source in sources})
+        hint_bit_depth(self._intensity, {source.name: source.data for source in sources})
         started = self._jobs.start(
             lambda stop: _superresolve(sources, self._models, model, config, stop, self._consistency.value),
             on_event=self._on_event,
@@ -511,7 +511,7 @@ def _superresolve(
             tile=config.tile,
             device=device,
             half=config.half,
-            bit_depth=config.bit_depth,
+            intensity=config.intensity,
             stop=stop,
             rgb=source.rgb,
         )
@@ -525,7 +525,8 @@ def _superresolve(
         }
         check = None
         if consistency:
-            check = lr_consistency(result.image, source.data, bit_depth=config.bit_depth)
+            used = Intensity.parse(result.provenance["intensity"])
+            check = lr_consistency(result.image, source.data, intensity=used)
             provenance |= check.provenance()
         if source.path is not None:  # the file's name is taken when it is written: two writers never clash
             base = output_dir_for(source.path) / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif"

@@ -6,7 +6,8 @@ from pathlib import Path
 from ..core import io
 from ..core.calibrate import calibrate, write_profile
 from ..core.errors import InputError, OutputError
-from .upscale import add_bit_depth_option
+from ..core.images import RANGE, Intensity
+from .upscale import add_intensity_option
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -37,7 +38,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="PROFILE.json",
         help="the profile to write (never replaced)",
     )
-    add_bit_depth_option(parser)
+    add_intensity_option(parser, default="range; fine-tune with the same")
     parser.set_defaults(func=run)
 
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     io.ensure_writable_dir(args.out.parent)
     lr = io.read_image(args.lr).data
     hr = None if args.hr is None else io.read_image(args.hr).data
-    profile = calibrate(lr, hr, bit_depth=args.bit_depth)
+    profile = calibrate(lr, hr, intensity=Intensity.parse(args.intensity or RANGE))
     path = write_profile(args.out, profile)
     fit = profile.fit
     psf = "not measured" if profile.psf_sigma is None else f"{profile.psf_sigma:.3f} HR px"

@@ -6,7 +6,8 @@ from pathlib import Path
 from ..core import io
 from ..core.consistency import AREA, SCALE, read_profile
 from ..core.consistency import lr_consistency as measure_consistency
-from .upscale import add_bit_depth_option, add_profile_option
+from ..core.images import AUTO, Intensity
+from .upscale import add_intensity_option, add_profile_option
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -31,7 +32,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="MAP.tif",
         help="the map to write (an existing file is kept and -1, -2, ... added)",
     )
-    add_bit_depth_option(parser)
+    add_intensity_option(parser, default="the one SR's provenance records, else auto")
     parser.set_defaults(func=run)
 
 
@@ -41,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     io.ensure_writable_dir(args.out.parent)
     lr = io.read_image(args.lr)
     result = measure_consistency(
-        io.read_image(args.sr).data, lr.data, degradation=degradation, bit_depth=args.bit_depth
+        io.read_image(args.sr).data,
+        lr.data,
+        degradation=degradation,
+        intensity=_intensity(args.intensity, args.sr),
     )
     out = io.write_tiff(
         args.out,
@@ -61,3 +65,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"the profile's noise alone would give {result.noise_psnr:.2f} dB")
     print(f"LR consistency: {result.psnr:.2f} dB")
     return 0
+
+
+def _intensity(given: "str | None", sr: Path) -> Intensity:
+    """The mapping ``given``, else the one ``upscale`` recorded in the SR file's provenance, else auto."""
+    if given is not None:
+        return Intensity.parse(given)
+    recorded = (io.read_tiff_description(sr) or {}).get("intensity")
+    return AUTO if recorded is None else Intensity.parse(recorded)

@@ -12,7 +12,7 @@ from ..core.disk_measures import summarize
 from ..core.errors import InputError
 from ..core.outputs import safe_name
 from ..core.progress import drive
-from .upscale import add_bit_depth_option, add_profile_option
+from .upscale import add_intensity_option, add_profile_option
 
 DEFAULT_METHODS = f"{metrics.BICUBIC},{metrics.PRETRAINED}"
 
@@ -90,7 +90,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "<out stem>_disks.csv beside the table and prints a summary per method",
     )
     add_profile_option(parser)
-    add_bit_depth_option(parser)
+    add_intensity_option(
+        parser, default="each model its own if it was fine-tuned, else auto; the scores by auto"
+    )
     parser.set_defaults(func=run)
 
 
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         error_maps=args.error_maps is not None,
         seed=args.seed,
-        bit_depth=args.bit_depth,
+        intensity=args.intensity,
         consistency=degradation,
         per_disk=args.per_disk,
     )

@@ -26,14 +26,14 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument(
         "--dtype",
         choices=EXPORT_DTYPES,
-        help="the input type the package declares (default: uint16 if a bit depth is known, else uint8); "
+        help="the input type the package declares (default: uint16 if the intensity is bits:N, else uint8); "
         "integers map by their range (or bit depth), float32 images by their own min/max",
     )
     parser.add_argument(
-        "--bit-depth",
-        type=int,
-        metavar="N",
-        help="significant bits of the integer input, e.g. 12 (default: the run's, else the dtype's range)",
+        "--intensity",
+        metavar="range|bits:N",
+        help="the value mapping of integer input: range, or bits:N for N significant bits, e.g. bits:12 "
+        "(default: the run's, else range); a package cannot invert a percentile map",
     )
     parser.add_argument(
         "--gray",
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         args.source,
         args.out,
         dtype=args.dtype,
-        bit_depth=args.bit_depth,
+        intensity=args.intensity,
         gray=args.gray,
         authors=tuple(args.author),
         name=args.name,

@@ -19,7 +19,7 @@ from ..core.errors import MicrodiskSRError
 from ..core.pairs import SMALL_CROP_POLICIES
 from ..core.progress import StopFlag, drive
 from ..core.train import EventKind, FineTuneConfig, Outcome, TrainEvent
-from .upscale import add_bit_depth_option
+from .upscale import add_intensity_option
 
 _DEFAULTS = FineTuneConfig()
 # command-line option (argparse dest) -> FineTuneConfig field
@@ -40,13 +40,11 @@ _FIELDS = {
     "device": "device",
     "seed": "seed",
     "max_minutes": "max_minutes",
-    "bit_depth": "bit_depth",
+    "intensity": "intensity",
 }
 _STOPPED_EXIT = 130  # the shell's code for a job ended by Ctrl-C
 _SETTING = re.compile(
-    r"\b("
-    + "|".join(field for dest, field in _FIELDS.items() if "_" in field and field != "bit_depth")
-    + r")\b"
+    r"\b(" + "|".join(field for dest, field in _FIELDS.items() if "_" in field) + r")\b"
     r"(?:=('?)([\w.]+)\2)?"
 )
 """A setting named as in the API (``batch_size``, ``small_crops='pad'``): errors name its option instead."""
@@ -148,7 +146,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="M",
         help="stop cleanly after M minutes, saving (default: no limit)",
     )
-    add_bit_depth_option(parser)
+    add_intensity_option(parser, default="auto, or the resumed run's own")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
     )

@@ -12,7 +12,7 @@ from ..core.consistency import AREA, read_profile
 from ..core.consistency import lr_consistency as measure_consistency
 from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
 from ..core.errors import InputError
-from ..core.images import image_layout, normalizations_for, validate_image
+from ..core.images import Intensity, image_layout, normalizations_for, validate_image
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
 from ..core.progress import drive
 from ..core.regions import Region
@@ -82,7 +82,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "in fractions of the data range) and records the PSNR in the output's provenance",
     )
     add_profile_option(parser)
-    add_bit_depth_option(parser)
+    add_intensity_option(parser, default="the model's own if it was fine-tuned, else auto")
     parser.add_argument(
         "--region",
         metavar="Y0:Y1,X0:X1",
@@ -114,22 +114,25 @@ def add_profile_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_bit_depth_option(parser: argparse.ArgumentParser) -> None:
-    """``--bit-depth N``, shared by upscale, finetune and evaluate."""
+def add_intensity_option(parser: argparse.ArgumentParser, *, default: str = "auto") -> None:
+    """``--intensity MODE``, the value mapping, shared by every subcommand that maps image values: its text,
+    read by :meth:`.images.Intensity.parse` (whose errors say what to give); None when not given, ``default``
+    says in the help what that means."""
     parser.add_argument(
-        "--bit-depth",
-        type=int,
-        metavar="N",
-        help="significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing 16-bit files: "
-        "values 0 to 2^N-1 map to the network's full range (default: uint8 and uint16 by the dtype's full "
-        "range, which shows 12-bit data 16x too dark; wider and signed integers, like floats, by their own "
-        "minimum and maximum); give the same to finetune, upscale and evaluate",
+        "--intensity",
+        metavar="MODE",
+        help="how image values map to the network's 0-1 and back: auto (uint8 by its range, every other "
+        "dtype by percentile), range (uint8/uint16 by the dtype's full range, others by their min/max), "
+        "bits:N (0 to 2^N-1, e.g. bits:12 for a 12-bit camera writing 16-bit files), percentile or "
+        "percentile:LOW,HIGH (the image's 1st-99.8th percentiles map to 0-1, as in CSBDeep; the output is "
+        f"mapped back and keeps brighter peaks) (default: {default}); give the same to finetune, upscale "
+        "and evaluate",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     config = infer.UpscaleConfig(
-        tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half, bit_depth=args.bit_depth
+        tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half, intensity=args.intensity
     )
     region = None if args.region is None else Region.parse(args.region)
     inputs = batch.expand_inputs(args.inputs)
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(config.device)
     device_text = describe_device(device)
     model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
+    intensity = infer.intensity_for(model, config.intensity)
     scale = model.spec.scale
     window = "" if region is None else f"_{region.y0}-{region.y1}_{region.x0}-{region.x1}"
     targets = [(args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}{window}.tif" for path in inputs]
@@ -156,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         "tile": config.tile,
         "tile_pad": infer.tile_pad_for(model, config.tile_pad),
         "half": config.half and half_dtype(device) is not None,
-        "bit_depth": config.bit_depth,
+        "intensity": str(intensity),
         "region": None if region is None else [region.y0, region.y1, region.x0, region.x1],
     }
 
@@ -167,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         if args.redo or not _done(target, made_with, check_with):
             todo.append((path, target, made_with))
     for path, _, _ in todo:  # check every input to compute before any work; the pixels are read again below
-        _check_input(path, config.bit_depth, region)
+        _check_input(path, intensity, region)
 
     print(f"upscaling x{scale} with {model.name} on {device_text}")
     for path, target, made_with in todo:
@@ -180,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             tile_pad=config.tile_pad,
             device=device,
             half=config.half,
-            bit_depth=config.bit_depth,
+            intensity=intensity,
             region=region,
         )
         with tqdm(desc=path.name, unit="tile", leave=False) as bar:
@@ -193,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         check = None
         if args.consistency:
             check = measure_consistency(
-                result.image, source.data, degradation=degradation, bit_depth=config.bit_depth
+                result.image, source.data, degradation=degradation, intensity=intensity
             )
             provenance |= check.provenance()
         out = io.write_tiff(
@@ -237,13 +241,13 @@ def _done(target: Path, made_with: dict, check_with: "str | None") -> bool:
     return False
 
 
-def _check_input(path: Path, bit_depth: "int | None", region: "Region | None") -> None:
+def _check_input(path: Path, intensity: Intensity, region: "Region | None") -> None:
     """Refuse an input whose pixels the settings cannot upscale, naming the file."""
     image = io.read_image(path).data
     try:
         validate_image(image)
         layout = image_layout(image.shape)
-        normalizations_for(image, layout, bit_depth=bit_depth)
+        normalizations_for(image, layout, intensity=intensity)
         if region is not None:
             region.check_inside(layout.height, layout.width)
     except InputError as exc:

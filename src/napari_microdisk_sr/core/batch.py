@@ -21,7 +21,7 @@ __all__ = ["IMAGE_SUFFIXES", "OUTPUT_SETTINGS", "done_output", "expand_inputs", 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 """The files of a folder that are taken as images."""
 _GLOB_CHARS = "*?["
-OUTPUT_SETTINGS = ("model_sha256", "scale", "tile", "tile_pad", "half", "bit_depth", "region")
+OUTPUT_SETTINGS = ("model_sha256", "scale", "tile", "tile_pad", "half", "intensity", "region")
 """What an output must have been made with to count as done, besides its input's SHA-256: the weights and
 every setting that changes its pixels (the device does not, beyond float rounding)."""
 

@@ -42,7 +42,7 @@ from scipy import optimize
 from . import io
 from .degradation import DEGRADATIONS, blur_downsample
 from .errors import InputError
-from .images import image_layout, value_range
+from .images import RANGE, Intensity, image_layout, value_range
 
 __all__ = [
     "DOWNSAMPLINGS",
@@ -248,7 +248,7 @@ def write_profile(path: "str | os.PathLike[str]", profile: DegradationProfile) -
 
 
 def calibrate(
-    lr: np.ndarray, hr: "np.ndarray | None" = None, *, scale: int = 4, bit_depth: "int | None" = None
+    lr: np.ndarray, hr: "np.ndarray | None" = None, *, scale: int = 4, intensity: Intensity = RANGE
 ) -> DegradationProfile:
     """Fit the degradation profile of the microscope that acquired ``lr``.
 
@@ -262,8 +262,11 @@ def calibrate(
         with each plane ``(scale * h, scale * w)``. Without it only the noise is fitted.
     scale : int
         HR pixels per LR pixel.
-    bit_depth : int, optional
-        Significant bits of unsigned integer images (see :func:`.images.value_range`), for both images.
+    intensity : Intensity
+        How values map to ``[0, 1]`` (see :class:`.images.Intensity`). A profile describes a camera on a
+        fixed scale, so the default is ``range``, and ``bits:N`` suits an N-bit camera; fine-tune with the
+        same mapping, since the profile is applied to the crops in its units (percentile maps, one per
+        image, would fit the gain and offset between two normalised images instead).
 
     Returns
     -------
@@ -277,10 +280,10 @@ def calibrate(
     """
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 2:
         raise InputError(f"scale must be a whole number of at least 2, got {scale!r}")
-    lr_planes = _unit_planes(lr, "LR image", bit_depth)
+    lr_planes = _unit_planes(lr, "LR image", intensity)
     if hr is None:
         return _fit_lr_alone(lr_planes, int(scale))
-    hr_planes = _unit_planes(hr, "HR image", bit_depth)
+    hr_planes = _unit_planes(hr, "HR image", intensity)
     expected = (lr_planes.shape[0], lr_planes.shape[1] * scale, lr_planes.shape[2] * scale)
     if hr_planes.shape != expected:
         raise InputError(
@@ -292,8 +295,9 @@ def calibrate(
     return _fit_pair(lr_planes, hr_planes, int(scale))
 
 
-def _unit_planes(image: np.ndarray, what: str, bit_depth: "int | None") -> np.ndarray:
-    """An image as float32 ``(planes, h, w)`` in ``[0, 1]``, each leading index and colour channel a plane."""
+def _unit_planes(image: np.ndarray, what: str, intensity: Intensity) -> np.ndarray:
+    """An image as float32 ``(planes, h, w)`` mapped by ``intensity``, each leading index and colour channel a
+    plane."""
     image = np.asarray(image)
     if image.dtype.kind not in "uif":
         raise InputError(f"{what} has dtype {image.dtype}; give an integer or float intensity image")
@@ -302,7 +306,7 @@ def _unit_planes(image: np.ndarray, what: str, bit_depth: "int | None") -> np.nd
         image = image[..., :3]
     if not np.isfinite(image).all():
         raise InputError(f"{what} has NaN or infinite values")
-    low, high = value_range(image, bit_depth=bit_depth)
+    low, high = value_range(image, intensity=intensity)
     unit = (image.astype(np.float64) - low) / (high - low if high > low else 1.0)
     planes = (
         unit.reshape(-1, layout.height, layout.width)

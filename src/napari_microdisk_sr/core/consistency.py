@@ -14,9 +14,10 @@ The degradation back is, in this order:
   (:attr:`Consistency.noise_psnr`);
 - without one: area averaging of each 4 x 4 block (what a camera pixel does), no blur, no noise model.
 
-Values are compared as fractions of the LR image's data range (its dtype's range, or ``bit_depth``, or the
-min-max of a float image, as at inference): the map is ``|degrade(SR) - LR|`` averaged over colour channels,
-and the consistency is the PSNR of the degraded SR against the LR with data range 1.
+Values are compared as fractions of the LR image's data range, the span that maps to ``[0, 1]`` at
+inference (see :class:`.images.Intensity`: the dtype's range, a bit depth, the min-max or the percentiles;
+the SR image is mapped by the LR's span, the same affine map): the map is ``|degrade(SR) - LR|`` averaged
+over colour channels, and the consistency is the PSNR of the degraded SR against the LR with data range 1.
 """
 
 import math
@@ -31,7 +32,7 @@ from . import calibrate
 from .calibrate import DOWNSAMPLINGS
 from .degradation import blur_downsample
 from .errors import InputError
-from .images import image_layout, normalizations_for, validate_image
+from .images import AUTO, Intensity, image_layout, normalizations_for, validate_image
 
 SCALE = 4
 """The resolution ratio checked."""
@@ -194,7 +195,7 @@ def lr_consistency(
     lr: np.ndarray,
     *,
     degradation: BackDegradation = AREA,
-    bit_depth: "int | None" = None,
+    intensity: Intensity = AUTO,
 ) -> Consistency:
     """Degrade an SR image back to its LR grid and measure how well it reproduces the LR image.
 
@@ -206,8 +207,8 @@ def lr_consistency(
         The low-resolution input; gray, RGB or RGBA (alpha is ignored), with optional leading axes.
     degradation : BackDegradation
         :data:`AREA` by default, or a profile's (:func:`read_profile`).
-    bit_depth : int, optional
-        Significant bits of unsigned integer images (see :func:`.images.value_range`).
+    intensity : Intensity
+        The value mapping the SR image was made with (see :class:`.images.Intensity`); default ``auto``.
 
     Returns
     -------
@@ -234,7 +235,7 @@ def lr_consistency(
             f"the SR image {sr.shape} is not the x{SCALE} of the LR image {lr.shape}: "
             "give the upscale of this LR"
         )
-    norm, _alpha = normalizations_for(lr, layout, bit_depth=bit_depth)
+    norm, _alpha = normalizations_for(lr, layout, intensity=intensity)
     if layout.has_alpha:
         sr, lr = sr[..., :3], lr[..., :3]
     return consistency_of(norm.to_unit(sr), norm.to_unit(lr), degradation)

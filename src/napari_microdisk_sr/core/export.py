@@ -10,7 +10,9 @@ without this plugin. It holds:
   and a halo of the network's tile padding;
 - the value mapping of :mod:`.images` as pre- and post-processing: a fixed linear map of the integer range (or
   the bit depth) to ``[0, 1]``, or the min/max of a float image; the output clipped to ``[0, 1]`` and mapped
-  back to the input's range (as float32);
+  back to the input's range (as float32). The format has no post-processing that inverts a percentile map
+  (it would need the input's percentiles), so percentile normalisation is refused: export with ``range``
+  or ``bits:N``;
 - test input and output tensors computed with the package's own files, a cover (input | output), and a README
   with the training recipe, the run's validation table, the parent model, its citation and licences.
 
@@ -41,6 +43,7 @@ from torch import nn
 
 from .. import __version__
 from .errors import InputError, OutputError
+from .images import Intensity, recorded_intensity
 from .io import atomic_write, ensure_writable_dir, read_csv
 from .models import PACKAGE_WEIGHTS as WEIGHTS_FILE
 from .models import LoadedModel, load_model, sidecar_path
@@ -116,20 +119,29 @@ class _Mapping:
         )
 
 
-def _value_mapping(dtype: "str | None", bit_depth: "int | None") -> _Mapping:
+def _value_mapping(dtype: "str | None", intensity: "Intensity | None", *, given: bool) -> _Mapping:
+    """The package's mapping for ``dtype`` by ``intensity`` (``given`` by the user, else the run's)."""
+    bit_depth = intensity.bits if intensity is not None else None
     if dtype is None:
         dtype = "uint16" if bit_depth is not None else "uint8"
     if dtype not in EXPORT_DTYPES:
         raise InputError(f"input dtype must be one of {', '.join(EXPORT_DTYPES)}, not {dtype!r}")
     if dtype == "float32":
-        if bit_depth is not None:
-            raise InputError("a bit depth applies to uint8/uint16 inputs, not float32; give none")
+        if given and intensity is not None and intensity.mode in ("bits", "percentile"):
+            raise InputError(
+                f"a float32 package maps each image by its min/max; intensity {intensity} does not apply, "
+                "give none"
+            )
         return _Mapping(dtype, 0.0, 1.0)
+    if intensity is not None and intensity.for_dtype(dtype).mode == "percentile":
+        raise InputError(
+            f"a bioimage.io package cannot invert a percentile map (intensity {intensity} for {dtype} "
+            "input); export with --intensity range or bits:N (the model's fine-tuning used "
+            f"{intensity}: choose the range closest to its data)"
+        )
     bits = 8 * np.dtype(dtype).itemsize
-    if bit_depth is not None and (
-        isinstance(bit_depth, bool) or not isinstance(bit_depth, int) or not 1 <= bit_depth <= bits
-    ):
-        raise InputError(f"bit depth must be a whole number from 1 to {bits} for {dtype}, not {bit_depth!r}")
+    if bit_depth is not None and bit_depth > bits:
+        raise InputError(f"a {dtype} input holds at most {bits} bits, not {bit_depth}")
     return _Mapping(dtype, 0.0, float(2 ** (bit_depth or bits) - 1))
 
 
@@ -258,7 +270,7 @@ def export_package(
     out: "str | os.PathLike[str]",
     *,
     dtype: "str | None" = None,
-    bit_depth: "int | None" = None,
+    intensity: "Intensity | str | None" = None,
     gray: bool = False,
     authors: "tuple[str, ...]" = (),
     name: "str | None" = None,
@@ -273,11 +285,12 @@ def export_package(
     out : path-like
         The package to write, a ``.zip``; never overwritten.
     dtype : {"uint8", "uint16", "float32"}, optional
-        The input type the package declares. By default uint16 when the run (or ``bit_depth``) gives a bit
-        depth, else uint8.
-    bit_depth : int, optional
-        Significant bits of the integer input (12 for a 12-bit camera writing uint16 files); by default the
-        run's own, else the dtype's full range.
+        The input type the package declares. By default uint16 when the intensity is ``bits:N``, else
+        uint8.
+    intensity : Intensity or str, optional
+        The value mapping of integer input: ``range`` or ``bits:N`` (12 for a 12-bit camera writing uint16
+        files), see :class:`.images.Intensity`; by default the run's own (``auto`` resolves to ``range``
+        for uint8), else the dtype's full range. Percentile maps cannot be expressed and are refused.
     gray : bool
         Declare a one-channel input and output (microscope images) instead of the network's RGB: the
         architecture file wraps the network, replicating the channel in and averaging the three out
@@ -311,9 +324,10 @@ def export_package(
         raise InputError(f"a gray package wraps an RGB network; {model.name} is {model.spec}")
     info = _sidecar_info(weights, model.sha256)
     config = info.get("fine_tuning", {}).get("config", {})
-    if bit_depth is None and dtype != "float32":
-        bit_depth = config.get("bit_depth")
-    mapping = _value_mapping(dtype, bit_depth)
+    given = intensity is not None
+    mapping = _value_mapping(
+        dtype, Intensity.parse(intensity) if given else recorded_intensity(config), given=given
+    )
     # the history beside a run's model (one with a sidecar) is its run's
     history = _history(weights.parent / HISTORY_FILE) if info else []
     ensure_writable_dir(out.parent)
@@ -662,7 +676,7 @@ def _recipe(fine_tuning: Mapping[str, Any], provenance: Mapping[str, Any]) -> li
         f"{str(crops.get('sha256', '?'))[:16]}...",
         f"- frozen blocks: {config.get('freeze_blocks')}; EMA: {config.get('ema')}; "
         f"seed: {config.get('seed')}",
-        f"- bit depth: {config.get('bit_depth') or 'the dtype range'}; device: {provenance.get('device')}",
+        f"- intensity: {recorded_intensity(config) or 'range'}; device: {provenance.get('device')}",
     ]
 
 

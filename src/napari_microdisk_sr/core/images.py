@@ -5,23 +5,28 @@ The networks see float32 RGB in ``[0, 1]`` laid out as ``(1, 3, h, w)``. Images 
 (``(T, H, W)``, ``(T, Z, H, W)``, ``(T, H, W, 3)``; four dimensions at most), which are processed plane by
 plane. This module knows how to cut them into model inputs and how to put the outputs back:
 
-- ``uint8`` and ``uint16`` images map by their dtype's full range (a dim ``uint16`` image stays 16-bit data:
-  the range is never guessed from the maximum), or by the bit depth given (``bit_depth=12``: ``[0, 4095]``,
-  for a 12-bit camera writing uint16 files);
-- float images, signed integer images (``int8`` to ``int64``) and unsigned ones wider than 16 bits
-  (``uint32``, ``uint64``) map by the minimum and maximum of their colour values, as Fiji displays them: a
-  signed type has no fixed black level, and by a 32- or 64-bit type's full range every level of real data
-  would lie within float32 rounding of one value, so the network would see noise. Unsigned wide integers
-  also take a bit depth, like ``uint16``;
-- the inverse maps back to the input's dtype and range: floats stay float, integers are rounded, and both
-  are clipped to the range they were mapped by (an ``int32`` image of values 0 to 99 comes back within
-  0 to 99);
+- one setting, :class:`Intensity`, says how values map to the network's ``[0, 1]``:
+
+  - ``percentile`` (as in CSBDeep): the 1st and 99.8th percentiles of the image's values (all planes and
+    colours together) map to 0 and 1; values beyond them are not clipped on the way in, and the output is
+    clipped only to what its dtype holds, so peaks above the high percentile keep their height. The map
+    depends only on the image itself, and it is equivariant: twice the exposure gives twice the output;
+  - ``range``: ``uint8`` and ``uint16`` by their dtype's full range (a dim ``uint16`` image stays 16-bit
+    data, and looks dark to the network), other dtypes by the minimum and maximum of their colour values,
+    as Fiji displays them (a signed type has no fixed black level, and by a 32- or 64-bit type's full range
+    every level of real data would lie within float32 rounding of one value);
+  - ``bits:N``: unsigned integers by ``[0, 2**N - 1]`` (a 12-bit camera writing uint16 files);
+  - ``auto`` (the default): ``uint8`` by its range (what the pretrained networks were trained on), every
+    other dtype by percentile;
+- the inverse maps back to the input's dtype: floats stay float, integers are rounded; ``range`` and ``bits``
+  clip to the range they mapped by (an ``int32`` image of values 0 to 99 comes back within 0 to 99);
 - gray planes are replicated to three channels for the model and the three output channels averaged back;
 - alpha never goes through the network: it is resized with bicubic interpolation and re-attached.
 """
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -191,6 +196,127 @@ _CHANNELS_FIX = {
 }
 
 
+def recorded_intensity(config: "dict[str, Any]") -> "Intensity | None":
+    """The value mapping a saved configuration (a run's ``config.json``, a model sidecar's ``config``)
+    records: its ``intensity``, or, written before that setting, its ``bit_depth`` (None meant ``range``);
+    None if it records neither."""
+    if "intensity" in config:
+        return Intensity.parse(config["intensity"])
+    if "bit_depth" in config:
+        bits = config["bit_depth"]
+        return RANGE if bits is None else Intensity("bits", bits=bits)
+    return None
+
+
+def _is_real(value: object) -> bool:
+    """Whether ``value`` is a finite real number (not a bool)."""
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return real and bool(np.isfinite(value))
+
+
+INTENSITY_MODES = ("auto", "range", "bits", "percentile")
+"""The ways values can map to the network's ``[0, 1]`` (see :class:`Intensity`)."""
+DEFAULT_PERCENTILES = (1.0, 99.8)
+"""CSBDeep's default percentiles: the values that map to 0 and 1 in ``percentile`` mode."""
+INTENSITY_SYNTAX = "auto, range, bits:N (1 to 64), percentile or percentile:LOW,HIGH (0 <= LOW < HIGH <= 100)"
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """How an image's values map to the network's ``[0, 1]`` and back (see the module notes).
+
+    The same setting serves fine-tuning (both crops of a pair), inference and measuring, and is recorded in
+    configurations and provenance by its text form (:meth:`parse` reads it back, ``str`` writes it).
+
+    Attributes
+    ----------
+    mode : {"auto", "range", "bits", "percentile"}
+        ``auto``: ``uint8`` by ``range``, every other dtype by ``percentile``. ``range``: ``uint8``/``uint16``
+        by the dtype's range, other dtypes by their own minimum and maximum. ``bits``: unsigned integers by
+        ``[0, 2**bits - 1]``. ``percentile``: the image's ``percentiles`` map to 0 and 1, as in CSBDeep.
+    bits : int or None
+        The bit depth of ``bits`` mode (1 to 64); None in the other modes.
+    percentiles : (float, float)
+        The low and high percentiles of ``percentile`` mode and of ``auto`` (0 <= low < high <= 100); only
+        the defaults, :data:`DEFAULT_PERCENTILES`, with ``range`` and ``bits``.
+    """
+
+    mode: str = "auto"
+    bits: "int | None" = None
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+
+    def __post_init__(self) -> None:
+        if self.mode not in INTENSITY_MODES:
+            raise InputError(f"unknown intensity mode {self.mode!r}; give {INTENSITY_SYNTAX}")
+        if (self.mode == "bits") != (self.bits is not None):
+            raise InputError(
+                "a bit depth goes with intensity mode bits and only with it (e.g. bits:12), "
+                f"not mode {self.mode!r} with bits={self.bits!r}"
+            )
+        if self.bits is not None:
+            object.__setattr__(self, "bits", check_bit_depth(self.bits))
+        percentiles = self.percentiles
+        if (
+            not isinstance(percentiles, (tuple, list))
+            or len(percentiles) != 2
+            or not all(_is_real(p) for p in percentiles)
+            or not 0 <= percentiles[0] < percentiles[1] <= 100
+        ):
+            raise InputError(
+                f"percentiles must be two numbers 0 <= low < high <= 100 (e.g. 1, 99.8), not {percentiles!r}"
+            )
+        object.__setattr__(self, "percentiles", (float(percentiles[0]), float(percentiles[1])))
+        if self.mode in ("range", "bits") and self.percentiles != DEFAULT_PERCENTILES:
+            raise InputError(f"percentiles apply to modes auto and percentile, not {self.mode}")
+
+    @classmethod
+    def parse(cls, text: "str | Intensity") -> "Intensity":
+        """An Intensity from its text form: ``auto``, ``range``, ``bits:12``, ``percentile``,
+        ``percentile:1,99.8`` (``auto:1,99.8`` sets the percentiles ``auto`` uses). An Intensity is
+        returned as it is."""
+        if isinstance(text, Intensity):
+            return text
+        if not isinstance(text, str):
+            raise InputError(f"intensity must be text ({INTENSITY_SYNTAX}), not {text!r}")
+        mode, sep, arguments = text.strip().lower().partition(":")
+        if mode not in INTENSITY_MODES:
+            raise InputError(f"unknown intensity {text!r}; give {INTENSITY_SYNTAX}")
+        if not sep:
+            return cls(mode)
+        try:
+            if mode == "bits":
+                return cls(mode, bits=int(arguments))
+            if mode in ("auto", "percentile"):
+                parts = arguments.split(",")
+                if len(parts) != 2:
+                    raise ValueError(f"{mode} takes two percentiles LOW,HIGH, not {len(parts)} number(s)")
+                return cls(mode, percentiles=(float(parts[0]), float(parts[1])))
+        except ValueError as exc:
+            raise InputError(f"cannot read intensity {text!r} ({exc}); give {INTENSITY_SYNTAX}") from exc
+        raise InputError(f"intensity {mode} takes no argument, not {text!r}; give {INTENSITY_SYNTAX}")
+
+    def __str__(self) -> str:
+        if self.mode == "bits":
+            return f"bits:{self.bits}"
+        if self.mode == "range" or self.percentiles == DEFAULT_PERCENTILES:
+            return self.mode
+        return f"{self.mode}:{self.percentiles[0]:g},{self.percentiles[1]:g}"
+
+    def for_dtype(self, dtype: "np.dtype | type") -> "Intensity":
+        """The mode that applies to images of ``dtype``: ``auto`` resolved, the others as they are."""
+        if self.mode != "auto":
+            return self
+        if np.dtype(dtype) == np.uint8:
+            return RANGE
+        return Intensity("percentile", percentiles=self.percentiles)
+
+
+AUTO = Intensity()
+"""The default mapping: uint8 by its range, every other dtype by its 1st-99.8th percentiles."""
+RANGE = Intensity("range")
+"""The dtype's range for uint8/uint16, the minimum and maximum for other dtypes."""
+
+
 @dataclass(frozen=True)
 class Normalization:
     """The affine map ``[low, high] -> [0, 1]`` of an image's values, and its inverse back to ``dtype``.
@@ -200,13 +326,18 @@ class Normalization:
     dtype : numpy.dtype
         The image's dtype, restored by :meth:`from_unit`.
     low, high : float
-        The values mapped to 0 and 1. ``low == high`` (a constant float image) is allowed: every value maps
-        to 0 and comes back as ``low``.
+        The values mapped to 0 and 1. ``low == high`` (a constant image) is allowed: every value maps to 0
+        and comes back as ``low``.
+    clip : bool
+        Whether the way back clips to ``[0, 1]``, that is to ``[low, high]`` (``range`` and ``bits`` modes);
+        else (``percentile``) it clips only to what ``dtype`` can hold, so values beyond the range keep
+        their height.
     """
 
     dtype: np.dtype
     low: float
     high: float
+    clip: bool = True
 
     def __post_init__(self) -> None:
         if not self.high >= self.low:
@@ -218,7 +349,8 @@ class Normalization:
         return np.float64 if self.dtype.itemsize >= 4 and self.dtype != np.float32 else np.float32
 
     def to_unit(self, values: np.ndarray) -> np.ndarray:
-        """Map ``values`` (any shape, of :attr:`dtype`) to float32 in ``[0, 1]``; returns a new array."""
+        """Map ``values`` (any shape, of :attr:`dtype`) to float32, ``[low, high]`` to ``[0, 1]`` (values
+        outside the range are not clipped); returns a new array."""
         span = self.high - self.low
         work = np.asarray(values).astype(self._work_dtype)
         work -= self.low
@@ -227,19 +359,29 @@ class Normalization:
         return work.astype(np.float32, copy=False)
 
     def from_unit(self, unit: np.ndarray) -> np.ndarray:
-        """Map values in ``[0, 1]`` (clipped first) back to :attr:`dtype` and ``[low, high]``.
+        """Map unit values back to :attr:`dtype`, ``[0, 1]`` to ``[low, high]``: the exact inverse of
+        :meth:`to_unit` up to rounding.
 
-        Integers are rounded to the nearest value; floats are clipped to ``[low, high]``.
+        With :attr:`clip`, values are clipped to ``[0, 1]`` first; without it only the result is clipped, to
+        what the dtype holds. Integers are rounded to the nearest value.
         """
-        work = np.clip(np.asarray(unit, dtype=self._work_dtype), 0.0, 1.0)
+        work = np.asarray(unit, dtype=self._work_dtype)
+        work = np.clip(work, 0.0, 1.0) if self.clip else work.copy()
         work *= self.high - self.low
         work += self.low
         if self.dtype.kind in "iu":
             np.rint(work, out=work)
-            np.clip(work, *_exact_float_bounds(self.dtype, work.dtype), out=work)
-        else:
-            np.clip(work, self.low, self.high, out=work)
+        np.clip(work, *self._out_bounds(work.dtype), out=work)
         return work.astype(self.dtype)
+
+    def _out_bounds(self, float_dtype: np.dtype) -> tuple[float, float]:
+        """The interval results are clipped to, as floats of ``float_dtype`` that convert back safely."""
+        if self.dtype.kind in "iu":
+            return _exact_float_bounds(self.dtype, float_dtype)
+        if self.clip:
+            return self.low, self.high
+        info = np.finfo(self.dtype)
+        return float(info.min), float(info.max)
 
 
 def _exact_float_bounds(dtype: np.dtype, float_dtype: np.dtype) -> tuple[float, float]:
@@ -252,9 +394,10 @@ def _exact_float_bounds(dtype: np.dtype, float_dtype: np.dtype) -> tuple[float, 
 
 
 def normalizations_for(
-    image: np.ndarray, layout: ImageLayout, *, bit_depth: "int | None" = None
+    image: np.ndarray, layout: ImageLayout, *, intensity: Intensity = AUTO
 ) -> tuple[Normalization, "Normalization | None"]:
-    """The colour and alpha normalisations of an image.
+    """The colour and alpha normalisations of an image: computed once, from the whole image, and used for
+    every plane, tile or region of it.
 
     Parameters
     ----------
@@ -262,63 +405,109 @@ def normalizations_for(
         The validated image (see :func:`validate_image`).
     layout : ImageLayout
         Its layout (see :func:`image_layout`).
-    bit_depth : int, optional
-        Significant bits of an unsigned integer image (see :func:`value_range`).
+    intensity : Intensity
+        How values map (see :class:`Intensity`); the default is ``auto``.
 
     Returns
     -------
     color : Normalization
-        See :func:`value_range`, over the gray or RGB values of all planes.
+        See :func:`value_range`, over the gray or RGB values of all planes together.
     alpha : Normalization or None
         The alpha channel's, computed on its own (its dtype's range, or ``[min, max]``); None without
         alpha. Alpha never goes through the network, so its range only needs to hold its values.
     """
     color = image[..., :3] if layout.has_alpha else image
     alpha = image[..., 3] if layout.has_alpha else None
+    mode = intensity.for_dtype(color.dtype).mode
     return (
-        Normalization(color.dtype, *value_range(color, bit_depth=bit_depth)),
-        None if alpha is None else Normalization(alpha.dtype, *value_range(alpha)),
+        Normalization(color.dtype, *value_range(color, intensity=intensity), clip=mode != "percentile"),
+        None if alpha is None else Normalization(alpha.dtype, *value_range(alpha, intensity=RANGE)),
     )
 
 
-def value_range(values: np.ndarray, *, bit_depth: "int | None" = None) -> tuple[float, float]:
+def value_range(values: np.ndarray, *, intensity: Intensity = AUTO) -> tuple[float, float]:
     """The values of an image that map to 0 and 1 for the networks.
 
     Parameters
     ----------
     values : ndarray
         Integer or float values, finite.
-    bit_depth : int, optional
-        How many bits of an unsigned integer image carry data (a 12-bit camera writes uint16 files whose
-        values stop at 4095). Without it uint8 and uint16 map by their dtype's full range.
+    intensity : Intensity
+        How values map (see :class:`Intensity`); the default is ``auto``.
 
     Returns
     -------
     low, high : float
-        ``[0, 2**bit_depth - 1]`` with a bit depth. Else uint8 and uint16: the dtype's range; other dtypes
-        (see :func:`maps_by_own_range`): the values' minimum and maximum.
+        ``range``: the dtype's range for uint8 and uint16, else (see :func:`maps_by_own_range`) the values'
+        minimum and maximum. ``bits``: ``[0, 2**bits - 1]``. ``percentile``: the values' low and high
+        percentiles (see :func:`percentile_range`).
 
     Raises
     ------
     InputError
-        For a ``bit_depth`` that is not a whole number from 1 to the dtype's bits, one given for signed or
-        float data, or values above ``2**bit_depth - 1`` (not data of that depth).
+        For ``bits`` with signed or float data, more bits than the dtype holds, or values above
+        ``2**bits - 1`` (not data of that depth).
     """
     values = np.asarray(values)
-    if bit_depth is None:
+    mode = intensity.for_dtype(values.dtype)
+    if mode.mode == "percentile":
+        return percentile_range(values, mode.percentiles)
+    if mode.mode == "range":
         if maps_by_own_range(values.dtype):
             return float(values.min()), float(values.max())
         info = np.iinfo(values.dtype)
         return float(info.min), float(info.max)
-    check_bit_depth(bit_depth, values.dtype)
+    bit_depth = check_bit_depth(mode.bits, values.dtype)
     high = 2**bit_depth - 1
     peak = int(values.max()) if values.size else 0
     if peak > high:
         raise InputError(
             f"values reach {peak}, above {high}, the largest {bit_depth}-bit value: give the bit depth the "
-            "data were recorded with (or none, for the dtype's full range)"
+            "data were recorded with (or intensity percentile)"
         )
     return 0.0, float(high)
+
+
+def percentile_range(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """The ``(low, high)`` percentiles of ``values``, as ``np.percentile`` computes them (linear).
+
+    Integers of up to 16 bits are counted in a histogram, about a million values at a time, so no sorted
+    copy of the image is made; other dtypes go through ``np.percentile``. When the two percentiles coincide
+    (an image that is almost constant) the minimum and maximum are used instead, so the few other values
+    are not blown up.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
+        low, high = _histogram_percentiles(values, percentiles)
+    else:
+        low, high = (float(v) for v in np.percentile(values, percentiles))
+    if high <= low:
+        return float(values.min()), float(values.max())
+    return low, high
+
+
+_HISTOGRAM_CHUNK = 2**20
+"""How many values :func:`percentile_range` counts at a time (bounds its temporary memory)."""
+
+
+def _histogram_percentiles(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """np.percentile's linear interpolation between order statistics, read off a cumulative histogram."""
+    info = np.iinfo(values.dtype)
+    counts = np.zeros(int(info.max) - int(info.min) + 1, dtype=np.int64)
+    values = values.reshape(1, -1) if values.ndim < 2 else values
+    step = max(1, _HISTOGRAM_CHUNK // max(1, values[0].size))  # slices of the first axis, ~1M values each
+    for start in range(0, values.shape[0], step):
+        flat = values[start : start + step].ravel().astype(np.int64) - int(info.min)
+        counts += np.bincount(flat, minlength=counts.size)
+    cumulative = np.cumsum(counts)
+    last = int(cumulative[-1]) - 1
+    result = []
+    for percentile in percentiles:
+        rank = percentile / 100 * last
+        below = int(np.floor(rank))
+        lower, upper = np.searchsorted(cumulative, [below, min(below + 1, last)], side="right")
+        result.append(int(info.min) + lower + (upper - lower) * (rank - below))
+    return float(result[0]), float(result[1])
 
 
 def maps_by_own_range(dtype: "np.dtype | type") -> bool:
@@ -449,8 +638,8 @@ def from_model_output(output: torch.Tensor, norm: Normalization, *, gray: bool) 
     Parameters
     ----------
     output : (1, 3, H, W) Tensor
-        The network's output, on any device; values outside ``[0, 1]`` are clipped channel by channel
-        (before gray averaging).
+        The network's output, on any device; with ``norm.clip``, values outside ``[0, 1]`` are clipped
+        channel by channel (before gray averaging).
     norm : Normalization
         The image's colour normalisation.
     gray : bool
@@ -459,17 +648,18 @@ def from_model_output(output: torch.Tensor, norm: Normalization, *, gray: bool) 
     Returns
     -------
     (H, W) or (H, W, 3) ndarray
-        Of ``norm.dtype``, in ``[norm.low, norm.high]``.
+        Of ``norm.dtype``; in ``[norm.low, norm.high]`` with ``norm.clip``, else within the dtype's range.
     """
-    out = output[0].float().clamp(0.0, 1.0)
+    out = output[0].float()
+    if norm.clip:
+        out = out.clamp(0.0, 1.0)
     out = out.mean(dim=0) if gray else out.permute(1, 2, 0)
     if not _maps_on(out.device, norm.dtype):
         return norm.from_unit(out.cpu().numpy())
     out = out.mul(norm.high - norm.low).add_(norm.low)
     if norm.dtype.kind in "iu":
-        out.round_().clamp_(*_exact_float_bounds(norm.dtype, np.dtype(np.float32)))
-    else:
-        out.clamp_(norm.low, norm.high)
+        out.round_()
+    out.clamp_(*norm._out_bounds(np.dtype(np.float32)))
     return out.to(_TORCH_DTYPES[norm.dtype]).cpu().numpy()
 
 

@@ -30,10 +30,11 @@ from torch import nn
 from .device import DEVICE_CHOICES, describe_device, half_dtype, is_device_name, resolve_device
 from .errors import InputError, MicrodiskSRError
 from .images import (
+    AUTO,
     ImageLayout,
+    Intensity,
     Normalization,
     bit_depth_hint,
-    check_bit_depth,
     from_model_output,
     image_layout,
     normalizations_for,
@@ -97,7 +98,8 @@ class UpscaleResult:
         effect at the end: ``tile`` (smaller than asked for after running out of memory), ``tile_pad`` (the
         model's when not given, rounded up to its input size multiple), ``device`` (in words), ``half``
         (whether 16-bit floats were used), ``precision`` (``float32``, ``float16`` or ``bfloat16``: float32
-        after a non-finite half-precision output) and ``bit_depth``.
+        after a non-finite half-precision output), ``intensity`` (the mapping used, in its text form) and
+        ``value_range`` (the values that mapped to 0 and 1).
     """
 
     image: np.ndarray
@@ -123,18 +125,18 @@ class UpscaleConfig:
         16-bit autocast, a fast preview: float16 on CUDA (about half the memory), bfloat16 on CPUs with
         native bfloat16 (x4plus about 2x faster; its 8-bit output about 52 dB from float32's, about as far
         as tiling moves it); ignored with a logged notice elsewhere (see :func:`.device.half_dtype`).
-    bit_depth : int or None
-        Significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing uint16 files: their
-        values ``[0, 2**bit_depth - 1]`` map to the network's ``[0, 1]`` (see :func:`.images.value_range`).
-        None maps uint8 and uint16 by their dtype's full range, which shows a 12-bit image 16x too dark to
-        the network (other dtypes map by their own range, see :func:`.images.value_range`).
+    intensity : Intensity or None
+        How values map to the network's ``[0, 1]`` and back (see :class:`.images.Intensity`; its text form,
+        e.g. ``"percentile"`` or ``"bits:12"``, is accepted too). None: the mapping a fine-tuned model was
+        trained with (recorded in its sidecar), else ``auto`` (uint8 by its range, every other dtype by
+        its 1st-99.8th percentiles, which keeps a dim 16-bit image's intensities).
     """
 
     tile: int = DEFAULT_TILE
     tile_pad: "int | None" = None
     device: str = "auto"
     half: bool = False
-    bit_depth: "int | None" = None
+    intensity: "Intensity | None" = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.tile) or self.tile < 0:
@@ -145,8 +147,8 @@ class UpscaleConfig:
             raise InputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
         if not isinstance(self.half, bool):
             raise InputError(f"half must be True or False, not {self.half!r}")
-        if self.bit_depth is not None:
-            check_bit_depth(self.bit_depth)
+        if self.intensity is not None:
+            object.__setattr__(self, "intensity", Intensity.parse(self.intensity))
 
 
 def _is_int(value: Any) -> bool:
@@ -161,7 +163,7 @@ def upscale(
     tile_pad: "int | None" = None,
     device: "str | torch.device" = "auto",
     half: bool = False,
-    bit_depth: "int | None" = None,
+    intensity: "Intensity | str | None" = None,
     stop: "StopFlag | None" = None,
     rgb: "bool | None" = None,
     scale: "int | None" = None,
@@ -185,8 +187,9 @@ def upscale(
         runs on its own copy, on ``device``, so training may go on meanwhile. A bare module is copied for
         each job; a LoadedModel stands for its weights file, so its copy on a device is made once and reused
         (it is remade when a parameter or buffer is replaced or loaded anew). Put a bare module in eval mode.
-    tile, tile_pad, device, half, bit_depth
-        See :class:`UpscaleConfig`.
+    tile, tile_pad, device, half, intensity
+        See :class:`UpscaleConfig`. The value mapping is computed once, from the whole image (all planes),
+        by :func:`.images.normalizations_for`, and used for every tile and region.
     stop : StopFlag, optional
         Checked before each tile; once set, the job ends and returns None (never a partial image).
     rgb : bool, optional
@@ -212,14 +215,15 @@ def upscale(
         Out of memory even with :data:`MIN_TILE` tiles, or a module whose output has the wrong shape (while
         running).
     """
-    config = UpscaleConfig(tile=tile, tile_pad=tile_pad, device=str(device), half=half, bit_depth=bit_depth)
+    config = UpscaleConfig(tile=tile, tile_pad=tile_pad, device=str(device), half=half, intensity=intensity)
     image = np.asarray(image)
     validate_image(image)
     layout = image_layout(image.shape, rgb=rgb)
-    norms = normalizations_for(image, layout, bit_depth=config.bit_depth)
+    mapping = intensity_for(model, config.intensity)
+    norms = normalizations_for(image, layout, intensity=mapping)
     if region is not None:
         region.check_inside(layout.height, layout.width)
-    if config.bit_depth is None:
+    if mapping.for_dtype(image.dtype).mode == "range":
         _hint_bit_depth(image[..., :3] if layout.has_alpha else image)
     module, factor, pad, multiple = _unpack_model(model, scale=scale, tile_pad=config.tile_pad)
     dev = resolve_device(config.device)
@@ -243,7 +247,7 @@ def upscale(
         multiple=multiple,
         stop=stop,
         made_with=_model_record(model),
-        bit_depth=config.bit_depth,
+        intensity=mapping,
     )
     if region is not None:
         return _region_job(image, layout, region, pad, multiple, factor, run)
@@ -277,9 +281,18 @@ def _region_job(
     return UpscaleResult(np.ascontiguousarray(core), result.provenance | where)
 
 
+def intensity_for(model: "LoadedModel | nn.Module", intensity: "Intensity | str | None") -> Intensity:
+    """The value mapping :func:`upscale` uses: ``intensity``, else the one ``model`` was fine-tuned with
+    (see :attr:`.models.LoadedModel.intensity`), else ``auto``."""
+    if intensity is not None:
+        return Intensity.parse(intensity)
+    recorded = model.intensity if isinstance(model, LoadedModel) else None
+    return AUTO if recorded is None else recorded
+
+
 def _hint_bit_depth(values: np.ndarray) -> None:
     """Warn when an image mapped by its dtype's full range seems to hold data of fewer bits."""
-    hint = bit_depth_hint(values, f"this {values.dtype} image", "give bit_depth={bits} (--bit-depth {bits})")
+    hint = bit_depth_hint(values, f"this {values.dtype} image", "use intensity bits:{bits} (or percentile)")
     if hint is not None:
         log.warning(hint)
 
@@ -323,7 +336,7 @@ def upscale_array(
     on_event : callable, optional
         Called with each :class:`TileEvent`.
     **options
-        Keyword arguments of :func:`upscale` (``tile``, ``tile_pad``, ``device``, ``half``, ``bit_depth``,
+        Keyword arguments of :func:`upscale` (``tile``, ``tile_pad``, ``device``, ``half``, ``intensity``,
         ``stop``, ``rgb``, ``scale``).
     """
     result = drive(upscale(image, model, **options), on_event)
@@ -414,7 +427,7 @@ def _upscale_job(
     multiple: int,
     stop: "StopFlag | None",
     made_with: dict[str, Any],
-    bit_depth: "int | None",
+    intensity: Intensity,
 ) -> Generator[TileEvent, None, "UpscaleResult | None"]:
     """The work of :func:`upscale`, plane by plane, restarting a plane with smaller tiles on out-of-memory.
 
@@ -457,7 +470,8 @@ def _upscale_job(
         "device": describe_device(network.device),
         "half": network.half is not None,
         "precision": network.precision,
-        "bit_depth": bit_depth,
+        "intensity": str(intensity),
+        "value_range": [color_norm.low, color_norm.high],
     }
     return UpscaleResult(out, provenance)
 

@@ -32,7 +32,15 @@ from .degradation import check_degradation, degrade
 from .device import resolve_device
 from .disk_measures import DISK_COLUMNS, ReferenceDisks
 from .errors import InputError
-from .images import Normalization, image_layout, maps_by_own_range, normalizations_for, validate_image
+from .images import (
+    AUTO,
+    Intensity,
+    Normalization,
+    image_layout,
+    maps_by_own_range,
+    normalizations_for,
+    validate_image,
+)
 from .outputs import table_names
 from .progress import StopFlag, drive
 from .quality import SSIM_WINDOW, abs_error, psnr, ssim
@@ -102,8 +110,8 @@ class EvalResult:
         How LR images were made from HR ones; None when LR images were given.
     seed : int
         Seed of the degradation.
-    bit_depth : int or None
-        Significant bits of the (unsigned integer) images, when given.
+    intensity : str
+        The value mapping the scores were computed in (see :func:`evaluate`), in its text form.
     models : dict
         For each model method: ``{"name", "source", "sha256"}`` of the weights used.
     pretrained_references : dict
@@ -126,7 +134,7 @@ class EvalResult:
     images: tuple[str, ...]
     degradation: "str | None"
     seed: int
-    bit_depth: "int | None" = None
+    intensity: str = str(AUTO)
     models: dict[str, dict[str, str]] = field(default_factory=dict)
     pretrained_references: "dict[str, str | None]" = field(default_factory=dict)
     error_maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
@@ -167,7 +175,7 @@ class EvalResult:
             "scale": SCALE,
             "degradation": self.degradation,
             "seed": self.seed,
-            "bit_depth": self.bit_depth,
+            "intensity": self.intensity,
             "methods": list(self.methods),
             "images": list(self.images),
             "models": self.models,
@@ -255,7 +263,7 @@ def evaluate(
     keep_outputs: bool = False,
     stop: "StopFlag | None" = None,
     seed: int = 0,
-    bit_depth: "int | None" = None,
+    intensity: "Intensity | str | None" = None,
     consistency: BackDegradation = AREA,
     per_disk: bool = False,
 ) -> Generator[EvalEvent, None, "EvalResult | None"]:
@@ -264,8 +272,7 @@ def evaluate(
     Each LR image is made from its HR image by :func:`~.degradation.degrade` (HR first cropped at the bottom
     and right to a multiple of 4; the LR rounded to the HR's dtype, as a camera would store it), unless
     ``lr_images`` are given. Every method upscales the LR image and its output is compared with the HR
-    image, in the HR's value mapping (integers: dtype range or ``bit_depth``; floats: the min-max of the HR,
-    and of its LR when given), with data range 1
+    image, both mapped by one affine map computed from the HR (see ``intensity``), with data range 1
     (:func:`psnr`, :func:`ssim`). Arguments are checked when ``evaluate`` is called; the generator does the
     work (loading the models first), yields :class:`EvalEvent` and returns the :class:`EvalResult`.
 
@@ -296,10 +303,13 @@ def evaluate(
         Checked between steps and tiles; once set, the job returns None.
     seed : int
         Seed of the realistic degradation (image ``i`` uses the stream ``(seed, i)``).
-    bit_depth : int, optional
-        Significant bits of unsigned integer images, e.g. 12 for a 12-bit camera writing uint16 files: PSNR
-        and SSIM are then relative to ``2**bit_depth - 1``, and the models see the images by that range (see
-        :func:`.images.value_range`).
+    intensity : Intensity or str, optional
+        The value mapping (see :class:`.images.Intensity`). The models upscale by it (None: each model by its
+        own, as :func:`.infer.upscale`). The scores compare intensities in one mapping for the HR, its LR and
+        every output, computed from the HR (by ``auto`` when None): its dtype's range, ``[0, 2**N - 1]`` or
+        its percentiles, so PSNR and SSIM are relative to that span, and a method that shifts or scales the
+        intensities is scored down for it; by the min-max of HR and LR together for floats in ``range``
+        mode. Without HR images, by the LR's own mapping.
     consistency : BackDegradation
         How outputs are degraded back to score ``lr_consistency_psnr`` (area averaging by default, or a
         profile's: :func:`.consistency.read_profile`).
@@ -320,7 +330,8 @@ def evaluate(
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     infer.UpscaleConfig(tile=tile, device=str(device))  # validates tile and device
     target = resolve_device(device)
-    cases = _cases(hr_images, lr_images, names, bit_depth)
+    mapping = AUTO if intensity is None else Intensity.parse(intensity)
+    cases = _cases(hr_images, lr_images, names, mapping)
     return _evaluate_job(
         cases,
         methods,
@@ -331,7 +342,8 @@ def evaluate(
         stop=stop,
         degradation=None if lr_images is not None else degradation,
         seed=int(seed),
-        bit_depth=bit_depth,
+        intensity=None if intensity is None else mapping,
+        scored_by=mapping,
         consistency=consistency,
         per_disk=per_disk,
     )
@@ -402,9 +414,9 @@ def _color(image: np.ndarray, what: str) -> np.ndarray:
     return image[..., :3] if layout.has_alpha else image
 
 
-def _norm(image: np.ndarray, what: str, bit_depth: "int | None") -> Normalization:
+def _norm(image: np.ndarray, what: str, intensity: Intensity) -> Normalization:
     try:
-        return normalizations_for(image, image_layout(image.shape), bit_depth=bit_depth)[0]
+        return normalizations_for(image, image_layout(image.shape), intensity=intensity)[0]
     except InputError as exc:
         raise InputError(f"{what}: {exc}") from exc
 
@@ -413,17 +425,17 @@ def _cases(
     hr_images: "Sequence[np.ndarray] | None",
     lr_images: "Sequence[np.ndarray] | None",
     names: Sequence[str],
-    bit_depth: "int | None",
+    intensity: Intensity,
 ) -> list[_Case]:
     """Check the images and pair them; HR images without LR are cropped to a multiple of the scale."""
     if hr_images is None:
-        return [_lr_only_case(i, name, lr_images[i], bit_depth) for i, name in enumerate(names)]
+        return [_lr_only_case(i, name, lr_images[i], intensity) for i, name in enumerate(names)]
     if lr_images is not None and len(lr_images) != len(hr_images):
         raise InputError(f"{len(hr_images)} HR image(s) but {len(lr_images)} LR image(s): give one LR per HR")
     cases = []
     for i, name in enumerate(names):
         hr = _color(hr_images[i], f"HR image {name}")
-        hr_norm = _norm(hr, f"HR image {name}", bit_depth)
+        hr_norm = _norm(hr, f"HR image {name}", intensity)
         if lr_images is None:
             h, w = (hr.shape[0] // SCALE) * SCALE, (hr.shape[1] // SCALE) * SCALE
             if h < SCALE * 3 or w < SCALE * 3:
@@ -441,24 +453,25 @@ def _cases(
                     f"image {name}: HR is {hr.dtype} but LR is {lr.dtype}; give both in one dtype, so that "
                     "their values mean the same brightness"
                 )
-            if maps_by_own_range(hr.dtype):  # one range for both: each its own would shift and stretch one
+            if maps_by_own_range(hr.dtype) and intensity.for_dtype(hr.dtype).mode == "range":
+                # one range for both: each its own would shift and stretch one
                 hr_norm = lr_norm = Normalization(
                     hr.dtype, min(float(hr.min()), float(lr.min())), max(float(hr.max()), float(lr.max()))
                 )
             else:
-                _norm(lr, f"LR image {name}", bit_depth)  # its values fit the bit depth too
-                lr_norm = hr_norm
+                _norm(lr, f"LR image {name}", intensity)  # its values fit the bit depth too
+                lr_norm = hr_norm  # the HR's percentiles too: one map, so intensities stay comparable
         if min(hr.shape[:2]) < SSIM_WINDOW:
             raise InputError(f"HR image {name} ({hr.shape[0]}x{hr.shape[1]}) is smaller than the SSIM window")
         cases.append(_Case(i, name, hr, hr_norm, lr, lr_norm))
     return cases
 
 
-def _lr_only_case(index: int, name: str, image: np.ndarray, bit_depth: "int | None") -> _Case:
+def _lr_only_case(index: int, name: str, image: np.ndarray, intensity: Intensity) -> _Case:
     lr = _color(image, f"LR image {name}")
     if min(lr.shape[:2]) < 3:
         raise InputError(f"LR image {name} ({lr.shape[0]}x{lr.shape[1]}) is too small to evaluate x4")
-    norm = _norm(lr, f"LR image {name}", bit_depth)
+    norm = _norm(lr, f"LR image {name}", intensity)
     return _Case(index, name, None, norm, lr, norm)
 
 
@@ -473,7 +486,8 @@ def _evaluate_job(
     stop: "StopFlag | None",
     degradation: "str | None",
     seed: int,
-    bit_depth: "int | None",
+    intensity: "Intensity | None",
+    scored_by: Intensity,
     consistency: BackDegradation,
     per_disk: bool,
 ) -> Generator[EvalEvent, None, "EvalResult | None"]:
@@ -503,7 +517,7 @@ def _evaluate_job(
                 output = _bicubic(lr, case.lr_norm)
             else:
                 job = infer.upscale(
-                    lr, loaded[method], tile=tile, device=device, stop=stop, bit_depth=bit_depth
+                    lr, loaded[method], tile=tile, device=device, stop=stop, intensity=intensity
                 )
                 result = yield from _relay(job, done, total, case.name, method)
                 if result is None:
@@ -533,7 +547,7 @@ def _evaluate_job(
         images=tuple(names),
         degradation=degradation,
         seed=seed,
-        bit_depth=bit_depth,
+        intensity=str(scored_by),
         models={m: {"name": lm.name, "source": lm.source, "sha256": lm.sha256} for m, lm in loaded.items()},
         pretrained_references=references,
         error_maps=maps,

@@ -25,6 +25,7 @@ from torch import nn
 from .archs import Architecture, architecture, detect_architecture
 from .device import resolve_device
 from .errors import InputError, MicrodiskSRError, OutputError, WeightsError, short_list
+from .images import Intensity, recorded_intensity
 from .io import atomic_write, write_json
 from .weights import (
     EMBEDDED,
@@ -241,6 +242,9 @@ class LoadedModel:
     sha256 : str
         SHA-256 of the weights file given, or, for a registry model, of the embedded ncnn ``.bin`` (the
         converted cache file is not byte-reproducible: ``torch.save`` stamps each file with a random id).
+    intensity : Intensity or None
+        The value mapping the model was fine-tuned with, from its sidecar (see
+        :func:`.images.recorded_intensity`); None when none is recorded (registry models and bare files).
     """
 
     module: nn.Module
@@ -248,6 +252,7 @@ class LoadedModel:
     name: str
     source: str
     sha256: str
+    intensity: "Intensity | None" = None
 
 
 def sidecar_path(path: "str | os.PathLike[str]") -> Path:
@@ -288,7 +293,7 @@ def load_model(
         path = embedded_weights(key)
         state = read_state_dict(path)
         spec, name, sha256 = entry.spec, key, file_sha256(embedded_files(key)[1])
-        source = f"{entry.source}, converted to fp32 in {path}"
+        source, intensity = f"{entry.source}, converted to fp32 in {path}", None
     else:
         path = Path(key)
         if not path.exists() and path.suffix == "" and len(path.parts) == 1:
@@ -305,8 +310,9 @@ def load_model(
         sidecar = _sidecar(path, sha256)
         spec = sidecar[0] if sidecar else _infer_spec(state, path)
         name, source = (sidecar[1] if sidecar else "") or path.stem, str(path)
+        intensity = sidecar[2] if sidecar else None
     module = _load_strict(spec, state, path)
-    return LoadedModel(module.to(dev).eval(), spec, name, source, sha256)
+    return LoadedModel(module.to(dev).eval(), spec, name, source, sha256, intensity)
 
 
 class ModelCache:
@@ -360,8 +366,10 @@ def _infer_spec(state: Mapping[str, torch.Tensor], path: Path) -> ModelSpec:
         raise WeightsError(f"{path}: {exc}") from exc
 
 
-def _sidecar(path: Path, sha256: str) -> "tuple[ModelSpec, str] | None":
-    """The architecture and the name (``info["name"]``, "" if none) recorded beside ``path``, if any."""
+def _sidecar(path: Path, sha256: str) -> "tuple[ModelSpec, str, Intensity | None] | None":
+    """The architecture, the name (``info["name"]``, "" if none) and the value mapping of its training
+    (``info["fine_tuning"]["config"]``, see :func:`.images.recorded_intensity`) recorded beside ``path``,
+    if any."""
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         return None
@@ -370,6 +378,10 @@ def _sidecar(path: Path, sha256: str) -> "tuple[ModelSpec, str] | None":
         if not isinstance(data, dict) or "spec" not in data:
             raise ValueError("no 'spec' object")
         spec = ModelSpec.from_json(data["spec"])
+        info = data.get("info")
+        tuning = info.get("fine_tuning") if isinstance(info, dict) else None
+        config = tuning.get("config") if isinstance(tuning, dict) else None
+        intensity = recorded_intensity(config) if isinstance(config, dict) else None
     except (OSError, ValueError) as exc:  # InputError and JSONDecodeError are ValueErrors
         raise WeightsError(
             f"cannot use the sidecar {sidecar} of {path.name} ({exc}); fix or remove it"
@@ -378,8 +390,7 @@ def _sidecar(path: Path, sha256: str) -> "tuple[ModelSpec, str] | None":
     if recorded and recorded != sha256:
         log.warning("%s describes another version of %s (SHA-256 differs); ignoring it", sidecar, path.name)
         return None
-    info = data.get("info")
-    return spec, str(info.get("name") or "") if isinstance(info, dict) else ""
+    return spec, str(info.get("name") or "") if isinstance(info, dict) else "", intensity
 
 
 def _meta_network(spec: ModelSpec) -> nn.Module:

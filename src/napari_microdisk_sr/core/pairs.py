@@ -11,9 +11,10 @@ Fine-tuning needs low-resolution inputs whose high-resolution truth is known. Tw
 Every pair is a pure function of ``(seed, epoch, index)``: it has its own random stream, so an epoch gives
 the same pairs in the same order whatever the batch size, and training resumes exactly from any batch.
 
-Values are float32 in ``[0, 1]``: integer images map by their dtype's full range (as at inference), float
-images by their own minimum and maximum. Gray images are replicated to three channels unless one channel is
-asked for; an alpha channel is dropped (it is never learned).
+Values are float32, mapped to ``[0, 1]`` as at inference (see :class:`.images.Intensity`; by default uint8
+by its range, other dtypes by their 1st and 99.8th percentiles, values beyond them kept). Gray images are
+replicated to three channels unless one channel is asked for; an alpha channel is dropped (it is never
+learned).
 """
 
 import logging
@@ -32,7 +33,7 @@ from . import io
 from .degradation import check_profile, degrade_patches
 from .device import resolve_device
 from .errors import InputError, OutputError
-from .images import check_bit_depth, check_finite, value_range
+from .images import AUTO, Intensity, check_finite, value_range
 
 if TYPE_CHECKING:
     from .calibrate import DegradationProfile
@@ -92,9 +93,10 @@ class PairConfig:
         What to do with a crop smaller than ``patch``: mirror-pad it to the patch size, or raise.
     channels : {3, 1}
         Channels of the pairs: 3 (gray crops replicated) or 1 (gray crops only).
-    bit_depth : int or None
-        Significant bits of unsigned integer crops (see :func:`.images.value_range`); None maps integers
-        by their dtype's full range.
+    intensity : Intensity
+        How the crops' values map to ``[0, 1]`` (see :class:`.images.Intensity`; its text form is accepted
+        too). HR and LR crops are mapped the same way, each by its own values (its percentiles, in
+        ``percentile`` mode, as CSBDeep maps source and target); values beyond the range are kept.
     profile : DegradationProfile or None
         The calibrated microscope of ``degradation="profile"`` (see :mod:`.calibrate`); None otherwise.
     """
@@ -107,12 +109,11 @@ class PairConfig:
     seed: int = 0
     small_crops: str = "pad"
     channels: int = 3
-    bit_depth: "int | None" = None
+    intensity: Intensity = AUTO
     profile: "DegradationProfile | None" = None
 
     def __post_init__(self) -> None:
-        if self.bit_depth is not None:
-            check_bit_depth(self.bit_depth)
+        object.__setattr__(self, "intensity", Intensity.parse(self.intensity))
         for name in ("patch", "scale", "pairs_per_epoch", "seed", "channels"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
@@ -191,11 +192,13 @@ class PairSampler:
             raise InputError(
                 f"{len(hr_images)} HR image(s) but {count} LR image(s): give one LR image per HR image"
             )
-        channels, bits = self.config.channels, self.config.bit_depth
-        hr = [_as_unit_chw(image, f"HR image {i}", channels, bits) for i, image in enumerate(hr_images)]
+        channels, mapping = self.config.channels, self.config.intensity
+        hr = [_as_unit_chw(image, f"HR image {i}", channels, mapping) for i, image in enumerate(hr_images)]
         lr = None
         if lr_images is not None:
-            lr = [_as_unit_chw(image, f"LR image {i}", channels, bits) for i, image in enumerate(lr_images)]
+            lr = [
+                _as_unit_chw(image, f"LR image {i}", channels, mapping) for i, image in enumerate(lr_images)
+            ]
             _check_paired(hr, lr, self.config.scale)
         self._hr, self._lr = self._fit_to_patch(hr, lr)
 
@@ -241,7 +244,7 @@ class PairSampler:
         -------
         lr : (N, C, patch // scale, patch // scale) float32 ndarray
         hr : (N, C, patch, patch) float32 ndarray
-            In ``[0, 1]``; ``C`` is ``config.channels``.
+            Mapped to ``[0, 1]`` by ``config.intensity``; ``C`` is ``config.channels``.
         """
         epoch = _non_negative_int(epoch, "epoch")
         indices = [_non_negative_int(i, "pair index") for i in indices]
@@ -283,8 +286,8 @@ class PairSampler:
         -------
         Iterator of (lr, hr)
             ``lr`` is a ``(B, C, patch // scale, patch // scale)`` and ``hr`` a ``(B, C, patch, patch)``
-            float32 Tensor, in ``[0, 1]``, on ``device``. The arguments are checked when ``batches`` is
-            called; each batch is made when it is asked for.
+            float32 Tensor, mapped by ``config.intensity``, on ``device``. The arguments are checked when
+            ``batches`` is called; each batch is made when it is asked for.
         """
         epoch = _non_negative_int(epoch, "epoch")
         batch_size = _non_negative_int(batch_size, "batch_size")
@@ -409,8 +412,8 @@ def _non_negative_int(value: int, name: str) -> int:
     return int(value)
 
 
-def _as_unit_chw(image: np.ndarray, what: str, channels: int, bit_depth: "int | None") -> np.ndarray:
-    """A crop as float32 ``(1 or 3, H, W)`` in ``[0, 1]`` (alpha dropped), validated."""
+def _as_unit_chw(image: np.ndarray, what: str, channels: int, intensity: Intensity) -> np.ndarray:
+    """A crop as float32 ``(1 or 3, H, W)``, mapped by ``intensity`` (alpha dropped), validated."""
     image = np.asarray(image)
     if image.dtype.kind not in "uif":
         raise InputError(f"{what} has dtype {image.dtype}; give an integer or float intensity image")
@@ -426,7 +429,7 @@ def _as_unit_chw(image: np.ndarray, what: str, channels: int, bit_depth: "int | 
         )
     check_finite(image, what)
     try:
-        low, high = value_range(image, bit_depth=bit_depth)
+        low, high = value_range(image, intensity=intensity)
     except InputError as exc:
         raise InputError(f"{what}: {exc}") from exc
     unit = (image.astype(np.float64) - low) / (high - low if high > low else 1.0)
@@ -565,7 +568,8 @@ def export_pairs(
     for (lr_path, hr_path), lr_patch, hr_patch in zip(paths, lr, hr, strict=True):
         _write_patch(lr_path, lr_patch, fmt)
         _write_patch(hr_path, hr_patch, fmt)
-    info = {"config": asdict(sampler.config), "paired": sampler.paired, "epoch": epoch, "n": n}
+    config = asdict(sampler.config) | {"intensity": str(sampler.config.intensity)}
+    info = {"config": config, "paired": sampler.paired, "epoch": epoch, "n": n}
     io.write_json(folder / "pairs.json", info)
     return paths
 

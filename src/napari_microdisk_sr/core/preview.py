@@ -102,7 +102,7 @@ def preview(
     region : Region
         The window in the plane's pixels.
     config : UpscaleConfig
-        Tile, padding, device, half precision and bit depth, as for :func:`~.infer.upscale`.
+        Tile, padding, device, half precision and intensity, as for :func:`~.infer.upscale`.
     cache : PreviewCache, optional
         Blocks computed earlier with the same plane, model and settings are taken from it, new ones added.
     stop : StopFlag, optional
@@ -154,7 +154,7 @@ def _preview_job(
             tile_pad=config.tile_pad,
             device=config.device,
             half=config.half,
-            bit_depth=config.bit_depth,
+            intensity=config.intensity,
             stop=stop,
             rgb=rgb,
             region=box,

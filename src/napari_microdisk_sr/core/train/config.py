@@ -19,7 +19,7 @@ from ..calibrate import DegradationProfile, profile_for
 from ..degradation import DEGRADATIONS
 from ..device import DEVICE_CHOICES, is_device_name
 from ..errors import InputError
-from ..images import check_bit_depth
+from ..images import AUTO, Intensity, recorded_intensity
 from ..models import DEFAULT_MODEL
 from ..pairs import check_small_crops
 
@@ -110,10 +110,11 @@ class FineTuneConfig:
         Seed of the pairs, of the train/validation split and of torch, numpy and Python's random numbers.
     max_minutes : float or None
         Time budget of one call: training ends cleanly after the step during which it runs out, and saves.
-    bit_depth : int or None
-        Significant bits of unsigned integer crops, e.g. 12 for a 12-bit camera writing uint16 files (see
-        :func:`..images.value_range`); None maps uint8 and uint16 by their dtype's full range. Give the
-        same to :func:`..infer.upscale` and :func:`..metrics.evaluate` for images of that camera.
+    intensity : Intensity
+        How the crops' values map to the network's ``[0, 1]``, the same for the HR and the LR crop of a pair
+        (see :class:`..images.Intensity`; its text form is accepted too): by default ``auto``. The fine-tuned
+        model's sidecar records it, and :func:`..infer.upscale` uses it for that model unless told
+        otherwise; give the same to :func:`..metrics.evaluate`.
     profile : DegradationProfile or None
         The content of the profile file ``degradation`` names, read from it when not given (None for a
         generic degradation). The run's ``config.json`` and checkpoint record it, so that a resumed run trains
@@ -142,7 +143,7 @@ class FineTuneConfig:
     device: str = "auto"
     seed: int = 0
     max_minutes: "float | None" = None
-    bit_depth: "int | None" = None
+    intensity: Intensity = AUTO
     profile: "DegradationProfile | None" = None
 
     def __post_init__(self) -> None:
@@ -213,8 +214,7 @@ class FineTuneConfig:
             raise InputError(
                 f"max_minutes must be a positive number of minutes, or None, got {self.max_minutes!r}"
             )
-        if self.bit_depth is not None:
-            check_bit_depth(self.bit_depth)
+        object.__setattr__(self, "intensity", Intensity.parse(self.intensity))
 
     def _check_profile(self) -> None:
         """Read the profile the degradation names, unless it is given (a run's own, from its config.json)."""
@@ -234,24 +234,29 @@ class FineTuneConfig:
         """The configuration as a JSON-ready dict (tuples become lists, the profile its own JSON)."""
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
         data["profile"] = None if self.profile is None else self.profile.to_json()
+        data["intensity"] = str(self.intensity)
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "FineTuneConfig":
-        """Rebuild a configuration written by :meth:`to_json`, validating it.
+        """Rebuild a configuration written by :meth:`to_json`, validating it. A configuration written
+        before the ``intensity`` setting gives its ``bit_depth`` instead (see
+        :func:`..images.recorded_intensity`).
 
         Raises
         ------
         InputError
             If ``data`` has unknown fields or invalid values.
         """
+        values = dict(data)
+        if "bit_depth" in values and "intensity" not in values:
+            values["intensity"] = recorded_intensity({"bit_depth": values.pop("bit_depth")})
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(values) - names)
         if unknown:
             raise InputError(
                 f"unknown fine-tuning setting(s) {', '.join(unknown)}; was it written by a newer version?"
             )
-        values = dict(data)
         for name in ("betas", "layer_lrs"):
             if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])

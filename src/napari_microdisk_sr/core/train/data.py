@@ -120,7 +120,7 @@ def make_pairs(
         seed=config.seed,
         small_crops=config.small_crops,
         channels=spec.in_channels,
-        bit_depth=config.bit_depth,
+        intensity=config.intensity,
         profile=config.profile,
     )
     if config.small_crops == "refuse":  # all of them, before the split: numbered as the user knows them
