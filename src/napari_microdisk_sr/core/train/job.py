@@ -100,7 +100,8 @@ def _job(
     """
     with contextlib.ExitStack() as joined:  # left at the end: the process group is taken down
         try:
-            run = open_run(joined.enter_context(join(device)))
+            ranks = joined.enter_context(join(device))
+            run = open_run(ranks)
         except BaseException:
             if created is not None and not any(created.iterdir()):
                 created.rmdir()
@@ -123,6 +124,8 @@ def _job(
                 batch=run.batch,
                 patch=run.config.patch,
             )
+            if ranks.size > 1:  # each process says what it saw: the first failure, or its peer's loss
+                message = f"process {ranks.rank} of {ranks.size}: {message}"
             raise TrainingError(message) from exc
         yield run.event(EventKind.FINISHED, message=result.message)
         return result
