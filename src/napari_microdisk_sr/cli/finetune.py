@@ -65,7 +65,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "exactly where the run stopped, with the run's settings (only --epochs, --max-minutes and "
             "--device may change there; other options given anew are refused). On a paired crop set "
             "('microdisk-sr crop --lr') the model learns from the set's registered LR crops, not from a "
-            "--degradation."
+            "--degradation. 'torchrun --nproc_per_node N -m napari_microdisk_sr.cli finetune ...' trains "
+            "with N processes (one per GPU, or on the CPU), the run of one process with N times the batch."
         ),
     )
     parser.add_argument("crops", type=Path, metavar="CROPS_DIR", help="folder of crops with its crops.csv")
@@ -77,7 +78,12 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     parser.add_argument("--epochs", type=int, help=f"epochs to train (default: {_DEFAULTS.epochs})")
     parser.add_argument("--lr", type=float, help=f"Adam's learning rate (default: {_DEFAULTS.lr:g})")
-    parser.add_argument("--batch", type=int, help="pairs per step (default: 4 on a GPU, 2 on the CPU)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        help="pairs per step (default: 4 on a GPU, 2 on the CPU); under torchrun, per process: a step then "
+        "trains on processes x batch pairs",
+    )
     parser.add_argument(
         "--patch",
         type=int,
