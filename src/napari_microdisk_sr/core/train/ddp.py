@@ -4,9 +4,9 @@
 ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment. :func:`join` sets up their process group (gloo on
 CPUs, NCCL on CUDA GPUs, each process on the GPU of its ``LOCAL_RANK``) and gives each its :class:`Ranks`:
 
-- the batch size is per process and every step trains on a global batch of ``N * batch`` pairs: the pairs a
-  single process with that batch would draw (the pair sampler is a pure function of seed, epoch and index),
-  each process taking its contiguous part (:meth:`Ranks.part`);
+- the batch size is per process and every step trains on a global batch of ``N * batch`` pairs: the pairs
+  one process with a batch of ``N * batch`` would draw (the pair sampler is a pure function of seed, epoch
+  and index), each process taking its contiguous part (``PairSampler.batches(..., part=(rank, N))``);
 - each process's loss is its share of the global batch's mean L1, so the gradients that
   ``DistributedDataParallel`` averages are the single process's gradient of the global batch;
 - validation is split the same way and summed across the processes;
@@ -15,7 +15,8 @@ CPUs, NCCL on CUDA GPUs, each process on the GPU of its ``LOCAL_RANK``) and give
 - only rank 0 writes the run folder.
 
 When a process fails, its peers stop too: the collective they wait in fails as soon as the failed process's
-connections close (gloo), and ``torchrun``'s agent ends the others when one exits with an error.
+connections close (gloo), and ``torchrun``'s agent ends the others when one exits with an error (NCCL as
+well). A process that hangs without failing holds the others until the process group's timeout.
 """
 
 import contextlib
@@ -105,12 +106,8 @@ def process_batch(config: FineTuneConfig, ranks: Ranks) -> int:
     """
     batch = config.batch_size
     if batch is None:
-        batch = max(
-            1,
-            min(
-                _CPU_BATCH if ranks.device.type == "cpu" else _GPU_BATCH, config.pairs_per_epoch // ranks.size
-            ),
-        )
+        usual = _CPU_BATCH if ranks.device.type == "cpu" else _GPU_BATCH
+        batch = max(1, min(usual, config.pairs_per_epoch // ranks.size))
     if batch * ranks.size > config.pairs_per_epoch:
         raise InputError(
             f"a step of {ranks.size} processes with batch {batch} takes {batch * ranks.size} pairs, more "

@@ -86,12 +86,12 @@ def fine_tune(
         raise InputError(f"{len(images)} crop(s) but {len(lr_images)} LR crop(s): give one LR crop per crop")
     run_dir = Path(run_dir)
     created = open_run_dir(run_dir, resume=resume, prepare=process_rank() == 0)
-    opened = functools.partial(open_run, images, lr_images, source, config, run_dir, resume=resume)
-    return _job(opened, config.device, run_dir if created else None, stop)
+    opener = functools.partial(open_run, images, lr_images, source, config, run_dir, resume=resume)
+    return _job(opener, config.device, run_dir if created else None, stop)
 
 
 def _job(
-    open_run: Callable[[Ranks], Run], device: str, created: "Path | None", stop: "StopFlag | None"
+    opener: Callable[[Ranks], Run], device: str, created: "Path | None", stop: "StopFlag | None"
 ) -> Generator[TrainEvent, None, FineTuneResult]:
     """Join the other processes of a torchrun launch if any, open the run (in the worker that drives this
     generator), train it, and report it as events.
@@ -101,7 +101,7 @@ def _job(
     with contextlib.ExitStack() as joined:  # left at the end: the process group is taken down
         try:
             ranks = joined.enter_context(join(device))
-            run = open_run(ranks)
+            run = opener(ranks)
         except BaseException:
             if created is not None and not any(created.iterdir()):
                 created.rmdir()

@@ -53,17 +53,17 @@ class Trainer:
         The network, modified in place (frozen layers, device, channels-last memory format: faster on CUDA
         and a few percent faster on the CPU; see benchmarks/README.md).
     config : FineTuneConfig
-    ranks : Ranks, optional
-        The processes training together and this one's device (see :mod:`.ddp`); one process on the CPU
-        by default.
+    ranks : Ranks
+        The processes training together (this one alone, or those of a torchrun launch: see :mod:`.ddp`)
+        and this one's device.
     """
 
-    def __init__(self, module: nn.Module, config: FineTuneConfig, ranks: "Ranks | None" = None) -> None:
-        self.ranks = Ranks(torch.device("cpu")) if ranks is None else ranks
-        self.device = device = self.ranks.device
+    def __init__(self, module: nn.Module, config: FineTuneConfig, ranks: Ranks) -> None:
+        self.ranks = ranks
+        self.device = device = ranks.device
         self.frozen = freeze_first_blocks(module, config.freeze_blocks)
         self.module = module.to(device=device, memory_format=torch.channels_last).train()
-        self._network = self.ranks.wrap(self.module)  # what steps run: the module, or DDP around it
+        self._network = ranks.wrap(self.module)  # what steps run: the module, or DDP around it
         self.optimizer = torch.optim.Adam(
             self._param_groups(config), lr=config.lr, betas=config.betas, fused=True
         )
@@ -121,9 +121,7 @@ class Trainer:
             The mean L1 of the whole batch (the same on every process).
         """
         pairs, weight = len(gt) if pairs is None else pairs, 1.0
-        if not len(
-            gt
-        ):  # this process's part is empty: one zero pair of zero weight takes it through the step
+        if not len(gt):  # this process's part is empty: a zero pair of zero weight takes it through the step
             lq, gt, weight = lq.new_zeros(1, *lq.shape[1:]), gt.new_zeros(1, *gt.shape[1:]), 0.0
         lq = lq.to(self.device).contiguous(memory_format=torch.channels_last)
         gt = gt.to(self.device)
