@@ -22,7 +22,7 @@ from napari_microdisk_sr.core.sample import make_scene
 
 # 9 pairs in steps of 4: the last step has one pair, and the first process none of it.
 _RECIPE = ["--patch", "16", "--pairs-per-epoch", "9", "--device", "cpu", "--no-amp", "--seed", "3"]
-_RECIPE += ["--lr", "0.002", "--val-fraction", "0.34"]
+_RECIPE += ["--lr", "0.002", "--val-fraction", "0.34", "--ema"]
 
 _DRIVER = """
 import os, sys, tempfile
@@ -95,8 +95,10 @@ def _torchrun(*command, wait=True):
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def _weights(path):
-    return torch.load(path, weights_only=True)["params_ema"]
+def _weights(run):
+    """The weights trained (the checkpoint's) and those saved (their moving average)."""
+    trained = torch.load(run / "checkpoint.pth", weights_only=True)["trainer"]["model"]
+    return trained, torch.load(run / "model.pth", weights_only=True)["params_ema"]
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +123,10 @@ def parallel(files, tmp_path_factory):
 
 def test_two_processes_train_as_one_process_with_the_double_batch(single, parallel):
     out = parallel[0]
-    reference, trained = _weights(single / "model.pth"), _weights(out / "model.pth")
-    assert reference.keys() == trained.keys()
-    for name in reference:
-        torch.testing.assert_close(trained[name], reference[name], rtol=0, atol=1e-6)
+    for weights, reference in zip(_weights(out), _weights(single), strict=True):
+        assert weights.keys() == reference.keys()
+        for name in reference:
+            torch.testing.assert_close(weights[name], reference[name], rtol=0, atol=1e-6)
     rows, reference_rows = read_csv(out / "history.csv"), read_csv(single / "history.csv")
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]
     for row, expected in zip(rows, reference_rows, strict=True):
