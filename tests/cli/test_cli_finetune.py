@@ -73,8 +73,8 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(files, tmp_path, capsys, monke
     out, handler = tmp_path / "run", signal.getsignal(signal.SIGINT)
     real_step = trainer.Trainer.step
 
-    def step_then_interrupt(self, lr, hr):
-        loss = real_step(self, lr, hr)
+    def step_then_interrupt(self, lr, hr, **kwargs):
+        loss = real_step(self, lr, hr, **kwargs)
         os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
         return loss
 

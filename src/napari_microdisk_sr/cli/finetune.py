@@ -63,7 +63,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "exactly where the run stopped, with the run's settings (only --epochs, --max-minutes and "
             "--device may change there; other options given anew are refused). On a paired crop set "
             "('microdisk-sr crop --lr') the model learns from the set's registered LR crops, not from a "
-            "--degradation."
+            "--degradation. 'torchrun --nproc_per_node N -m napari_microdisk_sr.cli finetune ...' trains "
+            "with N processes (one per GPU, or on the CPU), the run of one process with N times the batch."
         ),
     )
     parser.add_argument("crops", type=Path, metavar="CROPS_DIR", help="folder of crops with its crops.csv")
@@ -75,7 +76,12 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     parser.add_argument("--epochs", type=int, help=f"epochs to train (default: {_DEFAULTS.epochs})")
     parser.add_argument("--lr", type=float, help=f"Adam's learning rate (default: {_DEFAULTS.lr:g})")
-    parser.add_argument("--batch", type=int, help="pairs per step (default: 4 on a GPU, 2 on the CPU)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        help="pairs per step (default: 4 on a GPU, 2 on the CPU); under torchrun, per process: a step then "
+        "trains on processes x batch pairs",
+    )
     parser.add_argument(
         "--patch",
         type=int,
@@ -171,19 +177,23 @@ def _config(args: argparse.Namespace) -> FineTuneConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    main = train.process_rank() == 0  # under torchrun, rank 0 alone reports (every process says its errors)
     try:
         config = _config(args)
         crops = read_crop_set(args.crops)
-        if crops.paired:
+        if crops.paired and main:
             print(f"paired crop set: learning from its {len(crops)} registered LR crops (no degradation)")
         stop = StopFlag()
         job = train.fine_tune(
             crops, config, args.out, stop=stop, resume=args.resume, lr_crops=crops.lr_images
         )
-        with stop_on_interrupt(stop), TrainProgress() as progress:
-            result = drive(job, progress.show)
+        with stop_on_interrupt(stop, say=main), TrainProgress() as progress:
+            result = drive(job, progress.show if main else None)
     except MicrodiskSRError as exc:
         raise type(exc)(_SETTING.sub(_as_option, str(exc))) from exc
+    code = _STOPPED_EXIT if result.outcome is Outcome.STOPPED else 0
+    if not main:
+        return code
     print(f"{result.outcome.value}: {result.message}")
     scored = [row for row in result.history if row["val_psnr"] is not None]
     if scored:
@@ -193,8 +203,11 @@ def run(args: argparse.Namespace) -> int:
             f"{best['epoch']} (lowest L1), {scored[-1]['val_psnr']:.2f} dB at epoch {scored[-1]['epoch']}"
         )
     if result.outcome in (Outcome.STOPPED, Outcome.TIME_BUDGET):
-        print(f"continue with: microdisk-sr finetune {args.crops} --out {args.out} --resume")
-    return _STOPPED_EXIT if result.outcome is Outcome.STOPPED else 0
+        count = train.process_count()
+        launch = f"torchrun --nproc_per_node {count} -m napari_microdisk_sr.cli"
+        launch = "microdisk-sr" if count == 1 else launch
+        print(f"continue with: {launch} finetune {args.crops} --out {args.out} --resume")
+    return code
 
 
 def _as_option(match: re.Match[str]) -> str:
@@ -236,8 +249,9 @@ class TrainProgress:
 
 
 @contextlib.contextmanager
-def stop_on_interrupt(stop: StopFlag) -> Iterator[None]:
-    """Turn the first Ctrl-C into a clean stop (checkpoint saved); a second one aborts."""
+def stop_on_interrupt(stop: StopFlag, *, say: bool = True) -> Iterator[None]:
+    """Turn the first Ctrl-C into a clean stop (checkpoint saved), saying so if ``say``; a second one
+    aborts. torchrun passes Ctrl-C on to each of its processes: they stop after the same step."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -246,7 +260,8 @@ def stop_on_interrupt(stop: StopFlag) -> Iterator[None]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("\nstopping after this step and saving (Ctrl-C again to abort)", file=sys.stderr)
+        if say:
+            print("\nstopping after this step and saving (Ctrl-C again to abort)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

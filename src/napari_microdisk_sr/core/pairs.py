@@ -263,6 +263,7 @@ class PairSampler:
         device: "str | torch.device" = "cpu",
         first_batch: int = 0,
         prefetch: int = 0,
+        part: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Iterate over one epoch in batches.
 
@@ -281,6 +282,10 @@ class PairSampler:
             when asked for). For a GPU, which the host would otherwise leave idle while it makes the next
             batch; the batches are the same either way. On CUDA they travel from pinned memory,
             asynchronously.
+        part : (int, int)
+            ``(k, n)``: only the ``k``-th of ``n`` contiguous parts of every batch, the parts as even as can
+            be (they differ in size by one pair at most; a part may be empty), for process ``k`` of ``n``
+            training together on the batches of one process.
 
         Returns
         -------
@@ -298,11 +303,16 @@ class PairSampler:
         if first_batch > n_batches:
             raise InputError(f"first_batch {first_batch} is past the epoch's {n_batches} batches")
         prefetch = _non_negative_int(prefetch, "prefetch")
+        k, n = (_non_negative_int(value, "part") for value in part)
+        if k >= n:
+            raise InputError(f"part {k} of {n} does not exist; parts count from 0")
         target = resolve_device(device)
         pinned = target.type == "cuda"
 
         def make(start: int) -> tuple[torch.Tensor, torch.Tensor]:
-            lr, hr = self.pairs(epoch, range(start, min(start + batch_size, len(self))))
+            count = min(batch_size, len(self) - start)
+            indices = range(start + k * count // n, start + (k + 1) * count // n)
+            lr, hr = self.pairs(epoch, indices) if indices else self._no_pairs()
             tensors = torch.from_numpy(lr), torch.from_numpy(hr)
             return (tensors[0].pin_memory(), tensors[1].pin_memory()) if pinned else tensors
 
@@ -317,6 +327,13 @@ class PairSampler:
                     source.close()  # stops the thread when the caller stops early
 
         return generate()
+
+    def _no_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """An empty batch: no LR and no HR patches, of the pairs' shapes."""
+        channels, patch = self.config.channels, self.config.patch
+        small = patch // self.config.scale
+        lr, hr = (np.empty((0, channels, side, side), np.float32) for side in (small, patch))
+        return lr, hr
 
     def _make(
         self, rngs: Sequence[np.random.Generator], images: Sequence[int], *, augment: bool

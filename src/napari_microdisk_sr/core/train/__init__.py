@@ -20,7 +20,9 @@ The package's modules, each owning one part:
 - :mod:`.trainer`: the optimisation step, mixed precision, the EMA, validation;
 - :mod:`.checkpoint`: what a checkpoint holds, writing and reading it, the resume checks, random states;
 - :mod:`.artifacts`: the model file and its sidecar, the history, the weight change;
-- :mod:`.loop`: :func:`fine_tune` and the loop itself.
+- :mod:`.ddp`: data-parallel training by the processes of a ``torchrun`` launch;
+- :mod:`.loop`: the loop itself;
+- :mod:`.job`: :func:`fine_tune`, the job that drives the loop and reports it.
 The job checks its stop flag before every step. Everything that goes wrong once training has started (a
 non-finite loss, running out of memory, a full disk) ends it with a :class:`~..errors.TrainingError` that
 says what went wrong, and leaves the last good checkpoint in place.
@@ -57,8 +59,9 @@ from .config import (
     read_run_config,
     resume_conflicts,
 )
+from .ddp import process_count, process_rank
 from .events import EventKind, FineTuneResult, Outcome, TrainEvent
-from .loop import fine_tune
+from .job import fine_tune
 from .trainer import autocast_dtype
 
 __all__ = [
@@ -83,6 +86,8 @@ __all__ = [
     "fine_tune",
     "freeze_first_blocks",
     "layer_groups",
+    "process_count",
+    "process_rank",
     "read_run_config",
     "resume_conflicts",
 ]

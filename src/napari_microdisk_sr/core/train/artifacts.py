@@ -52,12 +52,13 @@ HISTORY_FIELDS = ("epoch", "train_l1", "val_l1", "val_psnr", "lr", "seconds")
 WEIGHT_CHANGE_FIELDS = ("group", "parameters", "mean_abs_change", "max_abs_change", "min_abs_change")
 
 
-def open_run_dir(run_dir: Path, *, resume: bool) -> bool:
+def open_run_dir(run_dir: Path, *, resume: bool, prepare: bool = True) -> bool:
     """Check the run folder's rules, create it if needed and clear what interrupted writes left in it.
 
     A folder that holds a run (a checkpoint or a model) is refused unless resuming; resuming needs a
     checkpoint. Hidden temporary files of the run's own files, left by a process killed while writing, are
-    removed. Returns whether the folder was created here.
+    removed. Returns whether the folder was created here. With ``prepare`` false (the processes of a
+    data-parallel run but the one that writes), the rules are checked and the folder left alone.
 
     Raises
     ------
@@ -74,6 +75,8 @@ def open_run_dir(run_dir: Path, *, resume: bool) -> bool:
             f"{run_dir} already holds a fine-tuning run ({', '.join(held)}); resume it or choose another "
             "folder"
         )
+    if not prepare:
+        return False
     created = not run_dir.exists()
     ensure_writable_dir(run_dir)
     run_files = (CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, sidecar_path(MODEL_FILE).name, HISTORY_FILE,
@@ -151,6 +154,7 @@ def model_info(
     config: FineTuneConfig,
     progress: Progress,
     batch_size: int,
+    processes: int,
     frozen: Sequence[str],
     parent: LoadedModel,
     crops: CropRecord,
@@ -163,6 +167,8 @@ def model_info(
     ----------
     name : str
         The model's name (the run folder's).
+    batch_size, processes : int
+        The batch size of each process and the number of processes that trained together.
     precision : torch.dtype or None
         The autocast dtype of training; None: float32.
     """
@@ -182,6 +188,8 @@ def model_info(
             + (", exponential moving average" if config.ema else ""),
             "config": config.to_json(),
             "batch_size": batch_size,
+            "processes": processes,
+            "pairs_per_step": batch_size * processes,
             "frozen_parameters": list(frozen),
             "history": p.history,
         },

@@ -31,6 +31,7 @@ __all__ = [
     "can_resume",
     "check_resumable",
     "check_same_crops",
+    "check_same_processes",
     "crops_fingerprint",
     "read_checkpoint",
     "restore",
@@ -64,6 +65,20 @@ class Progress:
             return f"epoch {self.epoch + 1}, step {self.step_in_epoch}"
         return f"the end of epoch {self.epoch}" if self.epoch else "the start"
 
+    def end_epoch(self, row: dict[str, Any], val_l1: "float | None") -> bool:
+        """Count the epoch under way as complete, with its ``history.csv`` row and validation L1 (None
+        without validation); returns whether it is the best epoch so far."""
+        self.epoch += 1
+        self.step_in_epoch, self.epoch_loss, self.epoch_seconds = 0, 0.0, 0.0
+        self.history.append(row)
+        if val_l1 is None:
+            return False
+        if self.best_val_l1 is not None and val_l1 >= self.best_val_l1:
+            self.bad_epochs += 1
+            return False
+        self.best_epoch, self.best_val_l1, self.bad_epochs = self.epoch, val_l1, 0
+        return True
+
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -84,15 +99,16 @@ def write_checkpoint(
     parent: LoadedModel,
     crops: CropRecord,
     batch_size: int,
+    processes: int,
     progress: Progress,
     trainer: Trainer,
     best_weights: "Mapping[str, torch.Tensor] | None",
 ) -> None:
     """Write the checkpoint atomically (a failure leaves the previous one in place).
 
-    It holds what a resume must match (see :func:`check_resumable` and :func:`check_same_crops`), the batch
-    size in use, the states of the progress and the trainer, the best epoch's weights (early stopping) and
-    the global random states.
+    It holds what a resume must match (see :func:`check_resumable`, :func:`check_same_crops` and
+    :func:`check_same_processes`), the batch size in use (per process), the states of the progress and
+    the trainer, the best epoch's weights (early stopping) and the global random states.
     """
     payload = {
         "format": _FORMAT,
@@ -103,6 +119,7 @@ def write_checkpoint(
         "crops_sha256": crops.sha256,
         "crops": crops.count,
         "batch_size": batch_size,
+        "processes": processes,
         "progress": progress.state_dict(),
         "trainer": trainer.state_dict(),
         "best_weights": best_weights,
@@ -187,6 +204,24 @@ def check_same_crops(checkpoint: Mapping[str, Any], crops_sha256: str, count: in
             f"SHA-256 {saved[:12]}...; these {count}: {crops_sha256[:12]}...); resume with the run's crops "
             "or start a new run folder"
         )
+
+
+def check_same_processes(checkpoint: Mapping[str, Any], processes: int, run_dir: Path) -> None:
+    """Refuse to resume with another number of processes: the batches of the steps would not be the run's
+    (its batch size is per process)."""
+    saved = checkpoint.get("processes", 1)  # absent from checkpoints of earlier versions: one process
+    if saved == processes:
+        return
+    batch = checkpoint["batch_size"]
+    how = (
+        f"torchrun --nproc_per_node {saved} -m napari_microdisk_sr.cli finetune ... --resume"
+        if saved > 1
+        else "microdisk-sr finetune ... --resume, without torchrun"
+    )
+    raise TrainingError(
+        f"the run in {run_dir} trains with {saved} process(es) of batch {batch} ({saved * batch} pairs a "
+        f"step), not {processes}; resume it with as many: {how}"
+    )
 
 
 # The global generators of torch, numpy and Python are seeded and checkpointed so that a resumed run continues

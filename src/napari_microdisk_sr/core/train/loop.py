@@ -1,18 +1,17 @@
-"""The fine-tuning job: :func:`fine_tune` checks its arguments and returns a generator that runs the loop.
+"""The fine-tuning loop: :func:`open_run` loads a run, :class:`Run` trains it (driven by :mod:`.job`).
 
-The loop reads top-down in :meth:`_Run.train`: score the pretrained model (the baseline), then epoch after
+The loop reads top-down in :meth:`Run.train`: score the pretrained model (the baseline), then epoch after
 epoch train the steps, validate, step the schedule, save the checkpoint, until the last epoch, early stopping,
 a stop request or the time budget. The stop flag is checked before every step; an interrupted run saves a
-checkpoint at the step it reached, and so does a job closed or dropped by its consumer. A failure once
-training has started raises :class:`~..errors.TrainingError` saying what was kept.
+checkpoint at the step it reached, and so does a job closed or dropped by its consumer. With several processes
+(:mod:`.ddp`), each trains on its part of every batch, they agree on when to stop, and rank 0 alone writes.
 """
 
 import contextlib
-import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..crops import CropSet
-from ..device import describe_device, resolve_device
-from ..errors import InputError, TrainingError
+from ..device import describe_device
+from ..errors import TrainingError
 from ..io import write_json
 from ..models import LoadedModel, load_model
 from ..pairs import PairSampler
 from ..progress import StopFlag
-from .artifacts import history_row, model_info, open_run_dir, write_history, write_outputs
+from .artifacts import MODEL_FILE, history_row, model_info, write_history, write_outputs
 from .checkpoint import (
     CHECKPOINT_FILE,
     Progress,
     check_resumable,
     check_same_crops,
+    check_same_processes,
     crops_fingerprint,
     read_checkpoint,
     restore,
@@ -40,154 +39,57 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .config import CONFIG_FILE, FineTuneConfig
-from .data import CropRecord, gather_crops, make_pairs
-from .events import EventKind, FineTuneResult, Outcome, TrainEvent, describe_failure
+from .data import CropRecord, make_pairs
+from .ddp import Ranks, describe_processes, process_batch
+from .events import EventKind, FineTuneResult, Outcome, TrainEvent
 from .trainer import Trainer, cpu_copy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fine_tune"]
+__all__ = ["Run", "open_run"]
 
 _REPORT_INTERVAL_S = 0.5  # least time between two STEP events (each one waits for the device)
-_GPU_BATCH, _CPU_BATCH = 4, 2
 _PREFETCH_BATCHES = 2
 """Batches made ahead by a background thread when training on a GPU, which the host would otherwise leave idle
 while making the next batch (see benchmarks/README.md). On the CPU the thread would only take cores from the
 training."""
 
 
-def fine_tune(
-    crops: "CropSet | Sequence[np.ndarray]",
-    config: FineTuneConfig,
-    run_dir: "str | Path",
-    *,
-    stop: "StopFlag | None" = None,
-    resume: bool = False,
-    lr_crops: "CropSet | Sequence[np.ndarray] | None" = None,
-) -> Generator[TrainEvent, None, FineTuneResult]:
-    """Fine-tune a model on high-resolution crops, as a job generator.
-
-    The arguments are checked when ``fine_tune`` is called. The job raises, at its first step and before
-    any event, what makes the run impossible (unreadable weights, crops the model cannot use, a resume that
-    does not match the run); it then yields :class:`TrainEvent` objects and returns a
-    :class:`FineTuneResult`. A failure during training (a non-finite loss, running out of memory, a full
-    disk) raises :class:`~..errors.TrainingError` after its last event, saying what went wrong and which
-    checkpoint was kept (the last good one stays in place). A job closed before its end (``close()``, or
-    dropped by its consumer) saves a checkpoint at the step it reached, so that ``resume`` continues from
-    there.
-
-    Parameters
-    ----------
-    crops : CropSet or sequence of (H, W), (H, W, 3) or (H, W, 4) ndarray
-        High-resolution crops, one disk each (integer or float; see :mod:`..pairs` for the value mapping).
-    config : FineTuneConfig
-    run_dir : path
-        Folder of the run's outputs, created if needed. A folder that holds a run (a checkpoint or a model)
-        is refused unless ``resume`` is true.
-    stop : StopFlag, optional
-        Checked before every step: when set, the job saves a checkpoint (mid-epoch if need be) and the model
-        so far, and returns a ``"stopped"`` result.
-    resume : bool
-        Continue the run in ``run_dir`` from its checkpoint, exactly as if it had not stopped. Only
-        ``epochs``, ``max_minutes`` and ``device`` may differ from the run's configuration.
-    lr_crops : CropSet or sequence of ndarray, optional
-        Registered low-resolution acquisitions of the crops (paired training, no synthetic degradation),
-        each exactly ``1 / scale`` of its crop's size.
-
-    Returns
-    -------
-    generator of TrainEvent, returning FineTuneResult
-
-    Raises
-    ------
-    InputError
-        For a config that is not a :class:`FineTuneConfig`, or no crops.
-    OutputError
-        If ``run_dir`` cannot be created or written to.
-    TrainingError
-        If ``run_dir`` holds a run and ``resume`` is false, or holds none to resume; from the job, if
-        training fails.
-    """
-    if not isinstance(config, FineTuneConfig):
-        raise InputError(f"config must be a FineTuneConfig, got {type(config).__name__}")
-    images, source = gather_crops(crops, "crops")
-    lr_images = None if lr_crops is None else gather_crops(lr_crops, "LR crops")[0]
-    if lr_images is not None and len(lr_images) != len(images):
-        raise InputError(f"{len(images)} crop(s) but {len(lr_images)} LR crop(s): give one LR crop per crop")
-    run_dir = Path(run_dir)
-    created = open_run_dir(run_dir, resume=resume)
-    open_run = functools.partial(_open_run, images, lr_images, source, config, run_dir, resume=resume)
-    return _job(open_run, run_dir if created else None, stop)
-
-
-def _job(
-    open_run: Callable[[], "_Run"], created: "Path | None", stop: "StopFlag | None"
-) -> Generator[TrainEvent, None, FineTuneResult]:
-    """Open the run (in the worker that drives this generator), train it, and report it as events.
-
-    ``created`` is the run folder if ``fine_tune`` made it: a run refused while opening leaves nothing.
-    """
-    try:
-        run = open_run()
-    except BaseException:
-        if created is not None and not any(created.iterdir()):
-            created.rmdir()
-        raise
-    yield run.event(EventKind.STARTED, message=run.describe())
-    try:
-        outcome, reason = yield from run.train(stop)
-        if outcome is not Outcome.FINISHED:
-            yield run.event(EventKind.STOPPED, message=reason)
-        result = run.finish(outcome, reason)
-    except GeneratorExit:  # abandoned by its consumer (closed, or dropped mid-run): keep the steps trained
-        run.keep_position()
-        raise
-    except Exception as exc:  # the run is over: one message that says what was kept
-        message = describe_failure(
-            exc,
-            run_dir=run.run_dir,
-            saved=run.saved,
-            device=run.device,
-            batch=run.batch,
-            patch=run.config.patch,
-        )
-        raise TrainingError(message) from exc
-    yield run.event(EventKind.FINISHED, message=result.message)
-    return result
-
-
-def _open_run(
+def open_run(
     images: list[np.ndarray],
     lr_images: "list[np.ndarray] | None",
     source: dict[str, Any],
     config: FineTuneConfig,
     run_dir: Path,
+    ranks: Ranks,
     *,
     resume: bool,
-) -> "_Run":
+) -> "Run":
     """Load the model and the data, and restore the checkpoint when resuming."""
     started = time.monotonic()
-    device = resolve_device(config.device)
     parent = load_model(config.model, device="cpu")
     checkpoint = read_checkpoint(run_dir / CHECKPOINT_FILE) if resume else None
     crops_sha256 = crops_fingerprint(images, lr_images)
     if checkpoint is not None:
         check_resumable(checkpoint, config, parent, run_dir)
         check_same_crops(checkpoint, crops_sha256, len(images), run_dir)
+        check_same_processes(checkpoint, ranks.size, run_dir)
     pairs = make_pairs(images, lr_images, config, parent.spec)
-    batch = checkpoint["batch_size"] if checkpoint else config.batch_size or _auto_batch(device, config)
+    batch = checkpoint["batch_size"] if checkpoint else process_batch(config, ranks)
     parent_weights = cpu_copy(parent.module.state_dict())
-    trainer = Trainer(parent.module, config, device)
+    trainer = Trainer(parent.module, config, ranks)
     progress, best_weights = Progress(), None
     if checkpoint is not None:
         best_weights = restore(checkpoint, trainer=trainer, progress=progress)
     else:
         seed_everything(config.seed)
-    write_json(run_dir / CONFIG_FILE, config.to_json(), overwrite=True)
-    return _Run(
+    if ranks.main:
+        write_json(run_dir / CONFIG_FILE, config.to_json(), overwrite=True)
+    return Run(
         config=config,
         run_dir=run_dir,
-        device=device,
+        ranks=ranks,
+        device=ranks.device,
         parent=parent,
         parent_weights=parent_weights,
         crops=CropRecord(source, tuple(pairs.train_idx), tuple(pairs.val_idx), crops_sha256),
@@ -202,23 +104,20 @@ def _open_run(
     )
 
 
-def _auto_batch(device: torch.device, config: FineTuneConfig) -> int:
-    return min(_CPU_BATCH if device.type == "cpu" else _GPU_BATCH, config.pairs_per_epoch)
-
-
 @dataclass
-class _Run:
+class Run:
     """One fine-tuning run: its inputs, trainer, progress and outputs."""
 
     config: FineTuneConfig
     run_dir: Path
+    ranks: Ranks  # the processes training together: this one alone, or those of a torchrun launch
     device: torch.device
     parent: LoadedModel
     parent_weights: dict[str, torch.Tensor]  # CPU copy, for weight_change.csv
     crops: CropRecord
     sampler: PairSampler
     val: "tuple[torch.Tensor, torch.Tensor] | None"  # the fixed validation pairs
-    batch: int
+    batch: int  # per process
     trainer: Trainer
     progress: Progress
     best_weights: "dict[str, torch.Tensor] | None"  # CPU copy of the best epoch's weights (early stopping)
@@ -228,8 +127,13 @@ class _Run:
     session_steps: int = 0  # steps trained by this call (speed, ETA)
 
     @property
+    def global_batch(self) -> int:
+        """The pairs of a step, over all the processes."""
+        return self.batch * self.ranks.size
+
+    @property
     def steps_per_epoch(self) -> int:
-        return -(-self.config.pairs_per_epoch // self.batch)
+        return -(-self.config.pairs_per_epoch // self.global_batch)
 
     # -- the loop -----------------------------------------------------------------------------------------
 
@@ -260,7 +164,8 @@ class _Run:
             self.trainer.scheduler.step()
             self._end_epoch(train_l1, val_l1, val_psnr, lr, seconds)
             checkpoint_event = self._save_checkpoint()
-            write_history(self.run_dir, p.history)
+            if self.ranks.main:
+                write_history(self.run_dir, p.history)
             yield self._epoch_event(train_l1, val_l1, val_psnr, lr)
             yield checkpoint_event
 
@@ -274,8 +179,14 @@ class _Run:
         total = torch.tensor(p.epoch_loss, device=device)
         reported_loss, reported_steps, reported_at = p.epoch_loss, p.step_in_epoch, 0.0
         prefetch = 0 if device.type == "cpu" else _PREFETCH_BATCHES
+        part = (self.ranks.rank, self.ranks.size)  # each process takes its part of every batch
         batches = self.sampler.batches(
-            p.epoch, self.batch, device=device, first_batch=p.step_in_epoch, prefetch=prefetch
+            p.epoch,
+            self.global_batch,
+            device=device,
+            first_batch=p.step_in_epoch,
+            prefetch=prefetch,
+            part=part,
         )
         with contextlib.closing(batches):  # on an interruption or an error too: stops the prefetch thread
             try:
@@ -287,7 +198,8 @@ class _Run:
                             time.monotonic() - epoch_start,
                         )
                         return total, interruption  # the batches close before the checkpoint is written
-                    total += self.trainer.step(lq, gt)
+                    pairs = min(self.global_batch, len(self.sampler) - p.step_in_epoch * self.global_batch)
+                    total += self.trainer.step(lq, gt, pairs=pairs)
                     p.step_in_epoch += 1
                     self.session_steps += 1
                     now = time.monotonic()
@@ -337,25 +249,21 @@ class _Run:
     ) -> None:
         """Record the epoch: the history, and the best epoch for early stopping."""
         p = self.progress
-        p.epoch += 1
-        p.step_in_epoch, p.epoch_loss, p.epoch_seconds = 0, 0.0, 0.0
-        p.history.append(history_row(p.epoch, train_l1, val_l1, val_psnr, lr, seconds))
-        if val_l1 is None:
-            return
-        if p.best_val_l1 is None or val_l1 < p.best_val_l1:
-            p.best_epoch, p.best_val_l1, p.bad_epochs = p.epoch, val_l1, 0
-            if self.config.early_stop is not None:
-                self.best_weights = self.trainer.weights()
-        else:
-            p.bad_epochs += 1
+        improved = p.end_epoch(history_row(p.epoch + 1, train_l1, val_l1, val_psnr, lr, seconds), val_l1)
+        if improved and self.config.early_stop is not None:
+            self.best_weights = self.trainer.weights()
 
     # -- interruptions and failures -----------------------------------------------------------------------
 
     def _interruption(self, stop: "StopFlag | None") -> "tuple[Outcome, str] | None":
-        if stop is not None and stop.is_set():
-            return Outcome.STOPPED, "stopped on request"
+        """Why to stop before the next step, if at all; the processes of a run agree (the first reason of
+        any of them)."""
         budget = self.config.max_minutes
-        if budget is not None and time.monotonic() - self.started >= 60.0 * budget:
+        spent = budget is not None and time.monotonic() - self.started >= 60.0 * budget
+        why = self.ranks.most(2 if stop is not None and stop.is_set() else 1 if spent else 0)
+        if why == 2:
+            return Outcome.STOPPED, "stopped on request"
+        if why == 1:
             return Outcome.TIME_BUDGET, f"time budget of {budget:g} min spent"
         return None
 
@@ -422,7 +330,7 @@ class _Run:
             f"{where}: fine-tuning {self.parent.name} ({spec.arch} x{spec.scale}) on "
             f"{len(self.crops.train)} crop(s), {len(self.crops.validation)} kept for validation; "
             f"{self.config.epochs} epochs of {self.steps_per_epoch} steps (batch {self.batch}) on "
-            f"{describe_device(self.device)}"
+            f"{describe_device(self.device)}{describe_processes(self.ranks, self.batch)}"
         )
 
     def _save_checkpoint(self) -> TrainEvent:
@@ -430,16 +338,18 @@ class _Run:
         if not self.trainer.weights_finite():
             raise self._diverged("some weights are no longer finite")
         path = self.run_dir / CHECKPOINT_FILE
-        write_checkpoint(
-            path,
-            config=self.config,
-            parent=self.parent,
-            crops=self.crops,
-            batch_size=self.batch,
-            progress=self.progress,
-            trainer=self.trainer,
-            best_weights=self.best_weights,
-        )
+        if self.ranks.main:
+            write_checkpoint(
+                path,
+                config=self.config,
+                parent=self.parent,
+                crops=self.crops,
+                batch_size=self.batch,
+                processes=self.ranks.size,
+                progress=self.progress,
+                trainer=self.trainer,
+                best_weights=self.best_weights,
+            )
         self.saved = self.progress.position()
         return self.event(EventKind.CHECKPOINT, message=f"checkpoint ({self.saved}) saved to {path}")
 
@@ -474,15 +384,18 @@ class _Run:
             config=self.config,
             progress=p,
             batch_size=self.batch,
+            processes=self.ranks.size,
             frozen=self.trainer.frozen,
             parent=self.parent,
             crops=self.crops,
             device=self.device,
             precision=self.trainer.amp_dtype,
         )
-        model_path = write_outputs(
-            self.run_dir, weights, self.parent.spec, info, p.history, self.parent_weights, self.trainer.module
-        )
+        model_path = self.run_dir / MODEL_FILE
+        if self.ranks.main:
+            spec, parent, module = self.parent.spec, self.parent_weights, self.trainer.module
+            model_path = write_outputs(self.run_dir, weights, spec, info, p.history, parent, module)
+        self.ranks.wait()  # every process returns once the outputs are written
         kept = f" (weights of epoch {p.best_epoch})" if self.config.early_stop is not None else ""
         return FineTuneResult(
             outcome=outcome,

@@ -17,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..archs import LAYER_GROUPS, freeze_first_blocks, layer_groups
 from ..device import cpu_has_native_bf16
 from .config import FineTuneConfig
+from .ddp import Ranks
 
 __all__ = ["Trainer", "autocast_dtype", "cpu_copy"]
 
@@ -52,13 +53,17 @@ class Trainer:
         The network, modified in place (frozen layers, device, channels-last memory format: faster on CUDA
         and a few percent faster on the CPU; see benchmarks/README.md).
     config : FineTuneConfig
-    device : torch.device
+    ranks : Ranks
+        The processes training together (this one alone, or those of a torchrun launch: see :mod:`.ddp`)
+        and this one's device.
     """
 
-    def __init__(self, module: nn.Module, config: FineTuneConfig, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, module: nn.Module, config: FineTuneConfig, ranks: Ranks) -> None:
+        self.ranks = ranks
+        self.device = device = ranks.device
         self.frozen = freeze_first_blocks(module, config.freeze_blocks)
         self.module = module.to(device=device, memory_format=torch.channels_last).train()
+        self._network = ranks.wrap(self.module)  # what steps run: the module, or DDP around it
         self.optimizer = torch.optim.Adam(
             self._param_groups(config), lr=config.lr, betas=config.betas, fused=True
         )
@@ -97,28 +102,43 @@ class Trainer:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def step(self, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    def step(self, lq: torch.Tensor, gt: torch.Tensor, *, pairs: "int | None" = None) -> torch.Tensor:
         """One optimisation step on a batch; returns the batch's L1 loss, detached, on the device.
 
         Parameters
         ----------
         lq : (B, C, h, w) float32 Tensor
-            The low-resolution inputs.
+            The low-resolution inputs: with several processes, this process's part of the step's batch
+            (``B`` may be 0).
         gt : (B, C, h * scale, w * scale) float32 Tensor
             The high-resolution targets.
+        pairs : int, optional
+            The pairs of the step's whole batch, over all the processes; ``B`` by default.
+
+        Returns
+        -------
+        Tensor
+            The mean L1 of the whole batch (the same on every process).
         """
+        pairs, weight = len(gt) if pairs is None else pairs, 1.0
+        if not len(gt):  # this process's part is empty: a zero pair of zero weight takes it through the step
+            lq, gt, weight = lq.new_zeros(1, *lq.shape[1:]), gt.new_zeros(1, *gt.shape[1:]), 0.0
         lq = lq.to(self.device).contiguous(memory_format=torch.channels_last)
         gt = gt.to(self.device)
         with self._autocast():
-            sr = self.module(lq)
-        loss = F.l1_loss(sr.float(), gt)
+            sr = self._network(lq)
+        if self.ranks.size == 1:
+            loss = objective = F.l1_loss(sr.float(), gt)
+        else:  # the share of the batch's mean L1; DDP averages the gradients, whose sum is the batch's
+            loss = (sr.float() - gt).abs().sum() * (weight / (pairs * gt[0].numel()))
+            objective = loss * self.ranks.size
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(objective).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.ema is not None:
             self.ema.update_parameters(self.module)
-        return loss.detach()
+        return self.ranks.sum(loss.detach())
 
     @torch.no_grad()
     def validate(self, lq: torch.Tensor, gt: torch.Tensor, batch_size: int) -> tuple[float, float]:
@@ -130,20 +150,21 @@ class Trainer:
         gt : (N, C, h * scale, w * scale) float32 Tensor
         batch_size : int
         """
+        part = self.ranks.part(len(gt))  # with several processes: each scores its part, then they add up
+        lq, gt_part = lq[part], gt[part]
         net = self.net.eval()
-        l1 = torch.zeros((), device=self.device)
-        psnr = torch.zeros((), device=self.device)
+        sums = torch.zeros(2, device=self.device)  # L1, PSNR
         for start in range(0, len(lq), batch_size):
             end = start + batch_size
             lq_batch = lq[start:end].to(self.device).contiguous(memory_format=torch.channels_last)
-            gt_batch = gt[start:end].to(self.device)
+            gt_batch = gt_part[start:end].to(self.device)
             with self._autocast():
                 sr = net(lq_batch).float()
-            l1 += (sr - gt_batch).abs().sum()
             mse = (sr.clamp(0.0, 1.0) - gt_batch).square().mean(dim=(1, 2, 3)).clamp_min(_PSNR_MSE_FLOOR)
-            psnr += (-10.0 * torch.log10(mse)).sum()
+            sums += torch.stack([(sr - gt_batch).abs().sum(), (-10.0 * torch.log10(mse)).sum()])
         net.train()
-        return l1.item() / gt.numel(), psnr.item() / len(gt)
+        l1, psnr = self.ranks.sum(sums).tolist()
+        return l1 / gt.numel(), psnr / len(gt)
 
     def weights(self) -> dict[str, torch.Tensor]:
         """CPU copies of the weights that get saved (the EMA when enabled)."""
