@@ -1,20 +1,16 @@
 """``microdisk-sr upscale``: super-resolve image files x4 into TIFFs, tile by tile, never overwriting."""
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..core import batch, infer, io
-from ..core.consistency import AREA, read_profile
-from ..core.consistency import lr_consistency as measure_consistency
+from ..core import batch, distributed, infer, io
+from ..core.consistency import AREA, BackDegradation, read_profile
 from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
 from ..core.errors import InputError
-from ..core.images import image_layout, normalizations_for, validate_image
 from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
-from ..core.progress import drive
 from ..core.regions import Region
 from ..core.weights import file_sha256
 
@@ -100,6 +96,15 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="process only the I-th of N deterministic slices of the sorted inputs (from 1): N array jobs or "
         "machines sharing a file system split a plate with no coordinator",
     )
+    parser.add_argument(
+        "--scheduler",
+        metavar="SPEC",
+        help="run the files as tasks on a dask.distributed cluster (the [distributed] extra): local:N "
+        "starts N worker processes here; tcp://HOST:PORT or a scheduler file (JSON) joins a running "
+        "cluster, e.g. dask-jobqueue's on SLURM/LSF or dask-cuda's on a multi-GPU node. Workers read and "
+        "write the files themselves (a shared file system), load the model once each and give the same "
+        "bits as one process; a lost worker's file is recomputed by another",
+    )
     parser.set_defaults(func=run)
 
 
@@ -132,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half, bit_depth=args.bit_depth
     )
     region = None if args.region is None else Region.parse(args.region)
+    scheduler = None if args.scheduler is None else distributed.Scheduler.parse(args.scheduler)
     inputs = batch.expand_inputs(args.inputs)
     if args.shard is not None:
         inputs = batch.shard(inputs, *batch.parse_shard(args.shard))
@@ -160,94 +166,50 @@ def run(args: argparse.Namespace) -> int:
         "region": None if region is None else [region.y0, region.y1, region.x0, region.x1],
     }
 
-    check_with = degradation.describe() if args.consistency else None
-    todo = []  # what a rerun has not done yet: only these are read, checked and upscaled
-    for path, target in zip(inputs, targets, strict=True):
-        made_with = settings | {"input_sha256": file_sha256(path)}
-        if args.redo or not _done(target, made_with, check_with):
-            todo.append((path, target, made_with))
-    for path, _, _ in todo:  # check every input to compute before any work; the pixels are read again below
-        _check_input(path, config.bit_depth, region)
-
-    print(f"upscaling x{scale} with {model.name} on {device_text}")
-    for path, target, made_with in todo:
-        source = io.read_image(path)
-        started = time.perf_counter()
-        job = infer.upscale(
-            source.data,
-            model,
-            tile=config.tile,
-            tile_pad=config.tile_pad,
-            device=device,
-            half=config.half,
-            bit_depth=config.bit_depth,
-            region=region,
-        )
-        with tqdm(desc=path.name, unit="tile", leave=False) as bar:
-            result = drive(job, _progress_on(bar))
-        seconds = time.perf_counter() - started
-        provenance = result.provenance | {
-            "input_path": str(path.resolve()),
-            "input_sha256": made_with["input_sha256"],
-        }
-        check = None
-        if args.consistency:
-            check = measure_consistency(
-                result.image, source.data, degradation=degradation, bit_depth=config.bit_depth
-            )
-            provenance |= check.provenance()
-        out = io.write_tiff(
+    jobs = [
+        batch.FileJob(
+            path,
             target,
-            result.image,
-            pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
-            description=provenance,
-            names=io.numbered_paths(target),
+            settings | {"input_sha256": file_sha256(path)},
+            config,
+            region,
+            degradation if args.consistency else None,
         )
-        shape = "x".join(map(str, source.data.shape))
-        print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.image.shape))}) in {seconds:.1f} s")
-        if check is not None:
-            map_path = out.with_name(f"{out.stem}_consistency.tif")
-            where = io.write_tiff(
-                map_path,
-                check.map,
-                pixel_size=source.pixel_size,
-                description={"sr": str(out), "values": "|degrade(SR) - LR| / data range"}
-                | check.provenance(),
-                names=io.numbered_paths(map_path),
-            )
-            print(f"  LR consistency {check.psnr:.2f} dB ({check.degradation}) -> {where}")
+        for path, target in zip(inputs, targets, strict=True)
+    ]
+    todo = [job for job in jobs if args.redo or batch.is_done(job) is None]  # only these are read, computed
+    if scheduler is None:
+        for job in todo:  # check every input to compute before any work; the pixels are read again below
+            batch.check_input(job.path, config.bit_depth, region)
+        print(f"upscaling x{scale} with {model.name} on {device_text}")
+        for job in todo:
+            with tqdm(desc=job.path.name, unit="tile", leave=False) as bar:
+                done = batch.upscale_file(job, model, on_event=_progress_on(bar))
+            _report(done, degradation, print)
+    elif todo:  # a cluster is started or joined only for work to do
+        with distributed.connect(scheduler) as client:
+            print(f"upscaling x{scale} with {model.name} on {distributed.describe(client)}")
+            files = distributed.upscale_files(client, todo, args.model, model.sha256, redo=args.redo)
+            with tqdm(total=len(todo), unit="file") as bar:
+                for done in files:
+                    bar.update()
+                    _report(done, degradation, bar.write)
     if len(todo) < len(inputs):
         skipped = len(inputs) - len(todo)
         print(f"skipped {skipped} of {len(inputs)} input(s) whose output was there with the same provenance")
     return 0
 
 
-def _done(target: Path, made_with: dict, check_with: "str | None") -> bool:
-    """Whether an output is there made the same way (:func:`.batch.done_output`) and, when ``check_with`` is
-    given, checked for LR consistency with that degradation."""
-    if check_with is None:
-        return batch.done_output(target, made_with) is not None
-    for candidate in io.numbered_paths(target):
-        if not candidate.exists():
-            return False
-        if batch.done_output(candidate, made_with) == candidate:
-            record = io.read_tiff_description(candidate) or {}
-            if record.get("lr_consistency_degradation") == check_with:
-                return True
-    return False
-
-
-def _check_input(path: Path, bit_depth: "int | None", region: "Region | None") -> None:
-    """Refuse an input whose pixels the settings cannot upscale, naming the file."""
-    image = io.read_image(path).data
-    try:
-        validate_image(image)
-        layout = image_layout(image.shape)
-        normalizations_for(image, layout, bit_depth=bit_depth)
-        if region is not None:
-            region.check_inside(layout.height, layout.width)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from exc
+def _report(done: batch.FileDone, degradation: BackDegradation, write: Callable[[str], None]) -> None:
+    """Say what was written for one input."""
+    if done.seconds is None:
+        write(f"{done.path} -> {done.output} (written by an earlier attempt)")
+        return
+    shapes = ["x".join(map(str, shape)) for shape in (done.input_shape, done.output_shape)]
+    write(f"{done.path} ({shapes[0]}) -> {done.output} ({shapes[1]}) in {done.seconds:.1f} s")
+    if done.consistency_map is not None:
+        check = f"{done.consistency_psnr:.2f} dB ({degradation.describe()})"
+        write(f"  LR consistency {check} -> {done.consistency_map}")
 
 
 def _progress_on(bar: tqdm) -> Callable[[infer.TileEvent], None]:
