@@ -132,8 +132,30 @@ def test_a_worker_killed_mid_run_costs_its_task_not_the_run(client, plate, model
 
     assert sorted(done.path for done in seen) == [job.path for job in jobs]
     assert busy[0] not in client.scheduler_info(n_workers=-1)["workers"]
-    assert_same_outputs(list(tmp_path.iterdir()), one_process)  # every output once, none numbered twice
+    # Every output once, none numbered twice; a worker killed while writing leaves its hidden temporary file
+    # (.<stem>.*.tmp.tif), which inputs never include, and no partial output.
+    written = [path for path in tmp_path.iterdir() if not path.name.startswith(".")]
+    assert_same_outputs(written, one_process)
+    assert all(path.name.endswith(".tmp.tif") for path in tmp_path.glob(".*"))
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker for the next tests
+
+
+def test_a_lost_cluster_stops_the_run_and_a_rerun_does_the_rest(
+    client, plate, model_file, one_process, tmp_path
+):
+    jobs = jobs_for(plate, model_file, tmp_path)
+    sha256 = file_sha256(model_file)
+    with distributed.connect(distributed.Scheduler(local_workers=1)) as doomed:
+        files = distributed.upscale_files(doomed, jobs, str(model_file), sha256)
+        first = next(files)
+        doomed.cluster.close()
+        with pytest.raises(MicrodiskSRError, match=r"lost the dask cluster .* run the same command again"):
+            list(files)
+    rest = [job for job in jobs if batch.is_done(job) is None]
+    assert first.path not in [job.path for job in rest]
+    assert 0 < len(rest) < FIELDS
+    assert len(list(distributed.upscale_files(client, rest, str(model_file), sha256))) == len(rest)
+    assert_same_outputs(list(tmp_path.iterdir()), one_process)
 
 
 def test_a_task_finds_the_output_an_earlier_attempt_wrote(client, plate, model_file, tmp_path):

@@ -314,15 +314,10 @@ def upscale_files(
     located = [replace(job, path=job.path.absolute(), target=job.target.absolute()) for job in jobs]
     source = model if model in REGISTRY else str(Path(model).absolute())
     run = uuid.uuid4().hex[:8]
-    with _cluster_errors():
-        checks = [
-            client.submit(_check_task, job, key=f"check-{job.path.name}-{run}-{i}", retries=RETRIES)
-            for i, job in enumerate(located)
-        ]
-        problems = [problem for problem in client.gather(checks) if problem is not None]
+    problems = _problems(client, located, run)
     if problems:
         raise InputError("; ".join(problems))
-    futures = [
+    pending = {
         client.submit(
             _upscale_task,
             job,
@@ -331,25 +326,36 @@ def upscale_files(
             redo,
             key=f"upscale-{job.path.name}-{run}-{i}",
             retries=RETRIES,
-        )
+        ): i
         for i, job in enumerate(located)
-    ]
-    index = {future.key: i for i, future in enumerate(futures)}
+    }
     results: list[batch.FileDone | None] = [None] * len(jobs)
     try:
         with _cluster_errors():
-            for future in as_completed(futures):
-                i = index[future.key]
+            for future in as_completed(list(pending)):
+                i = pending.pop(future)
                 try:
                     done = future.result()
                 except MicrodiskSRError as exc:
                     raise type(exc)(f"{jobs[i].path}: {exc}") from exc
+                future.release()  # the cluster forgets it: a worker lost later does not compute it again
                 output = jobs[i].target.parent / done.output.name  # named as the caller named the folder
                 results[i] = replace(done, path=jobs[i].path, output=output)
                 yield results[i]
     finally:
-        client.cancel([future for future in futures if not future.done()])
+        if pending and client.status == "running":
+            client.cancel(list(pending))
     return [done for done in results if done is not None]
+
+
+def _problems(client: "Client", jobs: Sequence[batch.FileJob], run: str) -> list[str]:
+    """Why inputs of ``jobs`` cannot be upscaled, checked on the workers (which read them)."""
+    with _cluster_errors():
+        checks = [
+            client.submit(_check_task, job, key=f"check-{job.path.name}-{run}-{i}", retries=RETRIES)
+            for i, job in enumerate(jobs)
+        ]
+        return [problem for problem in client.gather(checks) if problem is not None]
 
 
 @contextlib.contextmanager
