@@ -158,7 +158,7 @@ def connect(scheduler: Scheduler) -> Iterator["Client"]:
                 n_workers=count,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: several runs at once do not compete for 8787
                 env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)},
             ) as cluster,
             Client(cluster) as client,

@@ -1,0 +1,222 @@
+"""Upscaling at scale: a folder of fields on 1 and on 2 local dask workers (``upscale --scheduler local:N``).
+
+One function per part, chosen with ``--part``; each part prints its table, writes
+``results/bench_scale-<part>-<machine>.json`` and ends with its ``ratio: <x>`` line.
+
+``throughput``: the same folder of synthetic microdisk fields (``core.sample``), upscaled by the compact
+model into a fresh output folder per run, by three contenders in turn: this process alone (the command line
+without ``--scheduler``: ``core.batch.upscale_file`` in a loop, torch on every core), a local cluster of 1
+worker process (every core), and one of 2 worker processes (half the cores each; ``core.distributed``). The
+clusters are started, and each has run the folder once (every worker has loaded the model), before the
+timed runs, which alternate between the contenders; starting a cluster is timed apart. Speed is fields per
+second of the fastest run (the median beside it). Every output must be the same bits as this process's (else
+the script exits with 1). The ratio is the speed of 2 workers over that of 1.
+
+Usage: ``python benchmarks/bench_scale.py [--part throughput] [--quick] [--device DEV] [--threads N]``
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import _common
+import numpy as np
+import torch
+
+from napari_microdisk_sr.core import batch, distributed, infer
+from napari_microdisk_sr.core.io import read_image, write_tiff
+from napari_microdisk_sr.core.models import load_model
+from napari_microdisk_sr.core.sample import make_scene
+from napari_microdisk_sr.core.weights import file_sha256
+
+NAME = "bench_scale"
+MODEL = "realesr-animevideov3"
+
+
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+    """What the throughput part runs.
+
+    Attributes
+    ----------
+    fields : int
+        Files in the folder.
+    size : int
+        Side of each LR field (uint16, gray).
+    tile : int
+        Tile side in LR pixels.
+    workers : tuple of int
+        The local clusters' sizes.
+    repeats : int
+        Timed runs per contender.
+    """
+
+    fields: int
+    size: int
+    tile: int
+    workers: tuple[int, ...] = (1, 2)
+    repeats: int = 3
+
+
+THROUGHPUT_QUICK = Throughput(fields=8, size=96, tile=256)
+THROUGHPUT_FULL = Throughput(fields=32, size=512, tile=256)
+
+
+def make_folder(folder: Path, settings: Throughput) -> list[Path]:
+    """The plate: ``settings.fields`` synthetic uint16 fields."""
+    folder.mkdir(parents=True)
+    return [
+        write_tiff(
+            folder / f"field{seed:03d}.tif",
+            make_scene(seed=seed, size=(settings.size,) * 2, dtype="uint16").lr,
+        )
+        for seed in range(settings.fields)
+    ]
+
+
+def jobs_into(paths: list[Path], out: Path, model: Any, config: infer.UpscaleConfig) -> list[batch.FileJob]:
+    """The command line's jobs for ``paths`` into the new folder ``out``."""
+    out.mkdir(parents=True)
+    made_with = {
+        "model_sha256": model.sha256,
+        "scale": model.spec.scale,
+        "tile": config.tile,
+        "tile_pad": infer.tile_pad_for(model, config.tile_pad),
+        "half": False,
+        "bit_depth": None,
+        "region": None,
+    }
+    return [
+        batch.FileJob(
+            path, out / f"{path.stem}_x4.tif", made_with | {"input_sha256": file_sha256(path)}, config
+        )
+        for path in paths
+    ]
+
+
+def throughput(args: argparse.Namespace, device: torch.device) -> float:
+    """1 and 2 local workers against this process alone; returns the speed of 2 workers over 1."""
+    settings = THROUGHPUT_QUICK if args.quick else THROUGHPUT_FULL
+    cores = _cpu_count()
+    torch.set_num_threads(args.threads or cores)  # this process alone gets the machine, as the workers do
+    config = infer.UpscaleConfig(tile=settings.tile, device=args.device)
+    model = load_model(MODEL)
+    sha256 = model.sha256
+    scratch = Path(tempfile.mkdtemp(prefix="bench_scale-"))
+    try:
+        paths = make_folder(scratch / "plate", settings)
+        runs = iter(range(10**6))
+
+        def fresh() -> list[batch.FileJob]:
+            return jobs_into(paths, scratch / f"run{next(runs)}", model, config)
+
+        def alone() -> list[Path]:
+            return [batch.upscale_file(job, model).output for job in fresh()]
+
+        contenders: dict[str, Callable[[], list[Path]]] = {"this process": alone}
+        threads = {"this process": torch.get_num_threads()}
+        started: dict[str, float] = {}
+        with contextlib.ExitStack() as stack:
+            for count in settings.workers:
+                begin = time.perf_counter()
+                client = stack.enter_context(distributed.connect(distributed.Scheduler(local_workers=count)))
+                started[f"{count} worker(s)"] = time.perf_counter() - begin
+
+                def on_cluster(client: Any = client) -> list[Path]:
+                    files = distributed.upscale_files(client, fresh(), MODEL, sha256)
+                    return [done.output for done in files]
+
+                contenders[f"{count} worker(s)"] = on_cluster
+                threads[f"{count} worker(s)"] = max(1, cores // count)
+            reference = alone()  # warm-up, and the bits every contender must give
+            expected = {path.name: read_image(path).data for path in reference}
+            for name, run in contenders.items():
+                if name != "this process":
+                    _check_same(run(), expected, name)  # warm-up: every worker loads the model
+            timings: dict[str, list[float]] = {name: [] for name in contenders}
+            for _ in range(settings.repeats):
+                for name, run in contenders.items():
+                    begin = time.perf_counter()
+                    outputs = run()
+                    timings[name].append(time.perf_counter() - begin)
+                    _check_same(outputs, expected, name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    rows = []
+    for name, values in timings.items():
+        best, median = _common.best_and_median(values)
+        rows.append(
+            {
+                "contender": name,
+                "threads_each": threads[name],
+                "start_s": started.get(name),
+                "seconds": best,
+                "median_s": median,
+                "runs_s": values,
+                "fields_per_s": settings.fields / best,
+            }
+        )
+    _common.print_table(rows, ["contender", "threads_each", "start_s", "seconds", "median_s", "fields_per_s"])
+    speed = {row["contender"]: row["fields_per_s"] for row in rows}
+    ratio = speed["2 worker(s)"] / speed["1 worker(s)"]
+    versus_alone = speed["2 worker(s)"] / speed["this process"]
+    print(f"2 workers / 1 worker: {ratio:.3f}; 2 workers / this process: {versus_alone:.3f}")
+    path = _common.write_results(
+        f"{NAME}-throughput",
+        device,
+        {
+            "settings": dataclasses.asdict(settings) | {"quick": args.quick, "model": MODEL, "cores": cores},
+            "rows": rows,
+            "ratio": ratio,
+            "ratio_vs_this_process": versus_alone,
+            "outputs": "every run's outputs were the same bits as this process's",
+        },
+        args.results,
+    )
+    print(f"results: {path}")
+    return ratio
+
+
+def _check_same(outputs: list[Path], expected: dict[str, np.ndarray], name: str) -> None:
+    if sorted(path.name for path in outputs) != sorted(expected):
+        sys.exit(f"{name}: outputs {sorted(p.name for p in outputs)} are not {sorted(expected)}")
+    for path in outputs:
+        if not np.array_equal(read_image(path).data, expected[path.name]):
+            sys.exit(f"{name}: {path.name} is not the same bits as this process's output")
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+PARTS: dict[str, Callable[[argparse.Namespace, torch.device], float]] = {"throughput": throughput}
+"""The parts of the benchmark: each prints its table, writes its results and returns its ratio."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--part", choices=[*PARTS, "all"], default="all", help="which part to run (default: all, in turn)"
+    )
+
+
+def main() -> int:
+    args = _common.parse_args(__doc__.splitlines()[0], add_arguments)
+    device = _common.setup(args)
+    for name in PARTS if args.part == "all" else [args.part]:
+        print(f"--- {name}")
+        ratio = PARTS[name](args, device)
+        print(f"ratio: {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
