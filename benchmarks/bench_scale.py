@@ -5,12 +5,15 @@ One function per part, chosen with ``--part``; each part prints its table, write
 
 ``throughput``: the same folder of synthetic microdisk fields (``core.sample``), upscaled by the compact
 model into a fresh output folder per run, by three contenders in turn: this process alone (the command line
-without ``--scheduler``: ``core.batch.upscale_file`` in a loop, torch on every core), a local cluster of 1
-worker process (every core), and one of 2 worker processes (half the cores each; ``core.distributed``). The
-clusters are started, and each has run the folder once (every worker has loaded the model), before the
-timed runs, which alternate between the contenders; starting a cluster is timed apart. Speed is fields per
-second of the fastest run (the median beside it). Every output must be the same bits as this process's (else
-the script exits with 1). The ratio is the speed of 2 workers over that of 1.
+without ``--scheduler``: ``core.batch.upscale_file`` in a loop), a local cluster of 1 worker process and one
+of 2 (``core.distributed``). Threads as the command line gives them: this process every core, each worker an
+equal share; ``--quick`` on the CPU gives every process one thread (so 1 worker uses one core, 2 workers
+two), as the other benchmarks do on a small shared machine, where threads that wait for one another at every
+operation stall whenever the system pauses one of them. The clusters are started, and each has run the
+folder once (every worker has loaded the model), before the timed runs, which alternate between the
+contenders; starting a cluster is timed apart. Speed is fields per second of the fastest run (the median
+beside it). Every output must be the same bits as this process's (else the script exits with 1). The ratio
+is the speed of 2 workers over that of 1.
 
 Usage: ``python benchmarks/bench_scale.py [--part throughput] [--quick] [--device DEV] [--threads N]``
 """
@@ -106,7 +109,9 @@ def throughput(args: argparse.Namespace, device: torch.device) -> float:
     """1 and 2 local workers against this process alone; returns the speed of 2 workers over 1."""
     settings = THROUGHPUT_QUICK if args.quick else THROUGHPUT_FULL
     cores = _cpu_count()
-    torch.set_num_threads(args.threads or cores)  # this process alone gets the machine, as the workers do
+    # Every contender gets the cores: this process all, each worker its share; --quick one thread each.
+    quick_cpu = args.quick and device.type == "cpu" and args.threads is None
+    torch.set_num_threads(1 if quick_cpu else args.threads or cores)
     config = infer.UpscaleConfig(tile=settings.tile, device=args.device)
     model = load_model(MODEL)
     sha256 = model.sha256
@@ -127,7 +132,9 @@ def throughput(args: argparse.Namespace, device: torch.device) -> float:
         with contextlib.ExitStack() as stack:
             for count in settings.workers:
                 begin = time.perf_counter()
-                client = stack.enter_context(distributed.connect(distributed.Scheduler(local_workers=count)))
+                each = 1 if quick_cpu else args.threads or max(1, cores // count)
+                scheduler = distributed.Scheduler(local_workers=count)
+                client = stack.enter_context(distributed.connect(scheduler, threads=each))
                 started[f"{count} worker(s)"] = time.perf_counter() - begin
 
                 def on_cluster(client: Any = client) -> list[Path]:
@@ -135,7 +142,7 @@ def throughput(args: argparse.Namespace, device: torch.device) -> float:
                     return [done.output for done in files]
 
                 contenders[f"{count} worker(s)"] = on_cluster
-                threads[f"{count} worker(s)"] = max(1, cores // count)
+                threads[f"{count} worker(s)"] = each
             reference = alone()  # warm-up, and the bits every contender must give
             expected = {path.name: read_image(path).data for path in reference}
             for name, run in contenders.items():

@@ -53,6 +53,7 @@ MODEL_LOADED = "microdisk-sr-model-loaded"
 """The scheduler event topic of model loads on workers (``client.get_events(MODEL_LOADED)``)."""
 _PROTOCOLS = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
 _HOST_PORT = re.compile(r"^[\w.-]+:\d+$")
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _INSTALL = "pip install 'napari-microdisk-sr[distributed]'"
 
 
@@ -135,11 +136,11 @@ class Scheduler:
 
 
 @contextlib.contextmanager
-def connect(scheduler: Scheduler) -> Iterator["Client"]:
+def connect(scheduler: Scheduler, *, threads: "int | None" = None) -> Iterator["Client"]:
     """A ``distributed.Client`` of ``scheduler``, closed on exit (with the local cluster it started).
 
-    A local cluster runs each worker in its own process with one thread, and gives torch in each an equal
-    share of the machine's cores.
+    A local cluster runs each worker in its own process, one task at a time, with ``threads`` torch threads
+    (by default an equal share of the machine's cores).
 
     Raises
     ------
@@ -147,19 +148,22 @@ def connect(scheduler: Scheduler) -> Iterator["Client"]:
         When ``distributed`` is not installed or the scheduler cannot be reached.
     """
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise MicrodiskSRError(f"--scheduler needs dask.distributed ({exc}): {_INSTALL}") from exc
     if scheduler.local_workers is not None:
         count = scheduler.local_workers
-        threads = max(1, _cpu_count() // count)
+        each = str(threads or max(1, _cpu_count() // count))
+        # Thread counts must be in a worker's environment when it starts (dask's default is 1).
+        spawn_with = {f"distributed.nanny.pre-spawn-environ.{name}": each for name in _THREAD_VARIABLES}
         with (
+            dask.config.set(spawn_with),
             LocalCluster(
                 n_workers=count,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",  # a free port: several runs at once do not compete for 8787
-                env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)},
             ) as cluster,
             Client(cluster) as client,
         ):
