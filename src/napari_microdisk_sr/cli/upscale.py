@@ -1,4 +1,5 @@
-"""``microdisk-sr upscale``: super-resolve image files x4 into TIFFs, tile by tile, never overwriting."""
+"""``microdisk-sr upscale``: super-resolve images x4 into TIFFs, or block by block into OME-Zarr; never
+overwriting."""
 
 import argparse
 import time
@@ -7,13 +8,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..core import batch, infer, io
+from ..core import batch, infer, io, lazy, ome_zarr
 from ..core.consistency import AREA, read_profile
 from ..core.consistency import lr_consistency as measure_consistency
 from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
 from ..core.errors import InputError
-from ..core.images import image_layout, normalizations_for, validate_image
-from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
+from ..core.images import Normalization, image_layout, normalizations_for, validate_image
+from ..core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model
 from ..core.progress import drive
 from ..core.regions import Region
 from ..core.weights import file_sha256
@@ -29,14 +30,24 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "size divided by 4. Outputs go into --out, by default into <stem>_microdisk_sr/ beside each "
             "input; an existing file is never overwritten (-1, -2, ... is added). All inputs and the output "
             "folders are checked before any work starts. A rerun skips every input whose output is already "
-            "there with the same provenance (input and weights SHA-256, settings)."
+            "there with the same provenance (input and weights SHA-256, settings). With --format ome-zarr, "
+            "inputs are read lazily (Zarr stores, TIFFs by tile) and each result is written block by block "
+            "into <stem>_x4.ome.zarr with a pyramid: memory is bounded by the block, not the image."
         ),
     )
     parser.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image files, folders (their image files, not recursive) or quoted patterns ('plate/*.tif')",
+        help="image files, Zarr stores (.zarr, .ome.zarr), folders (their images, not recursive) or quoted "
+        "patterns ('plate/*.tif')",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("tiff", "ome-zarr"),
+        default="tiff",
+        help="tiff: <stem>_x4.tif, computed in memory; ome-zarr: <stem>_x4.ome.zarr (OME-NGFF multiscales), "
+        "written block by block for images larger than memory (default: tiff)",
     )
     parser.add_argument(
         "--model",
@@ -139,13 +150,25 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--profile is for the consistency check: add --consistency")
     if args.consistency and region is not None:
         raise InputError("--consistency checks whole images: leave out --region, or check the window later")
+    lazy = args.format == "ome-zarr"
+    if lazy and (region is not None or args.consistency):
+        raise InputError("--region and --consistency write TIFFs: leave them out with --format ome-zarr")
+    stores = [path for path in inputs if lazy.is_store(path)]
+    if stores and not lazy:
+        raise InputError(
+            f"{stores[0]} is a Zarr store: its result is written as OME-Zarr, add --format ome-zarr"
+        )
     degradation = AREA if args.profile is None else read_profile(args.profile)
     device = resolve_device(config.device)
     device_text = describe_device(device)
     model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
     scale = model.spec.scale
     window = "" if region is None else f"_{region.y0}-{region.y1}_{region.x0}-{region.x1}"
-    targets = [(args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}{window}.tif" for path in inputs]
+    suffix = ".ome.zarr" if lazy else ".tif"
+    targets = [
+        (args.out or io.output_dir_for(path)) / f"{io.image_stem(path)}_x{scale}{window}{suffix}"
+        for path in inputs
+    ]
     for target in targets:
         io.refuse_input_as_output(target, inputs)
     for folder in dict.fromkeys(target.parent for target in targets):
@@ -163,9 +186,16 @@ def run(args: argparse.Namespace) -> int:
     check_with = degradation.describe() if args.consistency else None
     todo = []  # what a rerun has not done yet: only these are read, checked and upscaled
     for path, target in zip(inputs, targets, strict=True):
-        made_with = settings | {"input_sha256": file_sha256(path)}
+        made_with = settings | _identity(path)
         if args.redo or not _done(target, made_with, check_with):
             todo.append((path, target, made_with))
+    if lazy:
+        norms = [_check_lazy_input(path, config.bit_depth) for path, _, _ in todo]  # before any work
+        print(f"upscaling x{scale} with {model.name} on {device_text} into OME-Zarr")
+        for (path, target, made_with), norm in zip(todo, norms, strict=True):
+            _upscale_to_ome_zarr(path, target, made_with, norm, model, config)
+        _report_skipped(len(inputs) - len(todo), len(inputs))
+        return 0
     for path, _, _ in todo:  # check every input to compute before any work; the pixels are read again below
         _check_input(path, config.bit_depth, region)
 
@@ -216,10 +246,52 @@ def run(args: argparse.Namespace) -> int:
                 names=io.numbered_paths(map_path),
             )
             print(f"  LR consistency {check.psnr:.2f} dB ({check.degradation}) -> {where}")
-    if len(todo) < len(inputs):
-        skipped = len(inputs) - len(todo)
-        print(f"skipped {skipped} of {len(inputs)} input(s) whose output was there with the same provenance")
+    _report_skipped(len(inputs) - len(todo), len(inputs))
     return 0
+
+
+def _report_skipped(skipped: int, count: int) -> None:
+    if skipped:
+        print(f"skipped {skipped} of {count} input(s) whose output was there with the same provenance")
+
+
+def _identity(path: Path) -> dict[str, "str | None"]:
+    """What identifies an input's pixels in provenance: a file's SHA-256, a Zarr store's cheap identity."""
+    if lazy.is_store(path):
+        return {"input_sha256": None, "input_identity": lazy.store_identity(path)}
+    return {"input_sha256": file_sha256(path)}
+
+
+def _check_lazy_input(path: Path, bit_depth: "int | None") -> tuple[Normalization, "Normalization | None"]:
+    """Open an input lazily and compute its value mapping (reading it chunk by chunk where that needs its
+    values); refuse it naming the file."""
+    try:
+        return lazy.lazy_normalizations(lazy.open_lazy(path), bit_depth=bit_depth)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+
+
+def _upscale_to_ome_zarr(
+    path: Path,
+    target: Path,
+    made_with: dict,
+    norms: tuple[Normalization, "Normalization | None"],
+    model: LoadedModel,
+    config: infer.UpscaleConfig,
+) -> None:
+    """Upscale one input block by block into ``target`` (an OME-Zarr image), with a progress bar."""
+    image = lazy.open_lazy(path)
+    started = time.perf_counter()
+    record = {"input_path": str(path.resolve())} | {
+        k: v for k, v in made_with.items() if k.startswith("input")
+    }
+    job = ome_zarr.upscale_to_ome_zarr(image, model, target, config=config, norms=norms, record=record)
+    with tqdm(desc=path.name, unit="block", leave=False) as bar:
+        result = drive(job, _progress_on(bar))
+    seconds = time.perf_counter() - started
+    shape = "x".join(map(str, image.data.shape))
+    out_shape = "x".join(map(str, result.shapes[0]))
+    print(f"{path} ({shape}) -> {result.path} ({out_shape}, {len(result.shapes)} levels) in {seconds:.1f} s")
 
 
 def _done(target: Path, made_with: dict, check_with: "str | None") -> bool:

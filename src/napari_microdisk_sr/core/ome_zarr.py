@@ -1,9 +1,8 @@
-"""Images larger than memory: lazy input (OME-Zarr, Zarr, TIFF) and x4 results written to OME-Zarr by block.
+"""Images larger than memory: x4 results written to OME-Zarr block by block, with their pyramid.
 
 A whole-slide mosaic of 30,000 x 30,000 pixels upscales to 120,000 x 120,000 (14 GB at 8 bits): no result
-is ever held whole. The input is opened as a dask array (:func:`open_lazy`: level 0 of an OME-NGFF image,
-a plain Zarr array, or a TIFF read by tile or memory-mapped), its value mapping is computed once for the
-whole image (:func:`lazy_normalizations`, a lazy min/max where the dtype does not fix it), and the output
+is ever held whole. The input is opened lazily (:func:`.lazy.open_lazy`), its value mapping is computed
+once for the whole image (:func:`.lazy.lazy_normalizations`), and the output
 store is filled one block at a time (:func:`upscale_block`): the block is read with the model's tile
 padding as context and upscaled with :func:`~.infer.upscale`'s ``region``, so every block equals the same
 window of the whole image's result (the tiling is seamless), and its x4 result fills whole chunks of level
@@ -15,19 +14,17 @@ it into place when complete, under the first free name (``-1``, ``-2``, ...): an
 half output under the final name. Its provenance goes into the store's attributes (``microdisk_sr``), which
 a rerun compares (:func:`~.batch.done_output`).
 
-The block functions take plain, picklable arguments (a :class:`LazyImage` of a Zarr store, a store path,
-regions, a model, normalisations, an :class:`~.infer.UpscaleConfig`) and hold no state, so that the same
-blocks can run as tasks elsewhere. A :class:`LazyImage` of a TIFF holds an open file: reopen it by path
-there.
+The block functions take plain, picklable arguments (a :class:`~.lazy.LazyImage` of a Zarr store, a store
+path, regions, a model, normalisations, an :class:`~.infer.UpscaleConfig`) and hold no state, so that the
+same blocks can run as tasks elsewhere (reopen a TIFF input there by path).
 
 zarr, ome-zarr and dask are imported when first needed (the ``zarr`` extra).
 """
 
-import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,29 +34,20 @@ from torch import nn
 
 from . import infer
 from .errors import InputError, OutputError
-from .images import ImageLayout, Normalization, image_layout, maps_by_own_range, value_range
-from .io import PixelSize, new_dir_mode, numbered_paths, read_tiff_pixel_size
+from .images import Normalization
+from .io import PixelSize, new_dir_mode, numbered_paths
 from .layers import upscaled_geometry
+from .lazy import PROVENANCE_KEY, LazyImage, lazy_normalizations, libraries
 from .models import LoadedModel
 from .progress import StopFlag, drive
 from .regions import Region
 
 __all__ = [
     "BLOCK",
-    "PROVENANCE_KEY",
-    "LazyImage",
     "OmeZarrResult",
-    "Pyramid",
     "create_store",
     "downsample_block",
-    "is_store",
-    "lazy_image",
-    "lazy_normalizations",
-    "open_lazy",
-    "open_pyramid",
     "pyramid_shapes",
-    "read_store_provenance",
-    "store_identity",
     "upscale_block",
     "upscale_to_ome_zarr",
 ]
@@ -68,241 +56,11 @@ BLOCK = 256
 """Side of a block in input pixels: its x4 result is one chunk of level 0 (1024 x 1024 pixels)."""
 PYRAMID_SIDE = 1024
 """Levels are added (each half the size of the one before) until the last fits in this many pixels a side."""
-PROVENANCE_KEY = "microdisk_sr"
-"""The store attribute that holds what the output was made from and with."""
-STORE_SUFFIXES = (".ome.zarr", ".zarr")
-_AXIS_ORDER = {"t": 0, "c": 1, "z": 2, "y": 3, "x": 4}
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
-_TIFF_AXES = {"T": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
 _NGFF_UNITS = {
     "um": "micrometer", "µm": "micrometer", "micron": "micrometer", "microns": "micrometer",
     "nm": "nanometer", "mm": "millimeter", "cm": "centimeter", "m": "meter", "inch": "inch",
 }  # fmt: skip
-_SHORT_UNITS = {"micrometer": "um", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm", "meter": "m"}
-
-
-def _libraries() -> tuple[Any, Any]:
-    """zarr and dask.array, or an error that says how to install them."""
-    try:
-        import dask.array as da
-        import zarr
-    except ImportError as exc:
-        raise InputError(
-            f"OME-Zarr needs zarr, ome-zarr and dask ({exc.name} is missing): "
-            "pip install 'napari-microdisk-sr[zarr]'"
-        ) from exc
-    return zarr, da
-
-
-def is_store(path: "str | os.PathLike[str]") -> bool:
-    """Whether ``path`` names a Zarr store (a folder ending in ``.zarr`` or ``.ome.zarr``): an image."""
-    path = Path(path)
-    return path.name.lower().endswith(".zarr") and path.is_dir()
-
-
-@dataclass(frozen=True, eq=False)
-class LazyImage:
-    """An image read only where it is sliced: a dask array laid out as :func:`.images.image_layout` says.
-
-    Attributes
-    ----------
-    data : dask.array.Array
-        ``(..., H, W)`` or ``(..., H, W, C)`` (RGB(A) last), any chunks.
-    layout : ImageLayout
-    axes : tuple of str
-        OME-NGFF names of ``data``'s axes (``t``, ``c``, ``z``, ``y``, ``x``), e.g. ``("z", "y", "x")`` or
-        ``("y", "x", "c")`` for RGB.
-    pixel_size : PixelSize or None
-    origin : (float, float)
-        Where pixel (0, 0)'s centre lies along y and x, in the pixel size's unit.
-    path : Path or None
-        The file or store it was opened from.
-    """
-
-    data: Any
-    layout: ImageLayout
-    axes: tuple[str, ...]
-    pixel_size: "PixelSize | None" = None
-    origin: tuple[float, float] = (0.0, 0.0)
-    path: "Path | None" = None
-
-    def read(self, plane: tuple[int, ...], region: Region) -> np.ndarray:
-        """``region`` of one plane as a numpy array (only the chunks it touches are read)."""
-        window = self.data[(*plane, slice(region.y0, region.y1), slice(region.x0, region.x1))]
-        return np.asarray(window.compute(scheduler="synchronous"))
-
-    def store_axes(self) -> tuple[str, ...]:
-        """The axes of an OME-NGFF array of this image: in the order t, c, z, y, x."""
-        return tuple(sorted(self.axes, key=_AXIS_ORDER.__getitem__))
-
-
-def lazy_image(
-    array: Any,
-    *,
-    rgb: "bool | None" = None,
-    axes: "tuple[str, ...] | None" = None,
-    pixel_size: "PixelSize | None" = None,
-    origin: tuple[float, float] = (0.0, 0.0),
-    path: "Path | None" = None,
-) -> LazyImage:
-    """A :class:`LazyImage` of an array in :func:`.images.image_layout` order (numpy, dask or Zarr).
-
-    ``axes`` names its axes; by default ``y``, ``x`` (and ``c`` last for RGB), after ``z`` and ``t`` for
-    the leading axes of a stack.
-    """
-    _, da = _libraries()
-    data = array if isinstance(array, da.Array) else da.from_array(array, name=False)
-    if data.dtype.kind not in "uif":
-        raise InputError(f"image dtype {data.dtype} is not supported; use an integer or float image")
-    layout = image_layout(data.shape, rgb=rgb)
-    if axes is None:
-        axes = (*("t", "z")[2 - len(layout.leading) :], "y", "x", *(() if layout.is_gray else ("c",)))
-    return LazyImage(data, layout, tuple(axes), pixel_size, origin, None if path is None else Path(path))
-
-
-def open_lazy(path: "str | os.PathLike[str]", *, rgb: "bool | None" = None) -> LazyImage:
-    """Open an image without reading it: an OME-Zarr image (level 0), a Zarr array, or a TIFF.
-
-    A TIFF stored uncompressed in one piece is memory-mapped; others are read by tile or strip through
-    tifffile's Zarr interface. A channel axis of 3 or 4 becomes RGB(A); one of 1 is dropped; others are
-    planes of a stack.
-
-    Raises
-    ------
-    InputError
-        For a path that is neither, a Zarr group without OME-NGFF ``multiscales``, or an unsupported shape.
-    """
-    path = Path(path)
-    if is_store(path):
-        return _open_store(path, rgb)
-    if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
-        return _open_tiff(path, rgb)
-    raise InputError(f"{path} is not a Zarr store (.zarr, .ome.zarr) or a TIFF file; give one of those")
-
-
-def _open_store(path: Path, rgb: "bool | None", level: int = 0) -> LazyImage:
-    zarr, da = _libraries()
-    from ome_zarr.writer import get_metadata
-
-    try:
-        node = zarr.open(str(path), mode="r")
-    except Exception as exc:
-        raise InputError(f"cannot open {path} as a Zarr store: {exc}") from exc
-    if isinstance(node, zarr.Array):
-        return lazy_image(da.from_zarr(node), rgb=rgb, path=path)
-    multiscales = get_metadata(node).get("multiscales")
-    if not multiscales:
-        raise InputError(
-            f"{path} is a Zarr group without OME-NGFF multiscales metadata: give the path of its image array "
-            "(e.g. its 0 folder) or an OME-Zarr image"
-        )
-    image = multiscales[0]
-    dataset = image["datasets"][level]
-    data = da.from_zarr(node[dataset["path"]])
-    axes = [axis if isinstance(axis, str) else axis["name"] for axis in image.get("axes", ())]
-    if len(axes) != data.ndim:
-        axes = list(lazy_image(data, rgb=False).axes)
-    units = {axis["name"]: axis.get("unit") for axis in image.get("axes", ()) if isinstance(axis, dict)}
-    scale, shift = [1.0] * data.ndim, [0.0] * data.ndim
-    for transform in [
-        *image.get("coordinateTransformations", ()),
-        *dataset.get("coordinateTransformations", ()),
-    ]:
-        if transform.get("type") == "scale":
-            scale = [a * b for a, b in zip(scale, transform["scale"], strict=True)]
-        elif transform.get("type") == "translation":
-            shift = [a + b for a, b in zip(shift, transform["translation"], strict=True)]
-    y, x = axes.index("y"), axes.index("x")
-    unit = units.get("x") or ""
-    pixel_size = PixelSize(scale[y], scale[x], _SHORT_UNITS.get(unit, unit))
-    return _arranged(data, axes, rgb, pixel_size=pixel_size, origin=(shift[y], shift[x]), path=path)
-
-
-def _open_tiff(path: Path, rgb: "bool | None") -> LazyImage:
-    zarr, da = _libraries()
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            letters, contiguous = series.axes, series.dataoffset is not None and not series.is_multifile
-        if contiguous:
-            data = da.from_array(
-                tifffile.memmap(path, mode="r"),
-                chunks=(*(-1,) * (len(letters) - 2), BLOCK * 4, BLOCK * 4),
-                name=False,
-            )
-        else:
-            data = da.from_zarr(zarr.open(tifffile.imread(path, aszarr=True), mode="r"))
-    except (OSError, ValueError, tifffile.TiffFileError) as exc:
-        raise InputError(f"cannot read TIFF {path}: {exc}") from exc
-    names = [_TIFF_AXES.get(letter) for letter in letters]
-    spare = iter(name for name in ("t", "z") if name not in names)
-    try:
-        axes = [name or next(spare) for name in names]
-    except StopIteration:
-        raise InputError(
-            f"TIFF {path} has axes {letters}: at most T, Z, Y, X and channels are supported"
-        ) from None
-    return _arranged(data, axes, rgb, pixel_size=read_tiff_pixel_size(path), path=path)
-
-
-def _arranged(
-    data: Any,
-    axes: "list[str]",
-    rgb: "bool | None",
-    *,
-    pixel_size: "PixelSize | None",
-    origin: tuple[float, float] = (0.0, 0.0),
-    path: Path,
-) -> LazyImage:
-    """``data`` with OME-NGFF ``axes`` put in layout order: t, c (not RGB), z, y, x, then RGB(A) channels."""
-    if "c" in axes and data.shape[axes.index("c")] == 1:
-        data = data[tuple(0 if name == "c" else slice(None) for name in axes)]
-        axes = [name for name in axes if name != "c"]
-    if len(set(axes)) != len(axes) or not {"y", "x"} <= set(axes) or not set(axes) <= set(_AXIS_ORDER):
-        raise InputError(f"{path} has axes {axes}: an image needs y and x, and at most t, c and z besides")
-    channels = data.shape[axes.index("c")] if "c" in axes else 0
-    is_rgb = channels in (3, 4) if rgb is None else rgb
-    if is_rgb and channels not in (3, 4):
-        raise InputError(f"{path} has {channels or 'no'} channels, not RGB(A): open it with rgb=False")
-    order = sorted(axes, key=lambda name: (is_rgb and name == "c", _AXIS_ORDER[name]))
-    data = data.transpose([axes.index(name) for name in order])
-    return lazy_image(data, rgb=is_rgb, axes=tuple(order), pixel_size=pixel_size, origin=origin, path=path)
-
-
-def lazy_normalizations(
-    image: LazyImage, *, bit_depth: "int | None" = None
-) -> tuple[Normalization, "Normalization | None"]:
-    """The colour and alpha normalisations of the whole image, as :func:`.images.normalizations_for` gives
-    them, reading the data (chunk by chunk, with dask) only where they depend on it.
-
-    Raises
-    ------
-    InputError
-        For NaN or infinite values, or values beyond the bit depth.
-    """
-    data = image.data
-    color = data[..., :3] if image.layout.has_alpha else data
-    alpha = data[..., 3] if image.layout.has_alpha else None
-    return (
-        Normalization(color.dtype, *value_range(_extremes(color, bit_depth), bit_depth=bit_depth)),
-        None if alpha is None else Normalization(alpha.dtype, *value_range(_extremes(alpha, None))),
-    )
-
-
-def _extremes(values: Any, bit_depth: "int | None") -> np.ndarray:
-    """The values' minimum and maximum (what :func:`.images.value_range` reads), computed only if it reads
-    them."""
-    _, da = _libraries()
-    if bit_depth is None and not maps_by_own_range(values.dtype):
-        return np.zeros(1, values.dtype)  # mapped by the dtype's range: the values are not read
-    if values.dtype.kind != "f":
-        return np.array(da.compute(values.min(), values.max()), dtype=values.dtype)
-    low, high, finite = da.compute(values.min(), values.max(), da.isfinite(values).all())
-    if not finite:
-        raise InputError("image has NaN/Inf values; replace them (e.g. np.nan_to_num) before upscaling")
-    return np.array([low, high], dtype=values.dtype)
 
 
 def pyramid_shapes(height: int, width: int, *, levels: "int | None" = None) -> list[tuple[int, int]]:
@@ -338,7 +96,7 @@ def create_store(
     list of tuple of int
         The shape of each level.
     """
-    zarr, _ = _libraries()
+    zarr, _ = libraries()
     from ome_zarr.writer import write_multiscales_metadata
 
     axes = image.store_axes()
@@ -394,12 +152,12 @@ def upscale_block(
     """Upscale one block of one plane and write its result into level 0 of ``store``.
 
     The block is read with the model's tile padding of context (none beyond the image border) and mapped by
-    ``norms``, the whole image's (see :func:`lazy_normalizations`), so its result is the same window of the
-    whole image's result. A rerun writes the same values.
+    ``norms``, the whole image's (see :func:`.lazy.lazy_normalizations`), so its result is the same window
+    of the whole image's result. A rerun writes the same values.
 
     Parameters
     ----------
-    image : LazyImage
+    image : .lazy.LazyImage
     store : path
         An OME-Zarr image made by :func:`create_store` for ``image``.
     plane : tuple of int
@@ -415,7 +173,7 @@ def upscale_block(
     dict
         The provenance of the block's result (see :class:`~.infer.UpscaleResult`).
     """
-    zarr, _ = _libraries()
+    zarr, _ = libraries()
     pad = infer.tile_pad_for(model, config.tile_pad, scale=scale)
     layout = image.layout
     context = block.grown(pad, infer.size_multiple_of(model), layout.height, layout.width)
@@ -449,7 +207,7 @@ def downsample_block(
     ``index`` selects the plane in the store's leading axes (``slice(None)`` for the channels). Integers
     are rounded; an odd last row or column is averaged with itself.
     """
-    zarr, _ = _libraries()
+    zarr, _ = libraries()
     source = zarr.open_array(os.path.join(store, str(level - 1)), mode="r")
     height, width = source.shape[-2:]
     part = source[
@@ -508,7 +266,7 @@ def upscale_to_ome_zarr(
 
     Parameters
     ----------
-    image : LazyImage
+    image : .lazy.LazyImage
     model : LoadedModel or nn.Module
     target : path
         ``<stem>_x4.ome.zarr``; its folder must exist.
@@ -517,7 +275,7 @@ def upscale_to_ome_zarr(
     scale : int, optional
         A bare module's upscaling factor.
     norms : (Normalization, Normalization or None), optional
-        The whole image's value mappings, if already computed (see :func:`lazy_normalizations`).
+        The whole image's value mappings, if already computed (see :func:`.lazy.lazy_normalizations`).
     block : int
         Block side in input pixels (see :data:`BLOCK`): it bounds memory with ``config.tile``.
     levels : int, optional
@@ -551,7 +309,7 @@ def _job(
     record: dict[str, Any],
     stop: "StopFlag | None",
 ) -> Generator[infer.TileEvent, None, "OmeZarrResult | None"]:
-    zarr, _ = _libraries()
+    zarr, _ = libraries()
     factor = model.spec.scale if isinstance(model, LoadedModel) else int(scale)
     layout = image.layout
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -623,84 +381,3 @@ def _publish(tmp: Path, target: Path) -> Path:
             raise OutputError(f"cannot put the finished store {tmp} in place as {candidate}: {exc}") from exc
         return candidate
     raise OutputError(f"too many existing outputs named like {target}; clean the folder")
-
-
-def read_store_provenance(path: "str | os.PathLike[str]") -> "dict[str, Any] | None":
-    """The provenance :func:`upscale_to_ome_zarr` stored in ``path``, or None (not a store of ours)."""
-    try:
-        zarr, _ = _libraries()
-        record = zarr.open_group(str(path), mode="r").attrs.get(PROVENANCE_KEY)
-    except (InputError, OSError, ValueError, LookupError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def store_identity(path: "str | os.PathLike[str]") -> str:
-    """A cheap identity of a Zarr store's content: the SHA-256 of its files' names, sizes and modification
-    times (reading every chunk of a large image would take as long as upscaling it)."""
-    root = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(_files(root)):
-        status = file.stat()
-        digest.update(
-            f"{file.relative_to(root).as_posix()}\0{status.st_size}\0{status.st_mtime_ns}\n".encode()
-        )
-    return digest.hexdigest()
-
-
-def _files(folder: Path) -> Iterator[Path]:
-    for entry in os.scandir(folder):
-        if entry.is_dir(follow_symlinks=False):
-            yield from _files(Path(entry.path))
-        elif entry.is_file():
-            yield Path(entry.path)
-
-
-@dataclass(frozen=True, eq=False)
-class Pyramid:
-    """An OME-Zarr image opened lazily for display: every level, in layout order, and its geometry.
-
-    Attributes
-    ----------
-    levels : list of dask.array.Array
-        Level 0 first, each laid out as :attr:`LazyImage.data` is.
-    rgb : bool
-    scale, translate : tuple of float
-        Level 0's pixel size and origin along the non-channel axes (napari's ``scale`` and ``translate``).
-    provenance : dict or None
-        What an output of ours was made with.
-    """
-
-    levels: list[Any]
-    rgb: bool
-    scale: tuple[float, ...]
-    translate: tuple[float, ...]
-    provenance: "dict[str, Any] | None"
-
-
-def open_pyramid(path: "str | os.PathLike[str]") -> Pyramid:
-    """Open every level of an OME-Zarr image lazily (see :func:`open_lazy`), for a multiscale display.
-
-    Raises
-    ------
-    InputError
-        If ``path`` is not an OME-Zarr image.
-    """
-    zarr, _ = _libraries()
-    from ome_zarr.writer import get_metadata
-
-    base = open_lazy(path)
-    levels = [base.data]
-    node = zarr.open(str(path), mode="r")
-    if isinstance(node, zarr.Group):
-        count = len(get_metadata(node)["multiscales"][0]["datasets"])
-        levels += [_open_store(Path(path), None, level).data for level in range(1, count)]
-    size = base.pixel_size or PixelSize(1.0, 1.0)
-    lead = len(base.layout.leading)
-    return Pyramid(
-        levels=levels,
-        rgb=not base.layout.is_gray,
-        scale=(*(1.0,) * lead, size.y, size.x),
-        translate=(*(0.0,) * lead, *base.origin),
-        provenance=read_store_provenance(path),
-    )
