@@ -77,3 +77,24 @@ def test_a_bad_scheduler_is_refused_before_any_work(
     assert err[0].startswith("error: ")
     assert fragment in err[0]
     assert not (tmp_path / "field_microdisk_sr").exists()
+
+
+def test_ome_zarr_blocks_on_a_local_cluster_make_the_store_of_one_process(model_file, tmp_path, capsys):
+    zarr = pytest.importorskip("zarr")
+    write_tiff(
+        tmp_path / "mosaic.tif", np.random.default_rng(3).integers(0, 255, (260, 100)).astype(np.uint8)
+    )
+    argv = [tmp_path / "mosaic.tif", "--model", model_file, "--format", "ome-zarr"]
+    assert cli(*argv, "--out", tmp_path / "one") == 0
+    capsys.readouterr()
+    assert cli(*argv, "--out", tmp_path / "two", "--scheduler", "local:1") == 0
+    out = capsys.readouterr().out
+    assert "a task per block" in out
+    assert f"-> {tmp_path / 'two' / 'mosaic_x4.ome.zarr'} (1040x400, 2 levels)" in out
+    ours, theirs = (
+        zarr.open_group(str(tmp_path / name / "mosaic_x4.ome.zarr"), mode="r") for name in ("two", "one")
+    )
+    for level in ("0", "1"):
+        np.testing.assert_array_equal(ours[level][:], theirs[level][:])
+    assert cli(*argv, "--out", tmp_path / "two", "--scheduler", "local:1") == 0
+    assert "skipped 1 of 1 input(s)" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -181,6 +182,88 @@ def test_workers_with_other_weights_refuse(client, plate, model_file, tmp_path):
     jobs = jobs_for(plate, model_file, tmp_path)[:1]
     with pytest.raises(MicrodiskSRError, match="other weights"):
         list(distributed.upscale_files(client, jobs, str(model_file), "0" * 64))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory):
+    """Images upscaled block by block: a gray field of 2 x 3 blocks, a float stack of 2 planes."""
+    folder = tmp_path_factory.mktemp("large")
+    write_tiff(
+        folder / "mosaic.tif", np.random.default_rng(5).integers(0, 60000, (300, 520)).astype(np.uint16)
+    )
+    write_tiff(folder / "stack.tif", np.random.default_rng(6).random((2, 140, 270)).astype(np.float32))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_process_stores(large, model_file, tmp_path_factory):
+    """The single-process command line's OME-Zarr outputs of ``large``."""
+    out = tmp_path_factory.mktemp("one-process-stores")
+    argv = ["upscale", str(large), "--format", "ome-zarr", "--out", str(out), "--model", str(model_file)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    return out
+
+
+def store_jobs(large, model_file, out):
+    return [
+        replace(job, target=out / f"{job.path.stem}_x4.ome.zarr") for job in jobs_for(large, model_file, out)
+    ]
+
+
+def assert_same_stores(folder, reference):
+    zarr = pytest.importorskip("zarr")
+    assert sorted(path.name for path in folder.iterdir()) == sorted(path.name for path in reference.iterdir())
+    for path in reference.iterdir():
+        ours, theirs = (
+            zarr.open_group(str(folder / path.name), mode="r"),
+            zarr.open_group(str(path), mode="r"),
+        )
+        assert sorted(ours.array_keys()) == sorted(theirs.array_keys())
+        for key in theirs.array_keys():
+            np.testing.assert_array_equal(ours[key][:], theirs[key][:])
+        ours, theirs = dict(ours.attrs), dict(theirs.attrs)
+        assert ours["ome"] == theirs["ome"]
+        made = ours.pop("microdisk_sr"), theirs.pop("microdisk_sr")
+        assert {key for key in made[0].keys() | made[1].keys() if made[0].get(key) != made[1].get(key)} <= {
+            "device",
+            "model_source",
+        }
+
+
+def test_blocks_are_tasks_that_write_the_stores_of_one_process(
+    client, large, model_file, one_process_stores, tmp_path
+):
+    jobs = store_jobs(large, model_file, tmp_path)
+    events = list(distributed.upscale_stores(client, jobs, str(model_file), file_sha256(model_file)))
+    # mosaic: 6 blocks, 2 pyramid levels of 2 and 1 blocks; stack: 2 planes of 2 blocks and 1 level of 1 block
+    assert [event.done for event in events] == list(range(1, 16))
+    assert {event.total for event in events} == {15}
+    finished = [event.finished for event in events if event.finished is not None]
+    assert sorted(path.name for path, _ in finished) == ["mosaic.tif", "stack.tif"]
+    assert all(result.path.parent == tmp_path for _, result in finished)
+    assert_same_stores(tmp_path, one_process_stores)
+    assert all(batch.is_done(job) is not None for job in jobs)  # a rerun skips them
+
+
+def test_a_worker_killed_among_blocks_costs_its_blocks_not_the_store(
+    client, large, model_file, one_process_stores, tmp_path
+):
+    jobs = store_jobs(large, model_file, tmp_path)
+    events = distributed.upscale_stores(client, jobs, str(model_file), file_sha256(model_file))
+    next(events)
+    busy = [address for address, keys in client.processing().items() if keys]
+    assert busy, "every block finished before the kill"
+    os.kill(client.run(os.getpid, workers=busy[:1])[busy[0]], signal.SIGKILL)
+    assert list(events)[-1].done == 15
+    assert_same_stores(tmp_path, one_process_stores)  # no hidden temporary store left either
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_a_failed_block_leaves_no_store(client, large, model_file, tmp_path):
+    jobs = store_jobs(large, model_file, tmp_path)
+    with pytest.raises(MicrodiskSRError, match="other weights"):
+        list(distributed.upscale_stores(client, jobs, str(model_file), "0" * 64))
     assert list(tmp_path.iterdir()) == []
 
 

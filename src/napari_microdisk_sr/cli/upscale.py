@@ -1,16 +1,20 @@
-"""``microdisk-sr upscale``: super-resolve image files x4 into TIFFs, tile by tile, never overwriting."""
+"""``microdisk-sr upscale``: super-resolve images x4 into TIFFs, or block by block into OME-Zarr; never
+overwriting."""
 
 import argparse
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..core import batch, distributed, infer, io
+from ..core import batch, distributed, infer, io, lazy, ome_zarr
 from ..core.consistency import AREA, BackDegradation, read_profile
 from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
 from ..core.errors import InputError
-from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
+from ..core.images import Normalization
+from ..core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model
+from ..core.progress import drive
 from ..core.regions import Region
 from ..core.weights import file_sha256
 
@@ -25,14 +29,24 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "size divided by 4. Outputs go into --out, by default into <stem>_microdisk_sr/ beside each "
             "input; an existing file is never overwritten (-1, -2, ... is added). All inputs and the output "
             "folders are checked before any work starts. A rerun skips every input whose output is already "
-            "there with the same provenance (input and weights SHA-256, settings)."
+            "there with the same provenance (input and weights SHA-256, settings). With --format ome-zarr, "
+            "inputs are read lazily (Zarr stores, TIFFs by tile) and each result is written block by block "
+            "into <stem>_x4.ome.zarr with a pyramid: memory is bounded by the block, not the image."
         ),
     )
     parser.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image files, folders (their image files, not recursive) or quoted patterns ('plate/*.tif')",
+        help="image files, Zarr stores (.zarr, .ome.zarr), folders (their images, not recursive) or quoted "
+        "patterns ('plate/*.tif')",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("tiff", "ome-zarr"),
+        default="tiff",
+        help="tiff: <stem>_x4.tif, computed in memory; ome-zarr: <stem>_x4.ome.zarr (OME-NGFF multiscales), "
+        "written block by block for images larger than memory (default: tiff)",
     )
     parser.add_argument(
         "--model",
@@ -145,13 +159,25 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--profile is for the consistency check: add --consistency")
     if args.consistency and region is not None:
         raise InputError("--consistency checks whole images: leave out --region, or check the window later")
+    to_zarr = args.format == "ome-zarr"
+    if to_zarr and (region is not None or args.consistency):
+        raise InputError("--region and --consistency write TIFFs: leave them out with --format ome-zarr")
+    stores = [path for path in inputs if lazy.is_store(path)]
+    if stores and not to_zarr:
+        raise InputError(
+            f"{stores[0]} is a Zarr store: its result is written as OME-Zarr, add --format ome-zarr"
+        )
     degradation = AREA if args.profile is None else read_profile(args.profile)
     device = resolve_device(config.device)
     device_text = describe_device(device)
     model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
     scale = model.spec.scale
     window = "" if region is None else f"_{region.y0}-{region.y1}_{region.x0}-{region.x1}"
-    targets = [(args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}{window}.tif" for path in inputs]
+    suffix = ".ome.zarr" if to_zarr else ".tif"
+    targets = [
+        (args.out or io.output_dir_for(path)) / f"{io.image_stem(path)}_x{scale}{window}{suffix}"
+        for path in inputs
+    ]
     for target in targets:
         io.refuse_input_as_output(target, inputs)
     for folder in dict.fromkeys(target.parent for target in targets):
@@ -170,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         batch.FileJob(
             path,
             target,
-            settings | {"input_sha256": file_sha256(path)},
+            settings | _identity(path),
             config,
             region,
             degradation if args.consistency else None,
@@ -178,7 +204,12 @@ def run(args: argparse.Namespace) -> int:
         for path, target in zip(inputs, targets, strict=True)
     ]
     todo = [job for job in jobs if args.redo or batch.is_done(job) is None]  # only these are read, computed
-    if scheduler is None:
+    if to_zarr and scheduler is None:
+        norms = [_check_lazy_input(job.path, config.bit_depth) for job in todo]  # before any work
+        print(f"upscaling x{scale} with {model.name} on {device_text} into OME-Zarr")
+        for job, norm in zip(todo, norms, strict=True):
+            _upscale_to_ome_zarr(job.path, job.target, job.made_with, norm, model, config)
+    elif scheduler is None:
         for job in todo:  # check every input to compute before any work; the pixels are read again below
             batch.check_input(job.path, config.bit_depth, region)
         print(f"upscaling x{scale} with {model.name} on {device_text}")
@@ -188,15 +219,18 @@ def run(args: argparse.Namespace) -> int:
             _report(done, degradation, print)
     elif todo:  # a cluster is started or joined only for work to do
         with distributed.connect(scheduler) as client:
-            print(f"upscaling x{scale} with {model.name} on {distributed.describe(client)}")
-            files = distributed.upscale_files(client, todo, args.model, model.sha256, redo=args.redo)
-            with tqdm(total=len(todo), unit="file") as bar:
-                for done in files:
-                    bar.update()
-                    _report(done, degradation, bar.write)
-    if len(todo) < len(inputs):
-        skipped = len(inputs) - len(todo)
-        print(f"skipped {skipped} of {len(inputs)} input(s) whose output was there with the same provenance")
+            where = distributed.describe(client)
+            if to_zarr:
+                print(f"upscaling x{scale} with {model.name} on {where} into OME-Zarr, a task per block")
+                _upscale_stores_on(client, todo, args.model, model.sha256)
+            else:
+                print(f"upscaling x{scale} with {model.name} on {where}")
+                files = distributed.upscale_files(client, todo, args.model, model.sha256, redo=args.redo)
+                with tqdm(total=len(todo), unit="file") as bar:
+                    for done in files:
+                        bar.update()
+                        _report(done, degradation, bar.write)
+    _report_skipped(len(inputs) - len(todo), len(inputs))
     return 0
 
 
@@ -210,6 +244,64 @@ def _report(done: batch.FileDone, degradation: BackDegradation, write: Callable[
     if done.consistency_map is not None:
         check = f"{done.consistency_psnr:.2f} dB ({degradation.describe()})"
         write(f"  LR consistency {check} -> {done.consistency_map}")
+
+
+def _upscale_stores_on(
+    client: "distributed.Client", jobs: list[batch.FileJob], model: str, sha256: str
+) -> None:
+    """Upscale into OME-Zarr on a cluster, one bar over the blocks of every input."""
+    with tqdm(unit="block") as bar:
+        for event in distributed.upscale_stores(client, jobs, model, sha256):
+            bar.total = event.total
+            bar.update(event.done - bar.n)
+            if event.finished is not None:
+                path, result = event.finished
+                shape = "x".join(map(str, result.shapes[0]))
+                bar.write(f"{path} -> {result.path} ({shape}, {len(result.shapes)} levels)")
+
+
+def _report_skipped(skipped: int, count: int) -> None:
+    if skipped:
+        print(f"skipped {skipped} of {count} input(s) whose output was there with the same provenance")
+
+
+def _identity(path: Path) -> dict[str, "str | None"]:
+    """What identifies an input's pixels in provenance: a file's SHA-256, a Zarr store's cheap identity."""
+    if lazy.is_store(path):
+        return {"input_sha256": None, "input_identity": lazy.store_identity(path)}
+    return {"input_sha256": file_sha256(path)}
+
+
+def _check_lazy_input(path: Path, bit_depth: "int | None") -> tuple[Normalization, "Normalization | None"]:
+    """Open an input lazily and compute its value mapping (reading it chunk by chunk where that needs its
+    values); refuse it naming the file."""
+    try:
+        return lazy.lazy_normalizations(lazy.open_lazy(path), bit_depth=bit_depth)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+
+
+def _upscale_to_ome_zarr(
+    path: Path,
+    target: Path,
+    made_with: dict,
+    norms: tuple[Normalization, "Normalization | None"],
+    model: LoadedModel,
+    config: infer.UpscaleConfig,
+) -> None:
+    """Upscale one input block by block into ``target`` (an OME-Zarr image), with a progress bar."""
+    image = lazy.open_lazy(path)
+    started = time.perf_counter()
+    record = {"input_path": str(path.resolve())} | {
+        k: v for k, v in made_with.items() if k.startswith("input")
+    }
+    job = ome_zarr.upscale_to_ome_zarr(image, model, target, config=config, norms=norms, record=record)
+    with tqdm(desc=path.name, unit="block", leave=False) as bar:
+        result = drive(job, _progress_on(bar))
+    seconds = time.perf_counter() - started
+    shape = "x".join(map(str, image.data.shape))
+    out_shape = "x".join(map(str, result.shapes[0]))
+    print(f"{path} ({shape}) -> {result.path} ({out_shape}, {len(result.shapes)} levels) in {seconds:.1f} s")
 
 
 def _progress_on(bar: tqdm) -> Callable[[infer.TileEvent], None]:

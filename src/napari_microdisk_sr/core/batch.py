@@ -24,6 +24,7 @@ from .consistency import BackDegradation, lr_consistency
 from .errors import InputError
 from .images import image_layout, normalizations_for, validate_image
 from .io import numbered_paths, read_tiff_description
+from .lazy import is_store, read_store_provenance
 from .models import LoadedModel
 from .progress import drive
 from .regions import Region
@@ -52,7 +53,7 @@ every setting that changes its pixels (the device does not, beyond float roundin
 
 def expand_inputs(items: Iterable["str | os.PathLike[str]"]) -> list[Path]:
     """The image files named by ``items``: files, folders (their image files, not recursive) and glob
-    patterns, sorted and without repeats.
+    patterns, sorted and without repeats. A Zarr store (a folder ending in ``.zarr``) is an image.
 
     Raises
     ------
@@ -63,12 +64,12 @@ def expand_inputs(items: Iterable["str | os.PathLike[str]"]) -> list[Path]:
     for item in items:
         text = os.fspath(item)
         path = Path(text)
-        if path.is_dir():
-            images = [p for p in path.iterdir() if p.is_file() and _is_image(p)]
+        if path.is_dir() and not is_store(path):
+            images = [p for p in path.iterdir() if _is_image(p)]
             if not images:
-                raise InputError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise InputError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)}) or .zarr stores")
         elif any(c in text for c in _GLOB_CHARS) and not path.exists():
-            images = [Path(p) for p in glob.glob(text) if Path(p).is_file() and _is_image(Path(p))]
+            images = [Path(p) for p in glob.glob(text) if _is_image(Path(p))]
             if not images:
                 raise InputError(f"no image file matches {text!r}")
         elif not path.exists():
@@ -80,7 +81,9 @@ def expand_inputs(items: Iterable["str | os.PathLike[str]"]) -> list[Path]:
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    if path.name.startswith("."):
+        return False
+    return is_store(path) or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -117,14 +120,17 @@ def done_output(target: Path, made_with: Mapping[str, Any]) -> "Path | None":
     target : Path
         The output's name (``<stem>_x4.tif``); reruns that found it taken wrote ``<stem>_x4-1.tif``, ...
     made_with : mapping
-        ``input_sha256`` and the :data:`OUTPUT_SETTINGS` of the run about to be made.
+        ``input_sha256`` (or, for a Zarr store, ``input_identity``: see :func:`.lazy.store_identity`) and
+        the :data:`OUTPUT_SETTINGS` of the run about to be made. An OME-Zarr output's are in its attributes.
     """
-    keys = ("input_sha256", *OUTPUT_SETTINGS)
+    keys = ("input_sha256", "input_identity", *OUTPUT_SETTINGS)
     wanted = {key: made_with.get(key) for key in keys}
     for candidate in numbered_paths(target):
         if not candidate.exists():
             return None  # numbered outputs are written in order: the first gap ends them
-        provenance = read_tiff_description(candidate)
+        provenance = (
+            read_store_provenance(candidate) if candidate.is_dir() else read_tiff_description(candidate)
+        )
         if provenance is not None and {key: provenance.get(key) for key in keys} == wanted:
             return candidate
     return None
