@@ -113,11 +113,12 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument(
         "--scheduler",
         metavar="SPEC",
-        help="run the files as tasks on a dask.distributed cluster (the [distributed] extra): local:N "
-        "starts N worker processes here; tcp://HOST:PORT or a scheduler file (JSON) joins a running "
-        "cluster, e.g. dask-jobqueue's on SLURM/LSF or dask-cuda's on a multi-GPU node. Workers read and "
-        "write the files themselves (a shared file system), load the model once each and give the same "
-        "bits as one process; a lost worker's file is recomputed by another",
+        help="run the files as tasks on a dask.distributed cluster (the [distributed] extra), or with "
+        "--format ome-zarr every block of every image: local:N starts N worker processes here; "
+        "tcp://HOST:PORT or a scheduler file (JSON) joins a running cluster, e.g. dask-jobqueue's on "
+        "SLURM/LSF or dask-cuda's on a multi-GPU node. Workers read and write the files themselves (a "
+        "shared file system), load the model once each and give the same bits as one process; a lost "
+        "worker's task is recomputed by another",
     )
     parser.set_defaults(func=run)
 
