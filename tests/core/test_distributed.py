@@ -303,3 +303,15 @@ def test_bad_scheduler_specs_say_what_is_accepted(text, fragment):
     with pytest.raises(InputError) as error:
         distributed.Scheduler.parse(text)
     assert fragment in str(error.value)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error():
+    dask = pytest.importorskip("dask")
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(
+            MicrodiskSRError, match=r"cannot reach the dask scheduler tcp://127\.0\.0\.1:9 .*running"
+        ),
+        distributed.connect(distributed.Scheduler.parse("127.0.0.1:9")),
+    ):
+        pass
