@@ -1,4 +1,4 @@
-"""The batch upscaling of :mod:`.batch` on a ``dask.distributed`` cluster: one task per file.
+"""The batch upscaling of :mod:`.batch` on a ``dask.distributed`` cluster: a task per file, or per block.
 
 ``--scheduler`` names the cluster (:class:`Scheduler`): ``local:N`` starts N worker processes on this machine
 (a ``LocalCluster``, one task at a time each); an address (``tcp://HOST:PORT``) or a scheduler file joins one
@@ -12,6 +12,10 @@ each load is logged as a :data:`MODEL_LOADED` event on the scheduler). A task th
 (:data:`RETRIES`); a task whose worker dies is given to another worker by the scheduler, so a lost worker
 costs its task, not the run. A task first looks for its output written with the same provenance (by an
 attempt that died between writing and reporting), so a recomputed task never writes a second copy.
+
+OME-Zarr outputs (:func:`upscale_stores`) spread one image over the cluster: each block of each plane is a
+task running :func:`.ome_zarr.upscale_block`, and each block of each pyramid level a task that waits for the
+blocks it averages; the store is put in place when its last block is written.
 
 ``distributed`` is imported only when a cluster is used: it is the optional ``[distributed]`` extra.
 """
@@ -69,7 +73,7 @@ class Scheduler:
     Attributes
     ----------
     local_workers : int or None
-        Start a ``LocalCluster`` of this many worker processes (one thread each) for the run.
+        Start a ``LocalCluster`` of this many worker processes (one task at a time each) for the run.
     address : str or None
         The address of a running scheduler, ``tcp://HOST:PORT`` (or another dask protocol).
     scheduler_file : Path or None
