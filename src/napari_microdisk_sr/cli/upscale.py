@@ -150,11 +150,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--profile is for the consistency check: add --consistency")
     if args.consistency and region is not None:
         raise InputError("--consistency checks whole images: leave out --region, or check the window later")
-    lazy = args.format == "ome-zarr"
-    if lazy and (region is not None or args.consistency):
+    to_zarr = args.format == "ome-zarr"
+    if to_zarr and (region is not None or args.consistency):
         raise InputError("--region and --consistency write TIFFs: leave them out with --format ome-zarr")
     stores = [path for path in inputs if lazy.is_store(path)]
-    if stores and not lazy:
+    if stores and not to_zarr:
         raise InputError(
             f"{stores[0]} is a Zarr store: its result is written as OME-Zarr, add --format ome-zarr"
         )
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
     scale = model.spec.scale
     window = "" if region is None else f"_{region.y0}-{region.y1}_{region.x0}-{region.x1}"
-    suffix = ".ome.zarr" if lazy else ".tif"
+    suffix = ".ome.zarr" if to_zarr else ".tif"
     targets = [
         (args.out or io.output_dir_for(path)) / f"{io.image_stem(path)}_x{scale}{window}{suffix}"
         for path in inputs
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         made_with = settings | _identity(path)
         if args.redo or not _done(target, made_with, check_with):
             todo.append((path, target, made_with))
-    if lazy:
+    if to_zarr:
         norms = [_check_lazy_input(path, config.bit_depth) for path, _, _ in todo]  # before any work
         print(f"upscaling x{scale} with {model.name} on {device_text} into OME-Zarr")
         for (path, target, made_with), norm in zip(todo, norms, strict=True):
