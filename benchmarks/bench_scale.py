@@ -1,7 +1,13 @@
-"""Upscaling at scale: a folder of fields on 1 and on 2 local dask workers (``upscale --scheduler local:N``).
+"""Upscaling at scale: peak memory of OME-Zarr output, and throughput on local dask workers.
 
-One function per part, chosen with ``--part``; each part prints its table, writes
+One function per part, chosen with ``--part`` (default: all, in turn); each part prints its table, writes
 ``results/bench_scale-<part>-<machine>.json`` and ends with its ``ratio: <x>`` line.
+
+``memory``: for fields of several sizes (uint16, 12-bit, the compact model), the peak resident memory of
+``core.ome_zarr.upscale_to_ome_zarr`` (lazy input from an OME-Zarr store, output written block by block with
+its pyramid) must stay flat as the image grows, while that of ``core.infer.upscale`` (the whole result in
+memory) grows with the output. The ratio is the in-memory peak over the OME-Zarr peak at the largest size;
+the script exits with 1 when the two outputs differ by more than 1.
 
 ``throughput``: the same folder of synthetic microdisk fields (``core.sample``), upscaled by the compact
 model into a fresh output folder per run, by three contenders in turn: this process alone (the command line
@@ -15,11 +21,13 @@ contenders; starting a cluster is timed apart. Speed is fields per second of the
 beside it). Every output must be the same bits as this process's (else the script exits with 1). The ratio
 is the speed of 2 workers over that of 1.
 
-Usage: ``python benchmarks/bench_scale.py [--part throughput] [--quick] [--device DEV] [--threads N]``
+Usage: ``python benchmarks/bench_scale.py [--part memory|throughput|all] [--quick] [--device DEV]
+[--threads N]``
 """
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import os
 import shutil
@@ -31,17 +39,165 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import dask.array as da
 import numpy as np
 import torch
+import zarr
+from ome_zarr.writer import write_image
 
 from napari_microdisk_sr.core import batch, distributed, infer
+from napari_microdisk_sr.core.device import describe_device
+from napari_microdisk_sr.core.infer import UpscaleConfig, upscale_array
 from napari_microdisk_sr.core.io import read_image, write_tiff
+from napari_microdisk_sr.core.lazy import open_lazy
 from napari_microdisk_sr.core.models import load_model
+from napari_microdisk_sr.core.ome_zarr import BLOCK, upscale_to_ome_zarr
+from napari_microdisk_sr.core.progress import drive
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.weights import file_sha256
 
 NAME = "bench_scale"
 MODEL = "realesr-animevideov3"
+BIT_DEPTH = 12
+CPU = torch.device("cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """What the memory part runs."""
+
+    sizes: tuple[int, ...]  # input sides in pixels; the outputs are 4x
+    tile: int
+    block: int
+
+
+MEMORY_QUICK = Memory(sizes=(768, 1280, 1792), tile=256, block=BLOCK)
+MEMORY_FULL = Memory(sizes=(1024, 2048, 3072), tile=256, block=BLOCK)
+
+
+def make_field(side: int, folder: Path) -> Path:
+    """A 12-bit uint16 field of ``side`` pixels as an OME-Zarr store, written chunk by chunk by ome-zarr."""
+    field = da.random.default_rng(side).integers(0, 2**BIT_DEPTH, (side, side), chunks=256, dtype=np.uint16)
+    store = folder / f"field{side}.ome.zarr"
+    write_image(field, zarr.open_group(str(store), mode="w"), axes=["y", "x"], scale_factors=[],
+                storage_options={"chunks": (256, 256)})  # fmt: skip
+    return store
+
+
+def measure_memory(settings: Memory, device: torch.device, folder: Path) -> dict[str, Any]:
+    """Peak host memory of OME-Zarr output and of in-memory upscaling, at each size."""
+    model = load_model(MODEL)
+    config = UpscaleConfig(tile=settings.tile, device=str(device), bit_depth=BIT_DEPTH)
+    # First calls allocate thread pools and a convolution cache per block shape (3x3 blocks have them all)
+    warm = make_field(768, folder)
+    drive(upscale_to_ome_zarr(open_lazy(warm), model, folder / "warm.ome.zarr", config=config, levels=3))
+    upscale_array(
+        open_lazy(warm).data.compute(), model, tile=settings.tile, device=device, bit_depth=BIT_DEPTH
+    )
+    rows = []
+    for side in settings.sizes:
+        store = make_field(side, folder)
+        target = folder / f"field{side}_x4.ome.zarr"
+
+        def ours(store: Path = store, target: Path = target) -> Any:
+            job = upscale_to_ome_zarr(open_lazy(store), model, target, config=config, block=settings.block)
+            return drive(job)
+
+        image = open_lazy(store).data.compute()  # the baseline's input, in memory before its call
+
+        def in_memory(image: np.ndarray = image) -> Any:
+            return upscale_array(image, model, tile=settings.tile, device=device, bit_depth=BIT_DEPTH)
+
+        output_mib = (4 * side) ** 2 * 2 / 2**20
+        for impl, run in (("ome-zarr", ours), ("in-memory", in_memory)):
+            rows.append(_row(impl, side, output_mib, run))
+        result = rows[-2]["result"]
+        expected = rows[-1].pop("result")
+        written = zarr.open_array(str(result.path / "0"), mode="r")
+        window = (slice(0, 512), slice(4 * side - 512, 4 * side))  # a corner: blocks at the border and inside
+        rows[-2]["max_err_vs_in_memory"] = int(
+            np.abs(written[window].astype(np.int64) - expected[window]).max()
+        )
+        rows[-2]["levels"] = len(result.shapes)
+        rows[-2].pop("result")
+    ours_peaks = [row["peak_mib"] for row in rows if row["impl"] == "ome-zarr"]
+    theirs_peaks = [row["peak_mib"] for row in rows if row["impl"] == "in-memory"]
+    return {
+        "rows": rows,
+        "flatness": ours_peaks[-1] / ours_peaks[0],  # 1: flat
+        "in_memory_growth": theirs_peaks[-1] / theirs_peaks[0],
+        "ratio": theirs_peaks[-1] / ours_peaks[-1],
+    }
+
+
+def _row(impl: str, side: int, output_mib: float, run: Callable[[], Any]) -> dict[str, Any]:
+    seconds, result, peak = _common.measured(run, CPU)  # host memory: where a result that does not fit is
+    return {
+        "impl": impl,
+        "input_px": side,
+        "output_px": 4 * side,
+        "output_mib": output_mib,
+        "seconds": seconds,
+        "peak_mib": None if peak is None else peak / 2**20,
+        "result": result,
+    }
+
+
+def fix_mmap_threshold() -> None:
+    """Give every allocation over 1 MiB its own mapping, returned to the system when freed (glibc).
+
+    By default glibc raises its mmap threshold after each large free (up to 32 MiB), so the network's freed
+    activations (about 20 MiB each with the compact model) stay in the heap, and the peak resident set of a
+    call depends on what earlier calls left there: the same job measured 105 to 200 MiB.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixed: no more adjusting)
+
+
+def memory(args: argparse.Namespace, device: torch.device) -> float:
+    """Peak memory of OME-Zarr output against in-memory upscaling; returns the in-memory peak over ours at
+    the largest size."""
+    fix_mmap_threshold()
+    settings = MEMORY_QUICK if args.quick else MEMORY_FULL
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        memory = measure_memory(settings, device, Path(tmp))
+    print(
+        f"OME-Zarr output vs in-memory: {MODEL}, uint16 ({BIT_DEPTH}-bit) fields, tile {settings.tile}, "
+        f"block {settings.block}, {describe_device(device)}"
+    )
+    _common.print_table(
+        memory["rows"],
+        (
+            "impl",
+            "input_px",
+            "output_px",
+            "output_mib",
+            "seconds",
+            "peak_mib",
+            "levels",
+            "max_err_vs_in_memory",
+        ),
+    )
+    print(f"(peak memory: {_common.MEMORY['cpu']})")
+    print(
+        f"OME-Zarr peak, largest / smallest size: {memory['flatness']:.2f} (in memory: "
+        f"{memory['in_memory_growth']:.2f})"
+    )
+    path = _common.write_results(
+        f"{NAME}-memory",
+        device,
+        folder=args.results,
+        payload={
+            "settings": dataclasses.asdict(settings)
+            | {"quick": args.quick, "model": MODEL, "bit_depth": BIT_DEPTH},
+            "memory": _common.MEMORY["cpu"],
+        }
+        | memory,
+    )
+    print(f"results: {path}")
+    if not all(row.get("max_err_vs_in_memory", 0) <= 1 for row in memory["rows"]):
+        sys.exit("OME-Zarr output differs from the in-memory result by more than 1")
+    return memory["ratio"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +361,10 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-PARTS: dict[str, Callable[[argparse.Namespace, torch.device], float]] = {"throughput": throughput}
+PARTS: dict[str, Callable[[argparse.Namespace, torch.device], float]] = {
+    "memory": memory,
+    "throughput": throughput,
+}
 """The parts of the benchmark: each prints its table, writes its results and returns its ratio."""
 
 

@@ -222,8 +222,14 @@ def downsample_block(
         )
     ]
     odd = [(0, 0)] * (part.ndim - 2) + [(0, part.shape[-2] % 2), (0, part.shape[-1] % 2)]
-    work = np.pad(part, odd, mode="edge").astype(np.float64)
-    work = work.reshape(*work.shape[:-2], work.shape[-2] // 2, 2, work.shape[-1] // 2, 2).mean(axis=(-3, -1))
+    if any(after for _, after in odd):
+        part = np.pad(part, odd, mode="edge")
+    exact = (
+        np.float32 if part.dtype.itemsize <= 2 or part.dtype == np.float32 else np.float64
+    )  # 4 values' sum
+    work = part.reshape(*part.shape[:-2], part.shape[-2] // 2, 2, part.shape[-1] // 2, 2).astype(exact)
+    work = work.sum(axis=(-3, -1))
+    work *= 0.25
     if part.dtype.kind in "iu":
         np.rint(work, out=work)
     target = zarr.open_array(os.path.join(store, str(level)), mode="r+")
