@@ -225,7 +225,7 @@ class Throughput:
     repeats: int = 3
 
 
-THROUGHPUT_QUICK = Throughput(fields=8, size=96, tile=256)
+THROUGHPUT_QUICK = Throughput(fields=8, size=192, tile=256)
 THROUGHPUT_FULL = Throughput(fields=32, size=512, tile=256)
 
 
