@@ -159,6 +159,16 @@ def test_a_lost_cluster_stops_the_run_and_a_rerun_does_the_rest(
     assert_same_outputs(list(tmp_path.iterdir()), one_process)
 
 
+def _torch_setup() -> tuple[int, "str | None"]:
+    return torch.get_num_threads(), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_a_local_worker_gets_its_share_of_the_cores_and_no_malloc_trim_threshold():
+    with distributed.connect(distributed.Scheduler(local_workers=1)) as alone:
+        assert list(alone.run(_torch_setup).values()) == [(len(os.sched_getaffinity(0)), None)]
+        assert "1 dask worker(s) (1 task(s) at once)" in distributed.describe(alone)
+
+
 def test_a_task_finds_the_output_an_earlier_attempt_wrote(client, plate, model_file, tmp_path):
     jobs = jobs_for(plate, model_file, tmp_path)
     written = batch.upscale_file(jobs[0], models.load_model(model_file))

@@ -199,10 +199,10 @@ def _cpu_count() -> int:
 
 
 def describe(client: "Client") -> str:
-    """The cluster in words: its workers and the scheduler's address."""
+    """The cluster in words: its workers, how many tasks they run at once, and the scheduler's address."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
-    threads = sum(worker["nthreads"] for worker in workers.values())
-    return f"{len(workers)} dask worker(s), {threads} thread(s), scheduler {client.scheduler.address}"
+    tasks = sum(worker["nthreads"] for worker in workers.values())
+    return f"{len(workers)} dask worker(s) ({tasks} task(s) at once), scheduler {client.scheduler.address}"
 
 
 class _ModelSlot:
