@@ -164,21 +164,21 @@ def connect(scheduler: Scheduler, *, threads: "int | None" = None) -> Iterator["
     if scheduler.local_workers is not None:
         count = scheduler.local_workers
         each = str(threads or max(1, _cpu_count() // count))
-        # Thread counts must be in a worker's environment when it starts (dask's default is 1). dask also sets
+        # A worker takes its thread counts from this process's environment when it starts (dask's nannies
+        # take the environment over their configuration, and put 1 in it). dask also sets
         # MALLOC_TRIM_THRESHOLD_, which stops glibc from keeping the network's large activations in the heap
         # between calls: each becomes a fresh mapping, page-faulted anew (the compact model ran 25 % slower).
-        spawn_with = {f"distributed.nanny.pre-spawn-environ.{name}": each for name in _THREAD_VARIABLES}
-        spawn_with["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None
         with (
-            dask.config.set(spawn_with),
-            LocalCluster(
+            dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}),
+            _environ(dict.fromkeys(_THREAD_VARIABLES, each)),
+        ):
+            cluster = LocalCluster(
                 n_workers=count,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",  # a free port: several runs at once do not compete for 8787
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+            )
+        with cluster, Client(cluster) as client:
             yield client
         return
     try:
@@ -192,6 +192,21 @@ def connect(scheduler: Scheduler, *, threads: "int | None" = None) -> Iterator["
         ) from exc
     with client:
         yield client
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables of this process, and put back what they were on exit."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _cpu_count() -> int:
