@@ -35,8 +35,11 @@ MEMORY = {
 """How :func:`measured` reads peak memory, per device type."""
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    """The common command line: ``--quick`` (small settings for a 2-core CPU), ``--device``, ``--threads``."""
+def parse_args(
+    description: str, add_arguments: "Callable[[argparse.ArgumentParser], None] | None" = None
+) -> argparse.Namespace:
+    """The common command line: ``--quick`` (small settings for a 2-core CPU), ``--device``, ``--threads``,
+    ``--results``, and what ``add_arguments(parser)`` adds."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick", action="store_true", help="small settings that finish in ~2 min on 2 CPU cores"
@@ -55,6 +58,8 @@ def parse_args(description: str) -> argparse.Namespace:
         default=RESULTS_DIR,
         help=f"folder of the results file (default: {RESULTS_DIR})",
     )
+    if add_arguments is not None:
+        add_arguments(parser)
     return parser.parse_args()
 
 

@@ -46,3 +46,30 @@ def test_benchmark_runs_quick_and_reports_a_ratio(name, tmp_path):
     record = json.loads(written.read_text())
     assert record["benchmark"] == name
     assert record["settings"]["quick"] is True
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_its_throughput_part_quick(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_scale.py"),
+            "--part",
+            "throughput",
+            "--quick",
+            "--device",
+            "cpu",
+            "--results",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert float(result.stdout.strip().splitlines()[-1].removeprefix("ratio: ")) > 0
+    (written,) = tmp_path.glob("bench_scale-throughput-*.json")
+    record = json.loads(written.read_text())
+    assert record["settings"]["quick"] is True
+    assert [row["contender"] for row in record["rows"]] == ["this process", "1 worker(s)", "2 worker(s)"]

@@ -13,6 +13,7 @@ from napari_microdisk_sr.cli import upscale as upscale_cli
 from napari_microdisk_sr.core import models
 from napari_microdisk_sr.core.infer import upscale_array
 from napari_microdisk_sr.core.io import PixelSize, read_image, write_tiff
+from napari_microdisk_sr.core.lazy import open_lazy, read_store_provenance
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,14 @@ def files_under(folder):
 
 def gray(shape=(12, 10), dtype=np.uint16, seed=0):
     return np.random.default_rng(seed).integers(0, 4000, shape).astype(dtype)
+
+
+def write_ome_zarr(path, image):
+    import zarr
+    from ome_zarr.writer import write_image
+
+    write_image(image, zarr.open_group(str(path), mode="w"), axes="yx", scale_factors=[])
+    return path
 
 
 def assert_refused(capsys, code, *fragments):
@@ -353,3 +362,43 @@ def test_shards_split_the_sorted_inputs_between_runs(model_file, tmp_path, capsy
     capsys.readouterr()
     assert_refused(capsys, cli(plate, "--shard", "3/2", model=model_file), "I must be from 1 to N")
     assert_refused(capsys, cli(tmp_path / "nothing*.tif", model=model_file), "no image file matches")
+
+
+# --- OME-Zarr (images larger than memory) ----------------------------------------------------------------
+
+
+def test_ome_zarr_output_from_a_tiff_and_from_a_store_equals_the_tiff_output(model_file, tmp_path, capsys):
+    image = gray((40, 36))
+    src = write_tiff(tmp_path / "field.tif", image, pixel_size=PixelSize(0.5, 0.5, "um"))
+    assert cli(src, "--format", "ome-zarr", "--tile", "16", model=model_file) == 0
+    store = tmp_path / "field_microdisk_sr" / "field_x4.ome.zarr"
+    assert f"-> {store} (160x144, 1 levels)" in capsys.readouterr().out
+    expected = upscale_array(image, models.load_model(model_file), device="cpu", tile=16)
+    written = open_lazy(store)
+    np.testing.assert_array_equal(written.data.compute(), expected)
+    assert written.pixel_size == PixelSize(0.125, 0.125, "um")
+    assert read_store_provenance(store)["input_sha256"] is not None
+
+    copy = tmp_path / "field.ome.zarr"  # the same pixels as a store: an image, not a folder of images
+    write_ome_zarr(copy, image)
+    assert cli(copy, "--format", "ome-zarr", "--tile", "16", model=model_file) == 0
+    np.testing.assert_array_equal(
+        open_lazy(tmp_path / "field_microdisk_sr" / "field_x4-1.ome.zarr").data, expected
+    )
+    capsys.readouterr()
+    assert cli(copy, "--format", "ome-zarr", "--tile", "16", model=model_file) == 0  # done: skipped
+    assert "skipped 1 of 1 input(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "field_microdisk_sr").iterdir()) == [
+        "field_x4-1.ome.zarr",
+        "field_x4.ome.zarr",
+    ]
+
+
+def test_ome_zarr_refuses_what_it_cannot_do(model_file, tmp_path, capsys, no_compute):
+    src = write_tiff(tmp_path / "field.tif", gray())
+    assert_refused(capsys, cli(src, "--format", "ome-zarr", "--region", "0:4,0:4", model=model_file), "TIFFs")
+    store = write_ome_zarr(tmp_path / "field.ome.zarr", gray())
+    assert_refused(capsys, cli(store, model=model_file), "add --format ome-zarr")
+    bad = np.full((8, 8), np.nan, np.float32)
+    nan_store = write_ome_zarr(tmp_path / "nan.ome.zarr", bad)
+    assert_refused(capsys, cli(nan_store, "--format", "ome-zarr", model=model_file), "nan.ome.zarr", "NaN")

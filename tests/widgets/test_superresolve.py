@@ -482,3 +482,40 @@ def test_a_closed_widget_stops_following_the_view(make_napari_viewer, qtbot, tmp
     qtbot.wait(600)
     assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
     assert not [layer.name for layer in viewer.layers if "preview" in layer.name]
+
+
+def test_a_layer_is_written_to_ome_zarr_and_shown_lazily(
+    make_napari_viewer, qtbot, tmp_path, nearest_model, scene
+):
+    source = tmp_path / "field.tif"
+    tifffile.imwrite(source, scene.lr)
+    viewer = make_napari_viewer()
+    (lr,) = viewer.open(source, plugin="napari")
+    lr.scale = (0.65, 0.65)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    _use_file_model(widget, nearest_model)
+    widget._ome_zarr.value = True
+    _run(qtbot, widget)
+
+    out = viewer.layers["field_x4 (nearest)"]
+    store = tmp_path / "field_microdisk_sr" / "field_x4_nearest.ome.zarr"
+    assert out.multiscale
+    assert out.metadata["microdisk_sr"]["output_path"] == str(store)
+    np.testing.assert_array_equal(np.asarray(out.data[0]), scene.lr.repeat(4, axis=0).repeat(4, axis=1))
+    np.testing.assert_allclose(out.scale, (0.1625, 0.1625))
+    assert widget._status.value == f"done: 1 layer(s) super-resolved; written to {store.parent}"
+
+    (reopened,) = viewer.open(store, plugin=PLUGIN)  # the multiscale layer goes in as OME-Zarr too
+    viewer.layers.selection.active = reopened
+    widget._images.value = [reopened]
+    _run(qtbot, widget)
+    again = (
+        tmp_path
+        / "field_microdisk_sr"
+        / "field_x4_nearest_microdisk_sr"
+        / "field_x4_nearest_x4_nearest.ome.zarr"
+    )
+    assert viewer.layers["field_x4_nearest_x4 (nearest)"].metadata["microdisk_sr"]["output_path"] == str(
+        again
+    )
+    assert viewer.layers["field_x4_nearest_x4 (nearest)"].data[0].shape == (16 * 48, 16 * 64)

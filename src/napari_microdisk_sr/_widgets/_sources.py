@@ -18,7 +18,7 @@ class Source:
     """One input layer as read on the main thread: what the worker and the output layer need."""
 
     name: str
-    data: np.ndarray
+    data: Any  # an ndarray; read lazily (dask, zarr), the layer's own array
     rgb: bool
     scale: tuple[float, ...]
     translate: tuple[float, ...]
@@ -37,13 +37,16 @@ def pixel_size_um(layer: Image) -> "float | None":
     return None if layer.scale[-1] == 1 else float(layer.scale[-1])
 
 
-def read_source(layer: Image, given_um: float, plane_index: "tuple[int, ...] | None" = None) -> Source:
+def read_source(
+    layer: Image, given_um: float, plane_index: "tuple[int, ...] | None" = None, *, lazy: bool = False
+) -> Source:
     """What the worker and the output need of ``layer`` (on the main thread, before the job starts).
 
     The pixel size written is ``given_um`` micrometres when positive, else the layer's physical one, else
     the layer's own pixel (unit-less), so that a written output always says its pixels are a quarter of the
     input's.
-    With ``plane_index``, only that plane of a stack is read.
+    With ``plane_index``, only that plane of a stack is read. ``lazy`` keeps the layer's own array, unread
+    (level 0 of a multiscale layer), for a job that reads it block by block.
     """
     units = [str(unit) for unit in layer.units[-2:]]
     if given_um > 0:
@@ -57,7 +60,7 @@ def read_source(layer: Image, given_um: float, plane_index: "tuple[int, ...] | N
         display["colormap"] = layer.colormap
     return Source(
         name=layer.name,
-        data=np.asarray(layer.data if plane_index is None else layer.data[plane_index]),
+        data=_data(layer, plane_index, lazy=lazy),
         rgb=layer.rgb,
         scale=tuple(layer.scale),
         translate=tuple(layer.translate),
@@ -66,3 +69,9 @@ def read_source(layer: Image, given_um: float, plane_index: "tuple[int, ...] | N
         pixel_size=pixel_size,
         display=display,
     )
+
+
+def _data(layer: Image, plane_index: "tuple[int, ...] | None", *, lazy: bool) -> Any:
+    if lazy:
+        return layer.data[0] if layer.multiscale else layer.data
+    return np.asarray(layer.data if plane_index is None else layer.data[plane_index])

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -27,14 +26,11 @@ from magicgui.widgets import (
 from napari.layers import Image, Shapes
 
 from ..core import infer
-from ..core.consistency import lr_consistency
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.images import AUTO, Intensity, image_layout, normalizations_for
-from ..core.io import ensure_writable_dir, numbered_paths, output_dir_for, write_tiff
+from ..core.images import AUTO, image_layout, normalizations_for
 from ..core.layers import region_geometry, upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
-from ..core.outputs import safe_name
 from ..core.preview import PreviewCache, preview
 from ..core.progress import StopFlag
 from ..core.regions import Region
@@ -56,30 +52,12 @@ from ._preview import ViewFollower, visible_region
 from ._scroll import make_scrollable
 from ._session import session_for
 from ._sources import Source, pixel_size_um, read_source
+from ._upscale_jobs import Status, Upscaled, upscale_layers, upscale_layers_to_ome_zarr
 
 if TYPE_CHECKING:
     import napari
 
 _MAX_TILE = 4096
-
-
-@dataclass(frozen=True)
-class _Status:
-    """What the worker is doing now, for the status line."""
-
-    text: str
-
-
-@dataclass(frozen=True, eq=False)
-class _Upscaled:
-    """A finished output: the array, its layer name and its provenance."""
-
-    source: Source
-    data: np.ndarray
-    name: str
-    scale: int
-    provenance: dict[str, Any]
-    consistency: "np.ndarray | None" = None  # |degrade(SR) - LR| at the input's size, fractions of the range
 
 
 class _Scope(enum.Enum):
@@ -175,6 +153,13 @@ class SuperResolveWidget(Container):
             "|degraded - input|, in % of the data range, as a layer over the input: bright where the\n"
             "network added or removed something. Its PSNR goes into the output's provenance.",
         )
+        self._ome_zarr = CheckBox(
+            text="write OME-Zarr (large images)",
+            value=False,
+            tooltip="Write <name>_x4_<model>.ome.zarr beside the layer's file block by block (memory\n"
+            "bounded by the block, not the image) with a pyramid, and open it lazily as a multiscale layer:\n"
+            "for layers whose result does not fit in memory. Needs a layer opened from a file.",
+        )
         self._run = PushButton(text="Super-resolve")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=1)
@@ -204,6 +189,7 @@ class SuperResolveWidget(Container):
                 self._device_info,
                 self._half,
                 self._consistency,
+                self._ome_zarr,
                 buttons,
                 self._progress,
                 self._status,
@@ -241,6 +227,7 @@ class SuperResolveWidget(Container):
         self._rectangles.visible = scope is _Scope.RECTANGLES
         self._follow.visible = scope is _Scope.VISIBLE
         self._pixel_size.visible = scope is _Scope.WHOLE  # previews are not written
+        self._ome_zarr.visible = scope is _Scope.WHOLE
         self._compare.visible = scope is not _Scope.WHOLE
         following = scope is _Scope.VISIBLE and self._follow.value
         if following != self._follower.active:
@@ -303,16 +290,19 @@ class SuperResolveWidget(Container):
         if not layers:
             refuse(self._status, "select one or more image layers to super-resolve")
             return
-        if any(layer.multiscale for layer in layers):
+        lazy = self._scope.value is _Scope.WHOLE and self._ome_zarr.value
+        if not lazy and any(layer.multiscale for layer in layers):
             refuse(
                 self._status,
-                "multiscale (pyramid) image layers cannot be super-resolved; open the full-size image",
+                "multiscale (pyramid) image layers are super-resolved into OME-Zarr: tick 'write OME-Zarr'",
             )
             return
         settings = self._settings()
         if settings is None:
             return
-        if self._scope.value is _Scope.WHOLE:
+        if lazy:
+            self._start_ome_zarr(layers, *settings)
+        elif self._scope.value is _Scope.WHOLE:
             self._start_whole(layers, *settings)
         else:
             self._start_preview(layers, *settings)
@@ -328,7 +318,7 @@ class SuperResolveWidget(Container):
                 return
         hint_bit_depth(self._intensity, {source.name: source.data for source in sources})
         started = self._jobs.start(
-            lambda stop: _superresolve(sources, self._models, model, config, stop, self._consistency.value),
+            lambda stop: upscale_layers(sources, self._models, model, config, stop, self._consistency.value),
             on_event=self._on_event,
             on_finished=self._on_finished,
             on_failed=self._on_failed,
@@ -338,6 +328,31 @@ class SuperResolveWidget(Container):
             self._set_running(True)
             self._progress.value = 0
             self._status.value = f"starting {len(sources)} layer(s)"
+
+    def _start_ome_zarr(self, layers: list[Image], model: "str | Path", config: infer.UpscaleConfig) -> None:
+        """Upscale whole layers block by block into OME-Zarr stores beside their files (see
+        :mod:`~napari_microdisk_sr.core.ome_zarr`); their layers are read by the job, block by block."""
+        if self._consistency.value:
+            refuse(self._status, "the LR-consistency map needs the result in memory: untick it for OME-Zarr")
+            return
+        sources = [read_source(layer, self._pixel_size.value, lazy=True) for layer in layers]
+        for source in sources:
+            if source.path is None:
+                refuse(
+                    self._status, f"{source.name!r} was opened from no file: OME-Zarr is written beside it"
+                )
+                return
+        started = self._jobs.start(
+            lambda stop: upscale_layers_to_ome_zarr(sources, self._models, model, config, stop),
+            on_event=self._on_event,
+            on_finished=self._on_finished,
+            on_failed=self._on_failed,
+        )
+        if started:
+            self._count, self._written = len(sources), []
+            self._set_running(True)
+            self._progress.value = 0
+            self._status.value = f"starting {len(sources)} layer(s) into OME-Zarr"
 
     def _start_preview(self, layers: list[Image], model: "str | Path", config: infer.UpscaleConfig) -> None:
         refs = [model] if self._compare.value in (None, model) else [model, self._compare.value]
@@ -395,13 +410,13 @@ class SuperResolveWidget(Container):
         self._cancel.enabled = running
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, _Status):
+        if isinstance(event, Status):
             self._status.value = event.text
             self._progress.value = 0
         elif isinstance(event, infer.TileEvent):
             self._progress.max = event.total
             self._progress.value = event.done
-        elif isinstance(event, _Upscaled):
+        elif isinstance(event, Upscaled):
             self._add_output(event)
         elif isinstance(event, _Previewed):
             self._add_preview(event)
@@ -440,12 +455,13 @@ class SuperResolveWidget(Container):
             self._pending = False
             self._follower.settle_again()
 
-    def _add_output(self, out: _Upscaled) -> None:
+    def _add_output(self, out: Upscaled) -> None:
         if out.provenance["output_path"] is not None:
             self._written.append(Path(out.provenance["output_path"]))
         scale, translate = upscaled_geometry(out.source.scale, out.source.translate, out.scale)
         self._viewer.add_image(
             out.data,
+            multiscale=isinstance(out.data, list),
             name=out.name,
             rgb=out.source.rgb,
             scale=scale,
@@ -486,69 +502,6 @@ class SuperResolveWidget(Container):
         self._preview_again()
 
 
-def _superresolve(
-    sources: list[Source],
-    models: ModelCache,
-    model_ref: "str | Path",
-    config: infer.UpscaleConfig,
-    stop: StopFlag,
-    consistency: bool = False,
-) -> Generator[Any, None, int]:
-    """The job: load the model (or reuse the last one), upscale each source (and check its LR consistency),
-    write it beside its file; return how many finished."""
-    for source in sources:
-        if source.path is not None:
-            ensure_writable_dir(output_dir_for(source.path))
-    yield _Status(f"loading model {model_ref}")
-    model = models.load(model_ref)  # on the CPU; its copy on the device is kept for the next job
-    device = resolve_device(config.device)
-    factor = model.spec.scale
-    for index, source in enumerate(sources):
-        yield _Status(f"{index + 1}/{len(sources)}: upscaling {source.name!r} with {model.name}")
-        job = infer.upscale(
-            source.data,
-            model,
-            tile=config.tile,
-            device=device,
-            half=config.half,
-            intensity=config.intensity,
-            stop=stop,
-            rgb=source.rgb,
-        )
-        result = yield from job
-        if result is None:
-            return index
-        provenance = result.provenance | {
-            "input_layer": source.name,
-            "input_path": None if source.path is None else str(source.path),
-            "output_path": None,
-        }
-        check = None
-        if consistency:
-            used = Intensity.parse(result.provenance["intensity"])
-            check = lr_consistency(result.image, source.data, intensity=used)
-            provenance |= check.provenance()
-        if source.path is not None:  # the file's name is taken when it is written: two writers never clash
-            base = output_dir_for(source.path) / f"{source.path.stem}_x{factor}_{safe_name(model.name)}.tif"
-            pixel_size = None if source.pixel_size is None else source.pixel_size.scaled(1 / factor)
-            written = write_tiff(
-                base, result.image, pixel_size=pixel_size, description=provenance, names=numbered_paths(base)
-            )
-            provenance = provenance | {"output_path": str(written)}
-            if check is not None:
-                map_path = written.with_name(f"{written.stem}_consistency.tif")
-                write_tiff(
-                    map_path,
-                    check.map,
-                    pixel_size=source.pixel_size,
-                    description=check.provenance() | {"sr": str(written)},
-                    names=numbered_paths(map_path),
-                )
-        name = f"{source.name}_x{factor} ({model.name})"
-        yield _Upscaled(source, result.image, name, factor, provenance, None if check is None else check.map)
-    return len(sources)
-
-
 def _preview_windows(
     windows: list[_Window],
     models: ModelCache,
@@ -562,10 +515,10 @@ def _preview_windows(
     Returns how many previews finished."""
     done = 0
     for model_ref in model_refs:
-        yield _Status(f"loading model {model_ref}")
+        yield Status(f"loading model {model_ref}")
         model = models.load(model_ref)
         for index, window in enumerate(windows):
-            yield _Status(f"{index + 1}/{len(windows)}: previewing {window.name!r} with {model.name}")
+            yield Status(f"{index + 1}/{len(windows)}: previewing {window.name!r} with {model.name}")
             job = preview(
                 window.source.data,
                 model,

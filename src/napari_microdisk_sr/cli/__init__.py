@@ -7,6 +7,7 @@ Each subcommand module defines ``add_parser(subparsers)`` which registers its pa
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:  # dask.distributed logs at INFO by default: every step of a cluster's start
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     try:
         return int(args.func(args) or 0)
     except MicrodiskSRError as exc:

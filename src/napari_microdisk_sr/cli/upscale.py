@@ -1,19 +1,20 @@
-"""``microdisk-sr upscale``: super-resolve image files x4 into TIFFs, tile by tile, never overwriting."""
+"""``microdisk-sr upscale``: super-resolve images x4 into TIFFs, or block by block into OME-Zarr; never
+overwriting."""
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..core import batch, infer, io
-from ..core.consistency import AREA, read_profile
-from ..core.consistency import lr_consistency as measure_consistency
+from ..core import batch, distributed, infer, io, lazy, ome_zarr
+from ..core.consistency import AREA, BackDegradation, read_profile
 from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
 from ..core.errors import InputError
-from ..core.images import Intensity, image_layout, normalizations_for, validate_image
-from ..core.models import DEFAULT_MODEL, REGISTRY, load_model
+from ..core.images import Intensity, Normalization
+from ..core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model
 from ..core.progress import drive
 from ..core.regions import Region
 from ..core.weights import file_sha256
@@ -29,14 +30,24 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "size divided by 4. Outputs go into --out, by default into <stem>_microdisk_sr/ beside each "
             "input; an existing file is never overwritten (-1, -2, ... is added). All inputs and the output "
             "folders are checked before any work starts. A rerun skips every input whose output is already "
-            "there with the same provenance (input and weights SHA-256, settings)."
+            "there with the same provenance (input and weights SHA-256, settings). With --format ome-zarr, "
+            "inputs are read lazily (Zarr stores, TIFFs by tile) and each result is written block by block "
+            "into <stem>_x4.ome.zarr with a pyramid: memory is bounded by the block, not the image."
         ),
     )
     parser.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image files, folders (their image files, not recursive) or quoted patterns ('plate/*.tif')",
+        help="image files, Zarr stores (.zarr, .ome.zarr), folders (their images, not recursive) or quoted "
+        "patterns ('plate/*.tif')",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("tiff", "ome-zarr"),
+        default="tiff",
+        help="tiff: <stem>_x4.tif, computed in memory; ome-zarr: <stem>_x4.ome.zarr (OME-NGFF multiscales), "
+        "written block by block for images larger than memory (default: tiff)",
     )
     parser.add_argument(
         "--model",
@@ -100,6 +111,16 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="process only the I-th of N deterministic slices of the sorted inputs (from 1): N array jobs or "
         "machines sharing a file system split a plate with no coordinator",
     )
+    parser.add_argument(
+        "--scheduler",
+        metavar="SPEC",
+        help="run the files as tasks on a dask.distributed cluster (the [distributed] extra), or with "
+        "--format ome-zarr every block of every image: local:N starts N worker processes here; "
+        "tcp://HOST:PORT or a scheduler file (JSON) joins a running cluster, e.g. dask-jobqueue's on "
+        "SLURM/LSF or dask-cuda's on a multi-GPU node. Workers read and write the files themselves (a "
+        "shared file system), load the model once each and give the same bits as one process; a lost "
+        "worker's task is recomputed by another",
+    )
     parser.set_defaults(func=run)
 
 
@@ -135,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile, tile_pad=args.tile_pad, device=args.device, half=args.half, intensity=args.intensity
     )
     region = None if args.region is None else Region.parse(args.region)
+    scheduler = None if args.scheduler is None else distributed.Scheduler.parse(args.scheduler)
     inputs = batch.expand_inputs(args.inputs)
     if args.shard is not None:
         inputs = batch.shard(inputs, *batch.parse_shard(args.shard))
@@ -142,14 +164,26 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--profile is for the consistency check: add --consistency")
     if args.consistency and region is not None:
         raise InputError("--consistency checks whole images: leave out --region, or check the window later")
+    to_zarr = args.format == "ome-zarr"
+    if to_zarr and (region is not None or args.consistency):
+        raise InputError("--region and --consistency write TIFFs: leave them out with --format ome-zarr")
+    stores = [path for path in inputs if lazy.is_store(path)]
+    if stores and not to_zarr:
+        raise InputError(
+            f"{stores[0]} is a Zarr store: its result is written as OME-Zarr, add --format ome-zarr"
+        )
     degradation = AREA if args.profile is None else read_profile(args.profile)
     device = resolve_device(config.device)
     device_text = describe_device(device)
     model = load_model(args.model)  # on the CPU: each upscale job moves its own copy to the device
-    intensity = infer.intensity_for(model, config.intensity)
+    config = dataclasses.replace(config, intensity=infer.intensity_for(model, config.intensity))
     scale = model.spec.scale
     window = "" if region is None else f"_{region.y0}-{region.y1}_{region.x0}-{region.x1}"
-    targets = [(args.out or io.output_dir_for(path)) / f"{path.stem}_x{scale}{window}.tif" for path in inputs]
+    suffix = ".ome.zarr" if to_zarr else ".tif"
+    targets = [
+        (args.out or io.output_dir_for(path)) / f"{io.image_stem(path)}_x{scale}{window}{suffix}"
+        for path in inputs
+    ]
     for target in targets:
         io.refuse_input_as_output(target, inputs)
     for folder in dict.fromkeys(target.parent for target in targets):
@@ -160,98 +194,120 @@ def run(args: argparse.Namespace) -> int:
         "tile": config.tile,
         "tile_pad": infer.tile_pad_for(model, config.tile_pad),
         "half": config.half and half_dtype(device) is not None,
-        "intensity": str(intensity),
+        "intensity": str(config.intensity),
         "region": None if region is None else [region.y0, region.y1, region.x0, region.x1],
     }
 
-    check_with = degradation.describe() if args.consistency else None
-    todo = []  # what a rerun has not done yet: only these are read, checked and upscaled
-    for path, target in zip(inputs, targets, strict=True):
-        made_with = settings | {"input_sha256": file_sha256(path)}
-        if args.redo or not _done(target, made_with, check_with):
-            todo.append((path, target, made_with))
-    for path, _, _ in todo:  # check every input to compute before any work; the pixels are read again below
-        _check_input(path, intensity, region)
-
-    print(f"upscaling x{scale} with {model.name} on {device_text}")
-    for path, target, made_with in todo:
-        source = io.read_image(path)
-        started = time.perf_counter()
-        job = infer.upscale(
-            source.data,
-            model,
-            tile=config.tile,
-            tile_pad=config.tile_pad,
-            device=device,
-            half=config.half,
-            intensity=intensity,
-            region=region,
-        )
-        with tqdm(desc=path.name, unit="tile", leave=False) as bar:
-            result = drive(job, _progress_on(bar))
-        seconds = time.perf_counter() - started
-        provenance = result.provenance | {
-            "input_path": str(path.resolve()),
-            "input_sha256": made_with["input_sha256"],
-        }
-        check = None
-        if args.consistency:
-            check = measure_consistency(
-                result.image, source.data, degradation=degradation, intensity=intensity
-            )
-            provenance |= check.provenance()
-        out = io.write_tiff(
+    jobs = [
+        batch.FileJob(
+            path,
             target,
-            result.image,
-            pixel_size=None if source.pixel_size is None else source.pixel_size.scaled(1 / scale),
-            description=provenance,
-            names=io.numbered_paths(target),
+            settings | _identity(path),
+            config,
+            region,
+            degradation if args.consistency else None,
         )
-        shape = "x".join(map(str, source.data.shape))
-        print(f"{path} ({shape}) -> {out} ({'x'.join(map(str, result.image.shape))}) in {seconds:.1f} s")
-        if check is not None:
-            map_path = out.with_name(f"{out.stem}_consistency.tif")
-            where = io.write_tiff(
-                map_path,
-                check.map,
-                pixel_size=source.pixel_size,
-                description={"sr": str(out), "values": "|degrade(SR) - LR| / data range"}
-                | check.provenance(),
-                names=io.numbered_paths(map_path),
-            )
-            print(f"  LR consistency {check.psnr:.2f} dB ({check.degradation}) -> {where}")
-    if len(todo) < len(inputs):
-        skipped = len(inputs) - len(todo)
-        print(f"skipped {skipped} of {len(inputs)} input(s) whose output was there with the same provenance")
+        for path, target in zip(inputs, targets, strict=True)
+    ]
+    todo = [job for job in jobs if args.redo or batch.is_done(job) is None]  # only these are read, computed
+    if to_zarr and scheduler is None:
+        norms = [_check_lazy_input(job.path, config.intensity) for job in todo]  # before any work
+        print(f"upscaling x{scale} with {model.name} on {device_text} into OME-Zarr")
+        for job, norm in zip(todo, norms, strict=True):
+            _upscale_to_ome_zarr(job.path, job.target, job.made_with, norm, model, config)
+    elif scheduler is None:
+        for job in todo:  # check every input to compute before any work; the pixels are read again below
+            batch.check_input(job.path, config.intensity, region)
+        print(f"upscaling x{scale} with {model.name} on {device_text}")
+        for job in todo:
+            with tqdm(desc=job.path.name, unit="tile", leave=False) as bar:
+                done = batch.upscale_file(job, model, on_event=_progress_on(bar))
+            _report(done, degradation, print)
+    elif todo:  # a cluster is started or joined only for work to do
+        with distributed.connect(scheduler) as client:
+            where = distributed.describe(client)
+            if to_zarr:
+                print(f"upscaling x{scale} with {model.name} on {where} into OME-Zarr, a task per block")
+                _upscale_stores_on(client, todo, args.model, model.sha256)
+            else:
+                print(f"upscaling x{scale} with {model.name} on {where}")
+                files = distributed.upscale_files(client, todo, args.model, model.sha256, redo=args.redo)
+                with tqdm(total=len(todo), unit="file") as bar:
+                    for done in files:
+                        bar.update()
+                        _report(done, degradation, bar.write)
+    _report_skipped(len(inputs) - len(todo), len(inputs))
     return 0
 
 
-def _done(target: Path, made_with: dict, check_with: "str | None") -> bool:
-    """Whether an output is there made the same way (:func:`.batch.done_output`) and, when ``check_with`` is
-    given, checked for LR consistency with that degradation."""
-    if check_with is None:
-        return batch.done_output(target, made_with) is not None
-    for candidate in io.numbered_paths(target):
-        if not candidate.exists():
-            return False
-        if batch.done_output(candidate, made_with) == candidate:
-            record = io.read_tiff_description(candidate) or {}
-            if record.get("lr_consistency_degradation") == check_with:
-                return True
-    return False
+def _report(done: batch.FileDone, degradation: BackDegradation, write: Callable[[str], None]) -> None:
+    """Say what was written for one input."""
+    if done.seconds is None:
+        write(f"{done.path} -> {done.output} (written by an earlier attempt)")
+        return
+    shapes = ["x".join(map(str, shape)) for shape in (done.input_shape, done.output_shape)]
+    write(f"{done.path} ({shapes[0]}) -> {done.output} ({shapes[1]}) in {done.seconds:.1f} s")
+    if done.consistency_map is not None:
+        check = f"{done.consistency_psnr:.2f} dB ({degradation.describe()})"
+        write(f"  LR consistency {check} -> {done.consistency_map}")
 
 
-def _check_input(path: Path, intensity: Intensity, region: "Region | None") -> None:
-    """Refuse an input whose pixels the settings cannot upscale, naming the file."""
-    image = io.read_image(path).data
+def _upscale_stores_on(
+    client: "distributed.Client", jobs: list[batch.FileJob], model: str, sha256: str
+) -> None:
+    """Upscale into OME-Zarr on a cluster, one bar over the blocks of every input."""
+    with tqdm(unit="block") as bar:
+        for event in distributed.upscale_stores(client, jobs, model, sha256):
+            bar.total = event.total
+            bar.update(event.done - bar.n)
+            if event.finished is not None:
+                path, result = event.finished
+                shape = "x".join(map(str, result.shapes[0]))
+                bar.write(f"{path} -> {result.path} ({shape}, {len(result.shapes)} levels)")
+
+
+def _report_skipped(skipped: int, count: int) -> None:
+    if skipped:
+        print(f"skipped {skipped} of {count} input(s) whose output was there with the same provenance")
+
+
+def _identity(path: Path) -> dict[str, "str | None"]:
+    """What identifies an input's pixels in provenance: a file's SHA-256, a Zarr store's cheap identity."""
+    if lazy.is_store(path):
+        return {"input_sha256": None, "input_identity": lazy.store_identity(path)}
+    return {"input_sha256": file_sha256(path)}
+
+
+def _check_lazy_input(path: Path, intensity: Intensity) -> tuple[Normalization, "Normalization | None"]:
+    """Open an input lazily and compute its value mapping (reading it chunk by chunk where that needs its
+    values); refuse it naming the file."""
     try:
-        validate_image(image)
-        layout = image_layout(image.shape)
-        normalizations_for(image, layout, intensity=intensity)
-        if region is not None:
-            region.check_inside(layout.height, layout.width)
+        return lazy.lazy_normalizations(lazy.open_lazy(path), intensity=intensity)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
+
+
+def _upscale_to_ome_zarr(
+    path: Path,
+    target: Path,
+    made_with: dict,
+    norms: tuple[Normalization, "Normalization | None"],
+    model: LoadedModel,
+    config: infer.UpscaleConfig,
+) -> None:
+    """Upscale one input block by block into ``target`` (an OME-Zarr image), with a progress bar."""
+    image = lazy.open_lazy(path)
+    started = time.perf_counter()
+    record = {"input_path": str(path.resolve())} | {
+        k: v for k, v in made_with.items() if k.startswith("input")
+    }
+    job = ome_zarr.upscale_to_ome_zarr(image, model, target, config=config, norms=norms, record=record)
+    with tqdm(desc=path.name, unit="block", leave=False) as bar:
+        result = drive(job, _progress_on(bar))
+    seconds = time.perf_counter() - started
+    shape = "x".join(map(str, image.data.shape))
+    out_shape = "x".join(map(str, result.shapes[0]))
+    print(f"{path} ({shape}) -> {result.path} ({out_shape}, {len(result.shapes)} levels) in {seconds:.1f} s")
 
 
 def _progress_on(bar: tqdm) -> Callable[[infer.TileEvent], None]:

@@ -497,8 +497,23 @@ def _histogram_percentiles(values: np.ndarray, percentiles: tuple[float, float])
     values = values.reshape(1, -1) if values.ndim < 2 else values
     step = max(1, _HISTOGRAM_CHUNK // max(1, values[0].size))  # slices of the first axis, ~1M values each
     for start in range(0, values.shape[0], step):
-        flat = values[start : start + step].ravel().astype(np.int64) - int(info.min)
-        counts += np.bincount(flat, minlength=counts.size)
+        counts += value_counts(values[start : start + step])
+    return percentiles_from_counts(counts, int(info.min), percentiles)
+
+
+def value_counts(values: np.ndarray) -> np.ndarray:
+    """How often each value of an integer dtype of up to 16 bits occurs in ``values``: one count per value
+    of the dtype, from its minimum up (what :func:`percentiles_from_counts` reads)."""
+    info = np.iinfo(values.dtype)
+    flat = np.asarray(values).ravel().astype(np.int64) - int(info.min)
+    return np.bincount(flat, minlength=int(info.max) - int(info.min) + 1)
+
+
+def percentiles_from_counts(
+    counts: np.ndarray, minimum: int, percentiles: tuple[float, float]
+) -> tuple[float, float]:
+    """The percentiles (``np.percentile``'s linear interpolation) of integer values counted in ``counts``,
+    where ``counts[i]`` is how often ``minimum + i`` occurs; so an image can be counted in parts."""
     cumulative = np.cumsum(counts)
     last = int(cumulative[-1]) - 1
     result = []
@@ -506,7 +521,7 @@ def _histogram_percentiles(values: np.ndarray, percentiles: tuple[float, float])
         rank = percentile / 100 * last
         below = int(np.floor(rank))
         lower, upper = np.searchsorted(cumulative, [below, min(below + 1, last)], side="right")
-        result.append(int(info.min) + lower + (upper - lower) * (rank - below))
+        result.append(minimum + lower + (upper - lower) * (rank - below))
     return float(result[0]), float(result[1])
 
 

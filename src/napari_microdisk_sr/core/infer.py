@@ -168,6 +168,7 @@ def upscale(
     rgb: "bool | None" = None,
     scale: "int | None" = None,
     region: "Region | None" = None,
+    normalization: "tuple[Normalization, Normalization | None] | None" = None,
 ) -> Generator[TileEvent, None, "UpscaleResult | None"]:
     """Super-resolve an image tile by tile, as a job generator.
 
@@ -201,6 +202,10 @@ def upscale(
         around it (none beyond the image border) and values are mapped by the whole image's range, so the
         result equals the same window of the whole image's result (exactly when the padding covers the
         receptive field, as the model's does for SRVGGNetCompact). The result is the window x ``scale``.
+    normalization : (Normalization, Normalization or None), optional
+        The colour and alpha value mappings to use instead of the image's own (see
+        :func:`.images.normalizations_for`): a block of a larger image is mapped by the whole image's, so
+        that the blocks make up the whole image's result (see :mod:`.ome_zarr`).
 
     Returns
     -------
@@ -220,10 +225,10 @@ def upscale(
     validate_image(image)
     layout = image_layout(image.shape, rgb=rgb)
     mapping = intensity_for(model, config.intensity)
-    norms = normalizations_for(image, layout, intensity=mapping)
+    norms = normalization or normalizations_for(image, layout, intensity=mapping)
     if region is not None:
         region.check_inside(layout.height, layout.width)
-    if mapping.for_dtype(image.dtype).mode == "range":
+    if normalization is None and mapping.for_dtype(image.dtype).mode == "range":
         _hint_bit_depth(image[..., :3] if layout.has_alpha else image)
     module, factor, pad, multiple = _unpack_model(model, scale=scale, tile_pad=config.tile_pad)
     dev = resolve_device(config.device)
@@ -297,11 +302,19 @@ def _hint_bit_depth(values: np.ndarray) -> None:
         log.warning(hint)
 
 
-def tile_pad_for(model: LoadedModel, tile_pad: "int | None") -> int:
+def tile_pad_for(
+    model: "LoadedModel | nn.Module", tile_pad: "int | None", *, scale: "int | None" = None
+) -> int:
     """The tile padding :func:`upscale` uses with ``model``: ``tile_pad``, or the model's own, rounded up to
-    the model's input size multiple (what its results record as ``tile_pad``)."""
-    _, _, pad, multiple = _unpack_model(model, scale=None, tile_pad=tile_pad)
+    the model's input size multiple (what its results record as ``tile_pad``); ``scale`` as for
+    :func:`upscale` (a bare module's)."""
+    _, _, pad, multiple = _unpack_model(model, scale=scale, tile_pad=tile_pad)
     return _round_up(pad, multiple)
+
+
+def size_multiple_of(model: "LoadedModel | nn.Module") -> int:
+    """The multiple that ``model``'s input sides must be (1 for a bare module)."""
+    return model.spec.size_multiple if isinstance(model, LoadedModel) else 1
 
 
 def _model_record(model: "LoadedModel | nn.Module") -> dict[str, Any]:

@@ -36,6 +36,7 @@ _CM_PER_UNIT = {
 }  # fmt: skip
 _TIFF_INCH, _TIFF_CENTIMETER, _TIFF_NONE = 2, 3, 1
 _MAX_NUMBERED = 100_000
+_OME_ZARR = ".ome.zarr"
 _IMAGEJ_GRAY_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32)}
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}  # FAT, some network shares
 
@@ -65,15 +66,27 @@ class ImageFile:
 def output_dir_for(source: "str | os.PathLike[str]") -> Path:
     """The sibling folder ``<stem>_microdisk_sr/`` where outputs made from ``source`` go by default."""
     source = Path(source)
-    return source.parent / f"{source.stem}{OUTPUT_DIR_SUFFIX}"
+    return source.parent / f"{image_stem(source)}{OUTPUT_DIR_SUFFIX}"
+
+
+def image_stem(path: "str | os.PathLike[str]") -> str:
+    """The name of an image file or Zarr store without its suffix (``.ome.zarr`` is one suffix)."""
+    path = Path(path)
+    return path.name[: -len(_OME_ZARR)] if path.name.lower().endswith(_OME_ZARR) else path.stem
 
 
 def numbered_paths(path: "str | os.PathLike[str]") -> Iterator[Path]:
-    """``path``, then ``<stem>-1<suffix>``, ``<stem>-2<suffix>``, ...: the names an output may take."""
+    """``path``, then ``<stem>-1<suffix>``, ``<stem>-2<suffix>``, ...: the names an output may take.
+
+    ``.ome.zarr`` counts as one suffix: ``a_x4.ome.zarr``, ``a_x4-1.ome.zarr``, ...
+    """
     path = Path(path)
     yield path
+    stem, suffix = path.stem, path.suffix
+    if path.name.lower().endswith(_OME_ZARR):
+        stem, suffix = path.name[: -len(_OME_ZARR)], path.name[-len(_OME_ZARR) :]
     for n in range(1, _MAX_NUMBERED):
-        yield path.with_name(f"{path.stem}-{n}{path.suffix}")
+        yield path.with_name(f"{stem}-{n}{suffix}")
 
 
 def unique_path(path: "str | os.PathLike[str]") -> Path:
@@ -268,6 +281,12 @@ def remove_stale_temporaries(path: "str | os.PathLike[str]") -> list[Path]:
     return stale
 
 
+def new_dir_mode() -> int:
+    """The mode ``mkdir()`` gives a new folder: 0o777 less the process's umask (``mkdtemp`` gives 0o700)."""
+    mode = _new_file_mode()
+    return mode | (mode & 0o444) >> 2
+
+
 def _new_file_mode() -> int:
     """The mode ``open()`` gives a new file: 0o666 less the process's umask."""
     try:
@@ -374,6 +393,14 @@ def _read_tiff(path: Path) -> ImageFile:
         page = tif.pages.first
         pixel_size = _tiff_pixel_size(page, tif.imagej_metadata)
     return ImageFile(np.asarray(data), path, pixel_size)
+
+
+def read_tiff_pixel_size(path: "str | os.PathLike[str]") -> "PixelSize | None":
+    """The pixel size a TIFF records (see :func:`read_image`), read without its pixels."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return _tiff_pixel_size(tif.pages.first, tif.imagej_metadata)
 
 
 def read_tiff_description(path: "str | os.PathLike[str]") -> "dict[str, Any] | None":

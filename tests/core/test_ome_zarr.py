@@ -1,0 +1,282 @@
+"""Images larger than memory: lazy input, OME-Zarr output block by block, equal to the in-memory result."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from ome_zarr.writer import get_metadata, write_image
+
+import napari_microdisk_sr
+from napari_microdisk_sr.core import batch
+from napari_microdisk_sr.core.errors import InputError
+from napari_microdisk_sr.core.images import Intensity, image_layout, normalizations_for
+from napari_microdisk_sr.core.infer import UpscaleConfig, upscale, upscale_array
+from napari_microdisk_sr.core.io import PixelSize, write_tiff
+from napari_microdisk_sr.core.lazy import (
+    lazy_image,
+    lazy_normalizations,
+    open_lazy,
+    open_pyramid,
+    read_store_provenance,
+    store_identity,
+)
+from napari_microdisk_sr.core.models import LoadedModel, ModelSpec
+from napari_microdisk_sr.core.ome_zarr import upscale_block, upscale_to_ome_zarr
+from napari_microdisk_sr.core.progress import StopFlag, drive
+from napari_microdisk_sr.core.regions import Region
+
+CONFIG = UpscaleConfig(tile=24, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def model():
+    spec = ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
+    return LoadedModel(spec.build().eval(), spec, "tiny", "test", "ab" * 32)
+
+
+def rng_image(shape, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return (rng.random(shape) * 3.0 - 1.0).astype(dtype)
+    return rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True, dtype=dtype)
+
+
+def write_ome_zarr(path, image, axes, pixel_um=0.5, chunks=32, levels=2):
+    """An OME-NGFF image written by ome-zarr itself (channels first, as the specification orders them)."""
+    write_image(
+        image,
+        zarr.open_group(str(path), mode="w"),
+        axes=axes,
+        scale=dict.fromkeys("yx", pixel_um),
+        scale_factors=[2**k for k in range(1, levels)],
+        storage_options={"chunks": (*(1,) * (image.ndim - 2), chunks, chunks)},
+    )
+    return Path(path)
+
+
+def assert_close(actual, expected):
+    """Equal up to float rounding: convolutions of other sizes round differently (see test_infer)."""
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    if expected.dtype.kind == "f":
+        assert np.abs(actual - expected).max() <= 1e-5 * (np.ptp(expected) + 1)
+    else:
+        assert np.abs(actual.astype(np.int64) - expected).max() <= 1
+
+
+# --- lazy input -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes", "dtype"),
+    [
+        ((70, 90), "yx", np.float32),
+        ((3, 50, 60), "cyx", np.uint8),  # RGB, channels first in the store, last in the layout
+        ((2, 40, 36), "zyx", np.uint16),
+    ],
+)
+def test_a_store_upscaled_block_by_block_equals_the_in_memory_result(model, tmp_path, shape, axes, dtype):
+    image = rng_image(shape, dtype)
+    source = open_lazy(write_ome_zarr(tmp_path / "in.ome.zarr", image, list(axes)))
+    in_memory = np.moveaxis(image, 0, -1) if axes == "cyx" else image
+    assert source.axes == (("y", "x", "c") if axes == "cyx" else tuple(axes))
+    assert source.pixel_size == PixelSize(0.5, 0.5, "")
+    events = []
+    job = upscale_to_ome_zarr(source, model, tmp_path / "in_x4.ome.zarr", config=CONFIG, block=16, levels=2)
+    result = drive(job, events.append)
+    expected = upscale_array(in_memory, model, tile=0, device="cpu", rgb=axes == "cyx")
+    written = open_lazy(result.path)
+    assert_close(written.data.compute(), expected)
+    planes = shape[0] if axes == "zyx" else 1
+    blocks = -(-shape[-2] // 16) * -(-shape[-1] // 16)
+    upscaled = [e for e in events if e.done <= blocks]
+    assert len(upscaled) == blocks
+    assert events[-1].done == events[-1].total > blocks * planes
+    assert zarr.open_array(str(result.path / "0")).chunks[-2:] == (64, 64)  # one block's result per chunk
+
+
+def test_a_window_of_the_result_equals_the_window_upscaled_from_a_crop(model, tmp_path):
+    image = rng_image((96, 80), np.uint8, seed=1)
+    image[:3, :3] = 0  # the range is the whole image's, whatever the window holds
+    result = drive(
+        upscale_to_ome_zarr(lazy_image(image), model, tmp_path / "a.ome.zarr", config=CONFIG, block=32)
+    )
+    window = open_lazy(result.path).data[160:288, 96:224].compute()
+    crop = drive(upscale(image, model, tile=0, device="cpu", region=Region(40, 72, 24, 56))).image
+    assert_close(window, crop)
+
+
+def test_a_tiff_is_read_only_where_it_is_sliced(tmp_path):
+    """A tile far from the window is garbage: reading the window works, reading the whole image fails."""
+    image = rng_image((256, 256), np.uint16)
+    path = tmp_path / "tiled.tif"
+    tifffile.imwrite(path, image, tile=(64, 64), compression="zlib", resolution=(2.0, 2.0), resolutionunit=1)
+    with tifffile.TiffFile(path) as tif:
+        offsets, counts = tif.pages.first.dataoffsets, tif.pages.first.databytecounts
+    with open(path, "r+b") as fh:  # the last tile (rows and columns 192:256) no longer inflates
+        fh.seek(offsets[-1])
+        fh.write(b"\xff" * counts[-1])
+    lazy = open_lazy(path)
+    np.testing.assert_array_equal(lazy.read((), Region(0, 100, 10, 120)), image[:100, 10:120])
+    assert lazy.pixel_size == PixelSize(0.5, 0.5, "")
+    with pytest.raises(Exception, match=r"(?i)error|invalid|zlib"):
+        lazy.data.compute()
+
+    flat = write_tiff(tmp_path / "flat.tif", image)  # uncompressed, in one piece: memory-mapped
+    mapped = open_lazy(flat)
+    assert mapped.data.chunksize == (256, 256) or mapped.data.numblocks == (1, 1)
+    np.testing.assert_array_equal(mapped.read((), Region(5, 9, 7, 11)), image[5:9, 7:11])
+
+
+def test_a_zarr_store_is_read_only_where_it_is_sliced(tmp_path):
+    image = rng_image((128, 128), np.uint8)
+    store = write_ome_zarr(tmp_path / "in.ome.zarr", image, ["y", "x"])
+    (store / "s0" / "c" / "3" / "3").write_bytes(b"not a chunk")  # rows and columns 96:128 (ome-zarr's "s0")
+    lazy = open_lazy(store)
+    np.testing.assert_array_equal(lazy.read((), Region(0, 64, 0, 96)), image[:64, :96])
+    with pytest.raises(Exception, match=r"."):  # zarr's codec error type is its own business
+        lazy.data.compute()
+
+
+def test_the_whole_image_mapping_is_computed_lazily_and_equals_the_in_memory_one(tmp_path):
+    cases = [
+        (rng_image((40, 30)), mode)
+        for mode in ("auto", "range", "percentile:0.5,99.5")  # float32: every order statistic is exact
+    ] + [
+        (rng_image((40, 30, 4), np.uint16), "bits:16"),
+        (rng_image((40, 30, 4), np.uint16), "auto"),
+        (rng_image((40, 30), np.uint8), "auto"),
+        (rng_image((20, 20), np.int16), "range"),
+        (rng_image((20, 20), np.int16), "percentile"),
+        (rng_image((24, 24)).astype(np.float64) * 1e-3 + 7.0, "auto"),
+        (np.full((16, 16), 3.0, np.float32), "auto"),  # constant: the percentiles fall back to min and max
+    ]
+    for image, mode in cases:
+        lazy = lazy_image(da.from_array(image, chunks=8))
+        intensity = Intensity.parse(mode)
+        expected = normalizations_for(image, image_layout(image.shape), intensity=intensity)
+        assert lazy_normalizations(lazy, intensity=intensity) == expected, (image.dtype, mode)
+    bad = rng_image((16, 16))
+    bad[3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        lazy_normalizations(lazy_image(bad))
+    zarr.open_group(str(tmp_path / "plate.zarr"), mode="w")
+    with pytest.raises(InputError, match="without OME-NGFF multiscales"):
+        open_lazy(tmp_path / "plate.zarr")
+
+
+# --- output -----------------------------------------------------------------------------------------------
+
+
+def test_pyramid_levels_and_metadata(model, tmp_path):
+    image = rng_image((64, 48, 3), np.uint8)
+    source = lazy_image(image, pixel_size=PixelSize(0.6, 0.4, "um"))
+    result = drive(
+        upscale_to_ome_zarr(source, model, tmp_path / "p.ome.zarr", config=CONFIG, block=16, levels=3)
+    )
+    assert result.shapes == [(3, 256, 192), (3, 128, 96), (3, 64, 48)]
+    multiscales = get_metadata(zarr.open_group(str(result.path), mode="r"))["multiscales"][0]
+    assert [a["name"] for a in multiscales["axes"]] == ["c", "y", "x"]
+    assert multiscales["axes"][1]["unit"] == "micrometer"
+    scales = [d["coordinateTransformations"][0]["scale"] for d in multiscales["datasets"]]
+    assert np.allclose(scales, [[1.0, 0.15, 0.1], [1.0, 0.3, 0.2], [1.0, 0.6, 0.4]])
+    shifts = [d["coordinateTransformations"][1]["translation"] for d in multiscales["datasets"]]
+    assert shifts[0] == pytest.approx([0.0, -0.225, -0.15])  # centres on the input's (-0.375 input pixels)
+    assert shifts[2] == pytest.approx([0.0, 0.0, 0.0])  # level 2's 4x4 means centre on the input pixels
+    levels = [zarr.open_array(str(result.path / str(k)))[:] for k in range(3)]
+    halved = levels[0].reshape(3, 128, 2, 96, 2).astype(np.float64).mean(axis=(2, 4))
+    np.testing.assert_array_equal(levels[1], np.rint(halved).astype(np.uint8))
+    pyramid = open_pyramid(result.path)
+    assert [level.shape for level in pyramid.levels] == [(256, 192, 3), (128, 96, 3), (64, 48, 3)]
+    assert pyramid.rgb
+    assert pyramid.scale == pytest.approx((0.15, 0.1))
+    assert pyramid.translate == pytest.approx((-0.225, -0.15))
+    assert pyramid.provenance["model"] == "tiny"
+    assert pyramid.provenance["levels"] == 3
+
+
+def test_outputs_are_never_overwritten_and_provenance_lets_a_rerun_skip(model, tmp_path):
+    image = rng_image((30, 30), np.uint8)
+    store = write_ome_zarr(tmp_path / "in.ome.zarr", image, ["y", "x"])
+    made_with = {"input_identity": store_identity(store), "model_sha256": "ab" * 32, "tile": 24}
+    target = tmp_path / "in_x4.ome.zarr"
+    paths = [drive(upscale_to_ome_zarr(open_lazy(store), model, target, config=CONFIG, record=made_with)).path
+             for _ in range(2)]  # fmt: skip
+    assert [p.name for p in paths] == ["in_x4.ome.zarr", "in_x4-1.ome.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ome.zarr", "in_x4-1.ome.zarr", "in_x4.ome.zarr"]
+    assert read_store_provenance(paths[0])["input_identity"] == made_with["input_identity"]
+    wanted = {key: read_store_provenance(paths[0]).get(key) for key in batch.OUTPUT_SETTINGS} | made_with
+    assert batch.done_output(target, wanted) == target
+    assert batch.done_output(target, wanted | {"input_identity": "changed"}) is None
+    assert batch.expand_inputs([tmp_path]) == [store, *paths[::-1]]  # stores are images, not folders
+    assert batch.expand_inputs([store]) == [store]
+    (store / "s0" / "extra").write_bytes(b"x")
+    assert store_identity(store) != made_with["input_identity"]
+
+
+def test_a_stopped_job_leaves_nothing_and_a_rerun_block_writes_the_same_bits(model, tmp_path):
+    source = lazy_image(rng_image((64, 64)))
+    stop = StopFlag()
+    job = upscale_to_ome_zarr(source, model, tmp_path / "s.ome.zarr", config=CONFIG, block=16, stop=stop)
+    next(job)
+    assert any(p.name.startswith(".s.ome.zarr.") for p in tmp_path.iterdir())  # the hidden temporary store
+    stop.set()
+    assert drive(job) is None
+    assert list(tmp_path.iterdir()) == []
+
+    result = drive(upscale_to_ome_zarr(source, model, tmp_path / "s.ome.zarr", config=CONFIG, block=16))
+    level0 = zarr.open_array(str(result.path / "0"), mode="r")
+    before = level0[:]
+    norms = lazy_normalizations(source)
+    upscale_block(source, result.path, (), Region(16, 32, 32, 48), model, norms, config=CONFIG)
+    np.testing.assert_array_equal(level0[:], before)
+
+
+_PEAK = """
+import ctypes, resource, sys
+ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # large arrays mapped alone, returned when freed (bench_scale)
+from napari_microdisk_sr.core.infer import UpscaleConfig
+from napari_microdisk_sr.core.lazy import open_lazy
+from napari_microdisk_sr.core.models import LoadedModel, ModelSpec
+from napari_microdisk_sr.core.ome_zarr import upscale_to_ome_zarr
+from napari_microdisk_sr.core.progress import drive
+spec = ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
+model = LoadedModel(spec.build().eval(), spec, "tiny", "test", "ab" * 32)
+source = open_lazy(sys.argv[1])
+config = UpscaleConfig(tile=256, device="cpu")
+warm = upscale_to_ome_zarr(open_lazy(sys.argv[3]), model, sys.argv[4], config=config, levels=3)
+drive(warm)  # thread pools and caches are made by the first job
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = drive(upscale_to_ome_zarr(source, model, sys.argv[2], config=config))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024)
+"""
+
+
+def test_peak_memory_is_bounded_by_the_block_not_the_image(tmp_path):
+    """A 1280 x 1280 float32 field to 5120 x 5120 (100 MiB in memory) with the peak RSS growing far less."""
+    side = 1280
+    field = da.random.default_rng(0).random((side, side), chunks=256).astype(np.float32)
+    store = write_ome_zarr(tmp_path / "field.ome.zarr", field, ["y", "x"], chunks=256, levels=1)
+    small = write_ome_zarr(
+        tmp_path / "small.ome.zarr", rng_image((512, 512)), ["y", "x"], chunks=256, levels=1
+    )
+    env = os.environ | {
+        "PYTHONPATH": str(Path(napari_microdisk_sr.__file__).parents[1]),
+        "OMP_NUM_THREADS": "2",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK, store, tmp_path / "out.ome.zarr", small, tmp_path / "w.ome.zarr"],
+        capture_output=True, text=True, env=env, timeout=600, check=True,
+    )  # fmt: skip
+    growth = int(run.stdout.split()[-1])
+    in_memory = (4 * side) ** 2 * 4
+    assert growth < in_memory / 4, f"peak RSS grew by {growth / 2**20:.0f} MiB"
+    out = open_lazy(tmp_path / "out.ome.zarr")
+    assert out.data.shape == (4 * side, 4 * side)
