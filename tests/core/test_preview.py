@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from napari_microdisk_sr.core.errors import InputError
+from napari_microdisk_sr.core.images import AUTO, image_layout, normalizations_for
 from napari_microdisk_sr.core.infer import UpscaleConfig, upscale
 from napari_microdisk_sr.core.models import LoadedModel, ModelSpec
 from napari_microdisk_sr.core.preview import BLOCK, PreviewCache, preview
@@ -33,6 +34,18 @@ def test_a_preview_equals_the_same_window_of_the_whole_result(model, plane):
     assert (events[-1].done, events[-1].total) == (1, 1)  # the four blocks in one tile
     assert result.provenance["region"] == [50, 120, 10, 75]
     assert result.provenance["model"] == "tiny"
+
+
+def test_a_preview_of_a_stack_plane_mapped_by_the_stack_equals_that_plane_of_the_whole_result(model):
+    rng = np.random.default_rng(4)
+    stack = np.stack([rng.integers(100, 210, (40, 36)), rng.integers(0, 4000, (40, 36))]).astype(np.uint16)
+    whole = drive(upscale(stack, model, tile=0, device="cpu")).image  # auto: the stack's percentiles
+    norms = normalizations_for(stack, image_layout(stack.shape), intensity=AUTO)
+    region = Region(5, 30, 4, 20)
+    mapped = drive(preview(stack[0], model, region, config=CONFIG, normalization=norms, cache=PreviewCache()))
+    np.testing.assert_array_equal(mapped.image, whole[0, 20:120, 16:80])
+    own = drive(preview(stack[0], model, region, config=CONFIG)).image  # the dim plane's own percentiles
+    assert np.abs(own.astype(float) - whole[0, 20:120, 16:80]).max() > 1
 
 
 def test_blocks_seen_before_are_reused(model, plane):

@@ -380,6 +380,28 @@ def test_the_visible_region_is_previewed_aligned_and_not_written(
     assert widget._status.value.endswith("(not written)")
 
 
+def test_a_preview_of_a_stack_plane_is_mapped_by_the_whole_stack(make_napari_viewer, qtbot, tmp_path):
+    spec = ModelSpec("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2, "upscale": 4})
+    torch.manual_seed(0)
+    model_file = save_model(spec.build().state_dict(), spec, tmp_path / "tiny.pth")
+    rng = np.random.default_rng(2)
+    stack = np.stack([rng.integers(100, 210, (48, 40)), rng.integers(0, 4000, (48, 40))]).astype(np.uint16)
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_image(stack, name="stack")
+    viewer.dims.set_current_step(0, 0)
+    qtbot.wait(300)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget._scope.value = widget._scope.choices[1]  # the visible region
+    _use_file_model(widget, model_file)
+    assert widget._images.value == [layer]
+    _run(qtbot, widget)
+
+    out = viewer.layers["stack preview x4 (tiny)"]
+    y0, y1, x0, x1 = out.metadata["microdisk_sr"]["region"]
+    whole = infer.upscale_array(stack, models.load_model(model_file), device="cpu")
+    np.testing.assert_array_equal(out.data[0], whole[0, 4 * y0 : 4 * y1, 4 * x0 : 4 * x1])
+
+
 def test_following_the_view_cancels_a_preview_under_way_and_previews_the_new_region(
     make_napari_viewer, qtbot, tmp_path, nearest_model, monkeypatch
 ):

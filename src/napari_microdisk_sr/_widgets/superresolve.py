@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -28,7 +29,7 @@ from napari.layers import Image, Shapes
 from ..core import infer
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.images import AUTO, image_layout, normalizations_for
+from ..core.images import AUTO, Normalization, image_layout, normalizations_for
 from ..core.layers import region_geometry, upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
 from ..core.preview import PreviewCache, preview
@@ -76,6 +77,7 @@ class _Window:
     plane_index: tuple[int, ...]
     region: Region
     name: str  # of the preview layer
+    stack: "np.ndarray | None" = None  # the whole stack of an in-memory stack layer: it maps the values
 
 
 @dataclass(frozen=True, eq=False)
@@ -382,11 +384,12 @@ class SuperResolveWidget(Container):
             visible = visible_region(self._viewer, layer)
             plane_index = () if visible is None else visible[0]
             source = read_source(layer, 0.0, plane_index)
+            stack = layer.data if plane_index and isinstance(layer.data, np.ndarray) else None
             if self._scope.value is _Scope.VISIBLE:
                 if visible is None:
                     raise InputError(f"no part of {layer.name!r} is on screen: pan or zoom to it")
                 name = f"{layer.name} preview x4"
-                windows.append(_Window(source, plane_index, visible[1], name))
+                windows.append(_Window(source, plane_index, visible[1], name, stack))
                 continue
             shapes = self._rectangles.value
             if shapes is None:
@@ -395,7 +398,7 @@ class SuperResolveWidget(Container):
             for y0, x0, y1, x1 in shape_boxes(shapes, layer, plane_shape):
                 region = Region(y0, y1, x0, x1)
                 windows.append(
-                    _Window(source, plane_index, region, f"{layer.name} [{y0}:{y1}, {x0}:{x1}] x4")
+                    _Window(source, plane_index, region, f"{layer.name} [{y0}:{y1}, {x0}:{x1}] x4", stack)
                 )
         if not windows:
             raise InputError("no rectangle of the Shapes layer lies over the selected images")
@@ -517,8 +520,16 @@ def _preview_windows(
     for model_ref in model_refs:
         yield Status(f"loading model {model_ref}")
         model = models.load(model_ref)
+        mapping = infer.intensity_for(model, config.intensity)
+        stacks: dict[int, tuple[Normalization, Normalization | None]] = {}  # by id of the stack array
         for index, window in enumerate(windows):
             yield Status(f"{index + 1}/{len(windows)}: previewing {window.name!r} with {model.name}")
+            norms = None
+            if window.stack is not None:  # mapped by the whole stack, as its whole result is
+                if id(window.stack) not in stacks:
+                    layout = image_layout(window.stack.shape, rgb=window.source.rgb)
+                    stacks[id(window.stack)] = normalizations_for(window.stack, layout, intensity=mapping)
+                norms = stacks[id(window.stack)]
             job = preview(
                 window.source.data,
                 model,
@@ -527,6 +538,7 @@ def _preview_windows(
                 cache=cache,
                 stop=stop,
                 rgb=window.source.rgb,
+                normalization=norms,
             )
             result = yield from job
             if result is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .images import ImageLayout, image_layout
+from .images import ImageLayout, Normalization, image_layout
 from .infer import TileEvent, UpscaleConfig, UpscaleResult, upscale
 from .models import LoadedModel
 from .progress import StopFlag
@@ -91,6 +91,7 @@ def preview(
     cache: "PreviewCache | None" = None,
     stop: "StopFlag | None" = None,
     rgb: "bool | None" = None,
+    normalization: "tuple[Normalization, Normalization | None] | None" = None,
 ) -> Generator[TileEvent, None, "UpscaleResult | None"]:
     """Upscale ``region`` of a plane block by block, as a job generator (see the module notes).
 
@@ -109,6 +110,9 @@ def preview(
         Checked before every tile; once set the job returns None.
     rgb : bool, optional
         Whether the last axis holds channels.
+    normalization : (Normalization, Normalization or None), optional
+        The value mappings of the whole stack the plane belongs to (see :func:`.images.normalizations_for`),
+        so that the preview equals that plane's part of the whole stack's result; by default the plane's own.
 
     Returns
     -------
@@ -124,7 +128,10 @@ def preview(
     if layout.leading:
         raise InputError(f"a preview takes one plane, got a stack of shape {plane.shape}")
     region.check_inside(layout.height, layout.width)
-    return _preview_job(plane, layout, model, region, config=config, cache=cache, stop=stop, rgb=rgb)
+    return _preview_job(
+        plane, layout, model, region, config=config, cache=cache, stop=stop, rgb=rgb,
+        normalization=normalization,
+    )  # fmt: skip
 
 
 def _preview_job(
@@ -137,10 +144,11 @@ def _preview_job(
     cache: "PreviewCache | None",
     stop: "StopFlag | None",
     rgb: "bool | None",
+    normalization: "tuple[Normalization, Normalization | None] | None",
 ) -> Generator[TileEvent, None, "UpscaleResult | None"]:
     scale = model.spec.scale
     blocks = _Grid(region, layout.height, layout.width).blocks()
-    key = (_fingerprint(plane), model.sha256, config)
+    key = (_fingerprint(plane), model.sha256, config, normalization)
     cached = {block: None if cache is None else cache.get((key, block)) for block in blocks}
     missing = [block for block, image in cached.items() if image is None]
     made_with = {"model": model.name, "model_source": model.source, "model_sha256": model.sha256}
@@ -158,6 +166,7 @@ def _preview_job(
             stop=stop,
             rgb=rgb,
             region=box,
+            normalization=normalization,
         )
         result = yield from job
         if result is None:
