@@ -4,7 +4,7 @@ A microscopist's 16-bit images often use a small part of their range: dim fluore
 camera. Held-out synthetic scenes (dark and light backgrounds) are turned into such uint16 images: their LR
 acquisition stretched to a camera offset of 100 and a peak of 210, 1,000 or 4,000 counts. Each is upscaled
 at one and at two times the exposure with the compact model (realesr-animevideov3) by three mappings of
-``core.images.Intensity``:
+``core.intensity.Intensity``:
 
 - ``range``, the former default: the dtype's full range, 0 to 65535;
 - ``bits:N``, the smallest camera bit depth that holds the image (8, 10 or 12 bits here);
@@ -26,8 +26,8 @@ import _common
 import numpy as np
 
 from napari_microdisk_sr.core.device import describe_device
-from napari_microdisk_sr.core.images import Intensity
 from napari_microdisk_sr.core.infer import upscale_array
+from napari_microdisk_sr.core.intensity import Intensity
 from napari_microdisk_sr.core.models import load_model
 from napari_microdisk_sr.core.quality import psnr
 from napari_microdisk_sr.core.sample import make_scene

@@ -6,22 +6,24 @@ import torch
 
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.images import (
-    AUTO,
-    RANGE,
     ImageLayout,
-    Intensity,
     Normalization,
-    check_bit_depth,
     from_model_output,
     image_layout,
     likely_bit_depth,
     normalizations_for,
-    percentile_range,
-    recorded_intensity,
     resize_alpha,
     to_model_input,
     validate_image,
     value_range,
+)
+from napari_microdisk_sr.core.intensity import (
+    AUTO,
+    RANGE,
+    Intensity,
+    check_bit_depth,
+    percentile_range,
+    recorded_intensity,
 )
 
 # --- validation -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from napari_microdisk_sr.core import device as device_module
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.errors import InputError, MicrodiskSRError
-from napari_microdisk_sr.core.images import Intensity, Normalization, resize_alpha
+from napari_microdisk_sr.core.images import Normalization, resize_alpha
 from napari_microdisk_sr.core.infer import (
     MIN_TILE,
     Region,
@@ -24,6 +24,7 @@ from napari_microdisk_sr.core.infer import (
     upscale,
     upscale_array,
 )
+from napari_microdisk_sr.core.intensity import Intensity
 from napari_microdisk_sr.core.model_copies import _PREPARED, prepared
 from napari_microdisk_sr.core.models import LoadedModel, ModelSpec, load_model
 from napari_microdisk_sr.core.progress import StopFlag, drive

@@ -15,8 +15,9 @@ from ome_zarr.writer import get_metadata, write_image
 import napari_microdisk_sr
 from napari_microdisk_sr.core import batch
 from napari_microdisk_sr.core.errors import InputError
-from napari_microdisk_sr.core.images import Intensity, image_layout, normalizations_for
+from napari_microdisk_sr.core.images import image_layout, normalizations_for
 from napari_microdisk_sr.core.infer import UpscaleConfig, upscale, upscale_array
+from napari_microdisk_sr.core.intensity import Intensity
 from napari_microdisk_sr.core.io import PixelSize, write_tiff
 from napari_microdisk_sr.core.lazy import (
     lazy_image,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.errors import InputError, OutputError
-from napari_microdisk_sr.core.images import Intensity
+from napari_microdisk_sr.core.intensity import Intensity
 from napari_microdisk_sr.core.pairs import (
     PairConfig,
     PairSampler,

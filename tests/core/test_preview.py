@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from napari_microdisk_sr.core.errors import InputError
-from napari_microdisk_sr.core.images import AUTO, image_layout, normalizations_for
+from napari_microdisk_sr.core.images import image_layout, normalizations_for
 from napari_microdisk_sr.core.infer import UpscaleConfig, upscale
+from napari_microdisk_sr.core.intensity import AUTO
 from napari_microdisk_sr.core.models import LoadedModel, ModelSpec
 from napari_microdisk_sr.core.preview import BLOCK, PreviewCache, preview
 from napari_microdisk_sr.core.progress import StopFlag, drive

@@ -17,7 +17,7 @@ from napari_microdisk_sr.core import train
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.errors import InputError, TrainingError
-from napari_microdisk_sr.core.images import Intensity
+from napari_microdisk_sr.core.intensity import Intensity
 from napari_microdisk_sr.core.io import read_csv
 from napari_microdisk_sr.core.models import ModelSpec, load_model, save_model
 from napari_microdisk_sr.core.progress import StopFlag, drive

@@ -16,7 +16,7 @@ from napari_microdisk_sr._widgets._session import CropSetRef, session_for
 from napari_microdisk_sr.core.calibrate import DegradationProfile, write_profile
 from napari_microdisk_sr.core.crops import crop_disks, crop_pairs, read_crop_set, write_crop_set
 from napari_microdisk_sr.core.detect import disk_box
-from napari_microdisk_sr.core.images import Intensity
+from napari_microdisk_sr.core.intensity import Intensity
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, EventKind, TrainEvent
 from napari_microdisk_sr.core.train.checkpoint import crops_fingerprint

@@ -12,7 +12,7 @@ from qtpy.QtCore import Qt
 from napari_microdisk_sr._widgets import measure
 from napari_microdisk_sr._widgets._session import CropSetRef, RunRef, session_for
 from napari_microdisk_sr.core.crops import crop_disks, write_crop_set
-from napari_microdisk_sr.core.images import Intensity
+from napari_microdisk_sr.core.intensity import Intensity
 from napari_microdisk_sr.core.layers import upscaled_geometry
 from napari_microdisk_sr.core.models import ModelSpec, save_model
 from napari_microdisk_sr.core.sample import make_scene

@@ -14,7 +14,7 @@ from napari_microdisk_sr._widgets._session import RunRef, session_for
 from napari_microdisk_sr._widgets.superresolve import SuperResolveWidget
 from napari_microdisk_sr.core import infer, models
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
-from napari_microdisk_sr.core.images import RANGE, Intensity
+from napari_microdisk_sr.core.intensity import RANGE, Intensity
 from napari_microdisk_sr.core.io import read_image
 from napari_microdisk_sr.core.models import ModelSpec, save_model
 from napari_microdisk_sr.core.sample import make_scene

@@ -13,7 +13,8 @@ from qtpy.QtWidgets import QSizePolicy
 from ..core.degradation import DEGRADATIONS
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.images import AUTO, RANGE, Intensity, bit_depth_hint
+from ..core.images import bit_depth_hint
+from ..core.intensity import AUTO, RANGE, Intensity
 from ..core.models import DEFAULT_MODEL
 from ._session import CropSetRef, Session
 
@@ -65,7 +66,7 @@ MODEL_OWN = "model's own (else auto)"
 
 def intensity_box(*, model_default: bool = False) -> ComboBox:
     """An "Intensity" choice: how image values map to the network's 0-1 and back (see
-    :class:`..core.images.Intensity`). With ``model_default`` it offers, and starts at, None: the mapping the
+    :class:`Intensity`). With ``model_default`` it offers, and starts at, None: the mapping the
     chosen model was fine-tuned with, else auto."""
     choices = [
         ("auto (8-bit: range, else percentile)", AUTO),

@@ -11,7 +11,7 @@ import numpy as np
 from ..core import infer, lazy, ome_zarr
 from ..core.consistency import lr_consistency
 from ..core.device import resolve_device
-from ..core.images import Intensity
+from ..core.intensity import Intensity
 from ..core.io import ensure_writable_dir, image_stem, numbered_paths, output_dir_for, write_tiff
 from ..core.models import ModelCache
 from ..core.outputs import safe_name

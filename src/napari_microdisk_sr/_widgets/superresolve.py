@@ -29,7 +29,8 @@ from napari.layers import Image, Shapes
 from ..core import infer
 from ..core.device import half_dtype, resolve_device
 from ..core.errors import InputError, MicrodiskSRError
-from ..core.images import AUTO, Normalization, image_layout, normalizations_for
+from ..core.images import Normalization, image_layout, normalizations_for
+from ..core.intensity import AUTO
 from ..core.layers import region_geometry, upscaled_geometry
 from ..core.models import REGISTRY, ModelCache
 from ..core.preview import PreviewCache, preview

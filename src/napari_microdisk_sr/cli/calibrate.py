@@ -6,7 +6,7 @@ from pathlib import Path
 from ..core import io
 from ..core.calibrate import calibrate, write_profile
 from ..core.errors import InputError, OutputError
-from ..core.images import RANGE, Intensity
+from ..core.intensity import RANGE, Intensity
 from .upscale import add_intensity_option
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from ..core import io
 from ..core.consistency import AREA, SCALE, read_profile
 from ..core.consistency import lr_consistency as measure_consistency
-from ..core.images import AUTO, Intensity
+from ..core.intensity import AUTO, Intensity
 from .upscale import add_intensity_option, add_profile_option
 
 

@@ -13,7 +13,8 @@ from ..core import batch, distributed, infer, io, lazy, ome_zarr
 from ..core.consistency import AREA, BackDegradation, read_profile
 from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
 from ..core.errors import InputError
-from ..core.images import Intensity, Normalization
+from ..core.images import Normalization
+from ..core.intensity import Intensity
 from ..core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model
 from ..core.progress import drive
 from ..core.regions import Region
@@ -137,7 +138,7 @@ def add_profile_option(parser: argparse.ArgumentParser) -> None:
 
 def add_intensity_option(parser: argparse.ArgumentParser, *, default: str = "auto") -> None:
     """``--intensity MODE``, the value mapping, shared by every subcommand that maps image values: its text,
-    read by :meth:`.images.Intensity.parse` (whose errors say what to give); None when not given, ``default``
+    read by :meth:`Intensity.parse` (whose errors say what to give); None when not given, ``default``
     says in the help what that means."""
     parser.add_argument(
         "--intensity",

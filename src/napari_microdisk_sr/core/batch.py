@@ -22,7 +22,8 @@ from typing import Any
 from . import infer, io
 from .consistency import BackDegradation, lr_consistency
 from .errors import InputError
-from .images import AUTO, Intensity, image_layout, normalizations_for, validate_image
+from .images import image_layout, normalizations_for, validate_image
+from .intensity import AUTO, Intensity
 from .io import numbered_paths, read_tiff_description
 from .lazy import is_store, read_store_provenance
 from .models import LoadedModel

@@ -42,7 +42,8 @@ from scipy import optimize
 from . import io
 from .degradation import DEGRADATIONS, blur_downsample
 from .errors import InputError
-from .images import RANGE, Intensity, image_layout, value_range
+from .images import image_layout, value_range
+from .intensity import RANGE, Intensity
 
 __all__ = [
     "DOWNSAMPLINGS",
@@ -263,7 +264,7 @@ def calibrate(
     scale : int
         HR pixels per LR pixel.
     intensity : Intensity
-        How values map to ``[0, 1]`` (see :class:`.images.Intensity`). A profile describes a camera on a
+        How values map to ``[0, 1]`` (see :class:`.intensity.Intensity`). A profile describes a camera on a
         fixed scale, so the default is ``range``, and ``bits:N`` suits an N-bit camera; fine-tune with the
         same mapping, since the profile is applied to the crops in its units (percentile maps, one per
         image, would fit the gain and offset between two normalised images instead).

@@ -15,7 +15,7 @@ The degradation back is, in this order:
 - without one: area averaging of each 4 x 4 block (what a camera pixel does), no blur, no noise model.
 
 Values are compared as fractions of the LR image's data range, the span that maps to ``[0, 1]`` at
-inference (see :class:`.images.Intensity`: the dtype's range, a bit depth, the min-max or the percentiles;
+inference (see :class:`.intensity.Intensity`: the dtype's range, a bit depth, the min-max or the percentiles;
 the SR image is mapped by the LR's span, the same affine map): the map is ``|degrade(SR) - LR|`` averaged
 over colour channels, and the consistency is the PSNR of the degraded SR against the LR with data range 1.
 """
@@ -32,7 +32,8 @@ from . import calibrate
 from .calibrate import DOWNSAMPLINGS
 from .degradation import blur_downsample
 from .errors import InputError
-from .images import AUTO, Intensity, image_layout, normalizations_for, validate_image
+from .images import image_layout, normalizations_for, validate_image
+from .intensity import AUTO, Intensity
 
 SCALE = 4
 """The resolution ratio checked."""
@@ -208,7 +209,7 @@ def lr_consistency(
     degradation : BackDegradation
         :data:`AREA` by default, or a profile's (:func:`read_profile`).
     intensity : Intensity
-        The value mapping the SR image was made with (see :class:`.images.Intensity`); default ``auto``.
+        The value mapping the SR image was made with (see :class:`.intensity.Intensity`); default ``auto``.
 
     Returns
     -------

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import batch, infer, lazy, ome_zarr
 from .errors import InputError, MicrodiskSRError, WeightsError
-from .images import Intensity, Normalization
+from .images import Normalization
+from .intensity import Intensity
 from .models import REGISTRY, LoadedModel, load_model
 from .regions import Region
 

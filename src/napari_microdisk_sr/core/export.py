@@ -43,7 +43,7 @@ from torch import nn
 
 from .. import __version__
 from .errors import InputError, OutputError
-from .images import Intensity, recorded_intensity
+from .intensity import Intensity, recorded_intensity
 from .io import atomic_write, ensure_writable_dir, read_csv
 from .models import PACKAGE_WEIGHTS as WEIGHTS_FILE
 from .models import LoadedModel, load_model, sidecar_path
@@ -289,7 +289,7 @@ def export_package(
         uint8.
     intensity : Intensity or str, optional
         The value mapping of integer input: ``range`` or ``bits:N`` (12 for a 12-bit camera writing uint16
-        files), see :class:`.images.Intensity`; by default the run's own (``auto`` resolves to ``range``
+        files), see :class:`.intensity.Intensity`; by default the run's own (``auto`` resolves to ``range``
         for uint8), else the dtype's full range. Percentile maps cannot be expressed and are refused.
     gray : bool
         Declare a one-channel input and output (microscope images) instead of the network's RGB: the

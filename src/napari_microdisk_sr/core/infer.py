@@ -30,9 +30,7 @@ from torch import nn
 from .device import DEVICE_CHOICES, describe_device, half_dtype, is_device_name, resolve_device
 from .errors import InputError, MicrodiskSRError
 from .images import (
-    AUTO,
     ImageLayout,
-    Intensity,
     Normalization,
     bit_depth_hint,
     from_model_output,
@@ -42,6 +40,7 @@ from .images import (
     to_model_input,
     validate_image,
 )
+from .intensity import AUTO, Intensity
 from .model_copies import copied, memory_format, prepared
 from .models import LoadedModel
 from .progress import StopFlag, drive
@@ -126,7 +125,7 @@ class UpscaleConfig:
         native bfloat16 (x4plus about 2x faster; its 8-bit output about 52 dB from float32's, about as far
         as tiling moves it); ignored with a logged notice elsewhere (see :func:`.device.half_dtype`).
     intensity : Intensity or None
-        How values map to the network's ``[0, 1]`` and back (see :class:`.images.Intensity`; its text form,
+        How values map to the network's ``[0, 1]`` and back (see :class:`.intensity.Intensity`; its text form,
         e.g. ``"percentile"`` or ``"bits:12"``, is accepted too). None: the mapping a fine-tuned model was
         trained with (recorded in its sidecar), else ``auto`` (uint8 by its range, every other dtype by
         its 1st-99.8th percentiles, which keeps a dim 16-bit image's intensities).

@@ -22,18 +22,8 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .images import (
-    AUTO,
-    RANGE,
-    ImageLayout,
-    Intensity,
-    Normalization,
-    image_layout,
-    maps_by_own_range,
-    percentiles_from_counts,
-    value_counts,
-    value_range,
-)
+from .images import ImageLayout, Normalization, image_layout, maps_by_own_range, value_range
+from .intensity import AUTO, RANGE, Intensity, percentiles_from_counts, value_counts
 from .io import PixelSize, read_tiff_pixel_size
 from .regions import Region
 
@@ -258,7 +248,7 @@ def lazy_normalizations(
     :func:`.images.normalizations_for` gives for it in memory, reading the data chunk by chunk (with dask)
     and only where the mapping depends on it.
 
-    ``intensity`` is the value mapping (see :class:`.images.Intensity`; None: ``auto``). Its percentiles are
+    ``intensity`` is the value mapping (see :class:`Intensity`; None: ``auto``). Its percentiles are
     exact order statistics: integers of up to 16 bits are counted in a histogram; other values in a
     histogram of :data:`_BINS` bins between their minimum and maximum, after which only the values of the
     bins that hold the wanted ranks are read again and sorted.
@@ -305,7 +295,7 @@ _BINS = 2**16
 
 
 def _lazy_percentiles(values: Any, percentiles: tuple[float, float]) -> tuple[float, float]:
-    """:func:`.images.percentile_range` of a dask array, block by block."""
+    """:func:`.intensity.percentile_range` of a dask array, block by block."""
     import dask
 
     if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:

@@ -32,15 +32,8 @@ from .degradation import check_degradation, degrade
 from .device import resolve_device
 from .disk_measures import DISK_COLUMNS, ReferenceDisks
 from .errors import InputError
-from .images import (
-    AUTO,
-    Intensity,
-    Normalization,
-    image_layout,
-    maps_by_own_range,
-    normalizations_for,
-    validate_image,
-)
+from .images import Normalization, image_layout, maps_by_own_range, normalizations_for, validate_image
+from .intensity import AUTO, Intensity
 from .outputs import table_names
 from .progress import StopFlag, drive
 from .quality import SSIM_WINDOW, abs_error, psnr, ssim
@@ -304,7 +297,7 @@ def evaluate(
     seed : int
         Seed of the realistic degradation (image ``i`` uses the stream ``(seed, i)``).
     intensity : Intensity or str, optional
-        The value mapping (see :class:`.images.Intensity`). The models upscale by it (None: each model by its
+        The value mapping (see :class:`Intensity`). The models upscale by it (None: each model by its
         own, as :func:`.infer.upscale`). The scores compare intensities in one mapping for the HR, its LR and
         every output, computed from the HR (by ``auto`` when None): its dtype's range, ``[0, 2**N - 1]`` or
         its percentiles, so PSNR and SSIM are relative to that span, and a method that shifts or scales the

@@ -25,7 +25,7 @@ from torch import nn
 from .archs import Architecture, architecture, detect_architecture
 from .device import resolve_device
 from .errors import InputError, MicrodiskSRError, OutputError, WeightsError, short_list
-from .images import Intensity, recorded_intensity
+from .intensity import Intensity, recorded_intensity
 from .io import atomic_write, write_json
 from .weights import (
     EMBEDDED,

@@ -11,7 +11,7 @@ Fine-tuning needs low-resolution inputs whose high-resolution truth is known. Tw
 Every pair is a pure function of ``(seed, epoch, index)``: it has its own random stream, so an epoch gives
 the same pairs in the same order whatever the batch size, and training resumes exactly from any batch.
 
-Values are float32, mapped to ``[0, 1]`` as at inference (see :class:`.images.Intensity`; by default uint8
+Values are float32, mapped to ``[0, 1]`` as at inference (see :class:`.intensity.Intensity`; by default uint8
 by its range, other dtypes by their 1st and 99.8th percentiles, values beyond them kept). Gray images are
 replicated to three channels unless one channel is asked for; an alpha channel is dropped (it is never
 learned).
@@ -33,7 +33,8 @@ from . import io
 from .degradation import check_profile, degrade_patches
 from .device import resolve_device
 from .errors import InputError, OutputError
-from .images import AUTO, Intensity, check_finite, value_range
+from .images import check_finite, value_range
+from .intensity import AUTO, Intensity
 
 if TYPE_CHECKING:
     from .calibrate import DegradationProfile
@@ -94,7 +95,7 @@ class PairConfig:
     channels : {3, 1}
         Channels of the pairs: 3 (gray crops replicated) or 1 (gray crops only).
     intensity : Intensity
-        How the crops' values map to ``[0, 1]`` (see :class:`.images.Intensity`; its text form is accepted
+        How the crops' values map to ``[0, 1]`` (see :class:`.intensity.Intensity`; its text form is accepted
         too). HR and LR crops are mapped the same way, each by its own values (its percentiles, in
         ``percentile`` mode, as CSBDeep maps source and target); values beyond the range are kept.
     profile : DegradationProfile or None

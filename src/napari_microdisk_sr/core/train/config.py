@@ -19,7 +19,7 @@ from ..calibrate import DegradationProfile, profile_for
 from ..degradation import DEGRADATIONS
 from ..device import DEVICE_CHOICES, is_device_name
 from ..errors import InputError
-from ..images import AUTO, Intensity, recorded_intensity
+from ..intensity import AUTO, Intensity, recorded_intensity
 from ..models import DEFAULT_MODEL
 from ..pairs import check_small_crops
 
@@ -112,7 +112,7 @@ class FineTuneConfig:
         Time budget of one call: training ends cleanly after the step during which it runs out, and saves.
     intensity : Intensity
         How the crops' values map to the network's ``[0, 1]``, the same for the HR and the LR crop of a pair
-        (see :class:`..images.Intensity`; its text form is accepted too): by default ``auto``. The fine-tuned
+        (see :class:`Intensity`; its text form is accepted too): by default ``auto``. The fine-tuned
         model's sidecar records it, and :func:`..infer.upscale` uses it for that model unless told
         otherwise; give the same to :func:`..metrics.evaluate`.
     profile : DegradationProfile or None
