@@ -33,9 +33,10 @@ from scipy import ndimage
 from skimage import data
 
 from napari_microdisk_sr.core.calibrate import DegradationProfile, calibrate, write_profile
+from napari_microdisk_sr.core.comparison_table import BICUBIC, MEAN
 from napari_microdisk_sr.core.device import describe_device
 from napari_microdisk_sr.core.errors import InputError
-from napari_microdisk_sr.core.metrics import BICUBIC, MEAN, evaluate
+from napari_microdisk_sr.core.metrics import evaluate
 from napari_microdisk_sr.core.progress import drive
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import FineTuneConfig, Outcome, fine_tune

@@ -26,9 +26,10 @@ import _common
 import numpy as np
 import torch
 
+from napari_microdisk_sr.core.comparison_table import BICUBIC, MEAN
 from napari_microdisk_sr.core.crops import crop_disks
 from napari_microdisk_sr.core.device import describe_device
-from napari_microdisk_sr.core.metrics import BICUBIC, MEAN, evaluate
+from napari_microdisk_sr.core.metrics import evaluate
 from napari_microdisk_sr.core.progress import drive
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import FineTuneConfig, Outcome, fine_tune

@@ -29,10 +29,11 @@ import _common
 import numpy as np
 from bench_quality import TRAIN_SEEDS, Settings, finetune, training_crops
 
+from napari_microdisk_sr.core.comparison_table import BICUBIC, MEAN
 from napari_microdisk_sr.core.consistency import BackDegradation, lr_consistency
 from napari_microdisk_sr.core.device import describe_device
 from napari_microdisk_sr.core.disk_measures import summarize
-from napari_microdisk_sr.core.metrics import BICUBIC, MEAN, evaluate
+from napari_microdisk_sr.core.metrics import evaluate
 from napari_microdisk_sr.core.progress import drive
 from napari_microdisk_sr.core.sample import make_scene
 

@@ -10,8 +10,8 @@ import torch
 
 from napari_microdisk_sr.cli import main
 from napari_microdisk_sr.core import models
+from napari_microdisk_sr.core.comparison_table import COLUMNS
 from napari_microdisk_sr.core.io import read_csv, write_tiff
-from napari_microdisk_sr.core.metrics import COLUMNS
 from napari_microdisk_sr.core.sample import make_scene
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from napari_microdisk_sr.cli import main
-from napari_microdisk_sr.core import batch, distributed, infer, models
+from napari_microdisk_sr.core import batch, distributed, distributed_blocks, infer, models
 from napari_microdisk_sr.core.errors import InputError, MicrodiskSRError
 from napari_microdisk_sr.core.io import read_image, read_tiff_description, write_tiff
 from napari_microdisk_sr.core.weights import file_sha256
@@ -245,7 +245,7 @@ def test_blocks_are_tasks_that_write_the_stores_of_one_process(
     client, large, model_file, one_process_stores, tmp_path
 ):
     jobs = store_jobs(large, model_file, tmp_path)
-    events = list(distributed.upscale_stores(client, jobs, str(model_file), file_sha256(model_file)))
+    events = list(distributed_blocks.upscale_stores(client, jobs, str(model_file), file_sha256(model_file)))
     # mosaic: 6 blocks, 2 pyramid levels of 2 and 1 blocks; stack: 2 planes of 2 blocks and 1 level of 1 block
     assert [event.done for event in events] == list(range(1, 16))
     assert {event.total for event in events} == {15}
@@ -260,7 +260,7 @@ def test_a_worker_killed_among_blocks_costs_its_blocks_not_the_store(
     client, large, model_file, one_process_stores, tmp_path
 ):
     jobs = store_jobs(large, model_file, tmp_path)
-    events = distributed.upscale_stores(client, jobs, str(model_file), file_sha256(model_file))
+    events = distributed_blocks.upscale_stores(client, jobs, str(model_file), file_sha256(model_file))
     next(events)
     busy = [address for address, keys in client.processing().items() if keys]
     assert busy, "every block finished before the kill"
@@ -273,7 +273,7 @@ def test_a_worker_killed_among_blocks_costs_its_blocks_not_the_store(
 def test_a_failed_block_leaves_no_store(client, large, model_file, tmp_path):
     jobs = store_jobs(large, model_file, tmp_path)
     with pytest.raises(MicrodiskSRError, match="other weights"):
-        list(distributed.upscale_stores(client, jobs, str(model_file), "0" * 64))
+        list(distributed_blocks.upscale_stores(client, jobs, str(model_file), "0" * 64))
     assert list(tmp_path.iterdir()) == []
 
 

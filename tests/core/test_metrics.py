@@ -10,11 +10,11 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from napari_microdisk_sr.core import infer, models
+from napari_microdisk_sr.core.comparison_table import COLUMNS
 from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.io import read_csv
 from napari_microdisk_sr.core.metrics import (
-    COLUMNS,
     EvalEvent,
     abs_error,
     evaluate,

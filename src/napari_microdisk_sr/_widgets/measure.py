@@ -25,6 +25,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QTableWidgetItem
 
 from ..core import metrics
+from ..core.comparison_table import BICUBIC, SCALE, EvalResult
 from ..core.crops import crop_boxes
 from ..core.degradation import DEGRADATIONS
 from ..core.errors import InputError, MicrodiskSRError
@@ -76,7 +77,7 @@ _DISK_SCORES = (  # header, key of the per-disk rows, format, tooltip
     ("PSNR", "psnr", "{:.2f}", "PSNR in the disk's box (dB)"),
 )
 _UNSCORED = {  # why a gain's cell is empty, by its reference method
-    "gain_vs_bicubic": f"empty: tick '{metrics.BICUBIC}' to measure this gain",
+    "gain_vs_bicubic": f"empty: tick '{BICUBIC}' to measure this gain",
     "gain_vs_pretrained": f"empty: choose {metrics.PRETRAINED} under Pretrained to measure this gain",
 }
 _RUN_FILE_STEM = "model"  # a fine-tuning run's weights file is <run folder>/model.pth
@@ -119,7 +120,7 @@ class _References:
 class _Measured:
     """A finished evaluation and the CSV it was saved to (None when it has no folder)."""
 
-    result: metrics.EvalResult
+    result: EvalResult
     csv_path: "Path | None"
 
 
@@ -229,7 +230,7 @@ class MeasureWidget(Container):
             (lr, hr)
             for lr in inputs
             for hr in inputs
-            if tuple(n * metrics.SCALE for n in _plane_shape(lr)) == _plane_shape(hr)
+            if tuple(n * SCALE for n in _plane_shape(lr)) == _plane_shape(hr)
         ]
         if pairs:
             self._lr_layer.value, self._hr_layer.value = max(pairs, key=lambda pair: _area(pair[1]))
@@ -243,7 +244,7 @@ class MeasureWidget(Container):
     def _methods(self) -> dict[str, str]:
         """The methods to compare (as :func:`~..core.metrics.evaluate` takes them) and their short names, with
         the parents of the chosen runs."""
-        labels = {metrics.BICUBIC: metrics.BICUBIC} if self._bicubic.value else {}
+        labels = {BICUBIC: BICUBIC} if self._bicubic.value else {}
         labels |= {name: name for name in self._pretrained.value}
         labels |= {
             str(run.model_path): run.name

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core import metrics, train
+from ..core.comparison_table import EvalResult
 from ..core.crops import crop_disks, read_crop_set, write_crop_set
 from ..core.detect import Disk, detect_disks
 from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
@@ -147,7 +148,7 @@ def _matched(disk: Disk, truth: list[Disk]) -> bool:
     return any(np.hypot(disk.cy - t.cy, disk.cx - t.cx) <= max(2.0, 0.3 * t.r) for t in truth)
 
 
-def _mean_table(scores: metrics.EvalResult, *, fine_tuned: str) -> str:
+def _mean_table(scores: EvalResult, *, fine_tuned: str) -> str:
     lines = [f"{'method':<34} {'PSNR (dB)':>9} {'SSIM':>6} {'vs bicubic':>10}"]
     for row in (r for r in scores.rows if r["image"] == "mean"):
         method = row["method"]

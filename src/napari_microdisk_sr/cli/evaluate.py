@@ -6,6 +6,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..core import infer, io, metrics, outputs
+from ..core.comparison_table import BICUBIC, MEAN, EvalResult
 from ..core.consistency import AREA, read_profile
 from ..core.degradation import DEGRADATIONS
 from ..core.disk_measures import summarize
@@ -14,7 +15,7 @@ from ..core.outputs import safe_name
 from ..core.progress import drive
 from .upscale import add_intensity_option, add_profile_option
 
-DEFAULT_METHODS = f"{metrics.BICUBIC},{metrics.PRETRAINED}"
+DEFAULT_METHODS = f"{BICUBIC},{metrics.PRETRAINED}"
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_disks(result: metrics.EvalResult, path: Path) -> None:
+def _report_disks(result: EvalResult, path: Path) -> None:
     """Print the summary per method of the per-disk table written to ``path`` (HR pixels)."""
     print(f"\nper disk ({path}), in HR pixels:")
     print(f"{'method':<24} {'disks':>7} {'median |r error|':>17} {'median edge width error':>24}")
@@ -188,7 +189,7 @@ def _unique_names(stems: list[str]) -> list[str]:
     names: list[str] = []
     for stem in stems:
         name, n = stem, 1
-        while name in names or name == metrics.MEAN:
+        while name in names or name == MEAN:
             n += 1
             name = f"{stem}-{n}"
         names.append(name)

@@ -3,7 +3,8 @@
 import argparse
 from pathlib import Path
 
-from ..core.export import EXPORT_DTYPES, export_package
+from ..core.export import export_package
+from ..core.package_format import EXPORT_DTYPES
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

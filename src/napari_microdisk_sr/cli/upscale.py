@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..core import batch, distributed, infer, io, lazy, ome_zarr
+from ..core import batch, distributed, distributed_blocks, infer, io, lazy, ome_zarr
 from ..core.consistency import AREA, BackDegradation, read_profile
 from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
 from ..core.errors import InputError
@@ -258,7 +258,7 @@ def _upscale_stores_on(
 ) -> None:
     """Upscale into OME-Zarr on a cluster, one bar over the blocks of every input."""
     with tqdm(unit="block") as bar:
-        for event in distributed.upscale_stores(client, jobs, model, sha256):
+        for event in distributed_blocks.upscale_stores(client, jobs, model, sha256):
             bar.total = event.total
             bar.update(event.done - bar.n)
             if event.finished is not None:

@@ -18,6 +18,8 @@ without this plugin. It holds:
 
 Building and validating the description needs the optional ``bioimageio.spec`` (``pip install
 "napari-microdisk-sr[bioimageio]"``). Reading a package back (:func:`.models.load_model`) needs only PyYAML.
+What the package declares (input types, value mapping, file names, citation) is :mod:`.package_format`'s; the
+README's text is :mod:`.package_readme`'s.
 """
 
 import ast
@@ -47,6 +49,17 @@ from .intensity import Intensity, recorded_intensity
 from .io import atomic_write, ensure_writable_dir, read_csv
 from .models import PACKAGE_WEIGHTS as WEIGHTS_FILE
 from .models import LoadedModel, load_model, sidecar_path
+from .package_format import (
+    REAL_ESRGAN_CITATION,
+    REAL_ESRGAN_DOI,
+    SIZE_STEP,
+    TORCHSCRIPT_FILE,
+    ValueMapping,
+    from_unit,
+    to_unit,
+    value_mapping,
+)
+from .package_readme import readme_text
 from .sample import make_scene
 from .train.artifacts import HISTORY_FILE, MODEL_FILE
 from .train.checkpoint import CHECKPOINT_FILE
@@ -55,22 +68,11 @@ from .weights import file_sha256
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "EXPORT_DTYPES",
     "ExportResult",
     "architecture_source",
     "export_package",
 ]
 
-EXPORT_DTYPES = ("uint8", "uint16", "float32")
-"""Input types a package can declare."""
-TORCHSCRIPT_FILE = "weights_torchscript.pt"
-REAL_ESRGAN_CITATION = (
-    "Wang X, Xie L, Dong C, Shan Y. Real-ESRGAN: Training Real-World Blind Super-Resolution with Pure "
-    "Synthetic Data. IEEE/CVF International Conference on Computer Vision Workshops (ICCVW), 2021."
-)
-REAL_ESRGAN_DOI = "10.1109/ICCVW54120.2021.00217"
-_SIZE_STEP = 16
-"""Step of the input sizes the package accepts (a multiple of every network's size multiple)."""
 _TEST_SEED = 7
 
 
@@ -95,54 +97,6 @@ class ExportResult:
     size_bytes: int
     seconds: float
     torchscript_max_abs_diff: float
-
-
-@dataclass(frozen=True)
-class _Mapping:
-    """How the package maps input values to ``[0, 1]`` and the output back: ``unit = (x - low) / span``."""
-
-    dtype: str
-    low: float
-    high: float
-
-    @property
-    def fixed(self) -> bool:
-        """Whether the range is fixed (integers) rather than the min/max of each image (floats)."""
-        return self.dtype != "float32"
-
-    def describe(self) -> str:
-        if not self.fixed:
-            return "float32 images: each image's minimum and maximum map to 0 and 1; the output is in [0, 1]"
-        return (
-            f"{self.dtype} values {self.low:g} to {self.high:g} map linearly to 0 and 1; the output, clipped "
-            f"to [0, 1], is mapped back to {self.low:g} to {self.high:g} (float32)"
-        )
-
-
-def _value_mapping(dtype: "str | None", intensity: "Intensity | None", *, given: bool) -> _Mapping:
-    """The package's mapping for ``dtype`` by ``intensity`` (``given`` by the user, else the run's)."""
-    bit_depth = intensity.bits if intensity is not None else None
-    if dtype is None:
-        dtype = "uint16" if bit_depth is not None else "uint8"
-    if dtype not in EXPORT_DTYPES:
-        raise InputError(f"input dtype must be one of {', '.join(EXPORT_DTYPES)}, not {dtype!r}")
-    if dtype == "float32":
-        if given and intensity is not None and intensity.mode in ("bits", "percentile"):
-            raise InputError(
-                f"a float32 package maps each image by its min/max; intensity {intensity} does not apply, "
-                "give none"
-            )
-        return _Mapping(dtype, 0.0, 1.0)
-    if intensity is not None and intensity.for_dtype(dtype).mode == "percentile":
-        raise InputError(
-            f"a bioimage.io package cannot invert a percentile map (intensity {intensity} for {dtype} "
-            "input); export with --intensity range or bits:N (the model's fine-tuning used "
-            f"{intensity}: choose the range closest to its data)"
-        )
-    bits = 8 * np.dtype(dtype).itemsize
-    if bit_depth is not None and bit_depth > bits:
-        raise InputError(f"a {dtype} input holds at most {bits} bits, not {bit_depth}")
-    return _Mapping(dtype, 0.0, float(2 ** (bit_depth or bits) - 1))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -217,12 +171,6 @@ class Gray{name}({name}):
         return rgb.clamp(0.0, 1.0).mean(dim=1, keepdim=True)
 '''
 """Appended to the architecture file of a gray package; the state dict stays the RGB network's."""
-
-
-def _channels_text(channels: int) -> str:
-    if channels == 1:
-        return "gray, one channel: replicated to the network's RGB, its RGB output averaged"
-    return "RGB" if channels == 3 else f"{channels} channels"
 
 
 def _load_architecture(path: Path, class_name: str) -> type[nn.Module]:
@@ -325,7 +273,7 @@ def export_package(
     info = _sidecar_info(weights, model.sha256)
     config = info.get("fine_tuning", {}).get("config", {})
     given = intensity is not None
-    mapping = _value_mapping(
+    mapping = value_mapping(
         dtype, Intensity.parse(intensity) if given else recorded_intensity(config), given=given
     )
     # the history beside a run's model (one with a sidecar) is its run's
@@ -335,7 +283,7 @@ def export_package(
         folder = Path(tmp)
         files = _write_files(folder, model, mapping, gray=gray)
         readme = folder / "README.md"
-        readme.write_text(_readme(model, info, history, mapping, files))
+        readme.write_text(readme_text(model, info, history, mapping, files))
         try:
             descr = _description(folder, model, info, mapping, files, authors, name)
         except ValueError as exc:  # pydantic's ValidationError: a description the format refuses
@@ -363,7 +311,7 @@ def _history(path: Path) -> list[dict[str, str]]:
     return read_csv(path) if path.is_file() else []
 
 
-def _write_files(folder: Path, model: LoadedModel, mapping: _Mapping, *, gray: bool) -> dict[str, Any]:
+def _write_files(folder: Path, model: LoadedModel, mapping: ValueMapping, *, gray: bool) -> dict[str, Any]:
     """Write the weights, the architecture, TorchScript, the test tensors and the cover into ``folder``."""
     spec = model.spec
     network = spec.architecture.network
@@ -379,9 +327,9 @@ def _write_files(folder: Path, model: LoadedModel, mapping: _Mapping, *, gray: b
     own = _load_architecture(arch_file, callable_name)(**spec.kwargs)
     own.load_state_dict(torch.load(folder / WEIGHTS_FILE, weights_only=True), strict=True)
     own.eval()
-    size_min = _round_up(2 * spec.tile_pad + _SIZE_STEP, _SIZE_STEP)
-    test_input = _test_input(size_min + 2 * _SIZE_STEP, channels, mapping)
-    unit = _to_unit(test_input, mapping)
+    size_min = _round_up(2 * spec.tile_pad + SIZE_STEP, SIZE_STEP)
+    test_input = _test_input(size_min + 2 * SIZE_STEP, channels, mapping)
+    unit = to_unit(test_input, mapping)
     # traced, not scripted (the networks' int scale factors are not TorchScript); torch >= 2.10 calls
     # TorchScript deprecated, but deepImageJ reads nothing else
     with torch.no_grad(), warnings.catch_warnings():
@@ -390,7 +338,7 @@ def _write_files(folder: Path, model: LoadedModel, mapping: _Mapping, *, gray: b
         traced.save(str(folder / TORCHSCRIPT_FILE))
         scripted_out = torch.jit.load(str(folder / TORCHSCRIPT_FILE))(torch.from_numpy(unit)).numpy()
         eager = own(torch.from_numpy(unit)).numpy()
-    test_output = _from_unit(eager, mapping)
+    test_output = from_unit(eager, mapping)
     np.save(folder / "test_input.npy", test_input)
     np.save(folder / "test_output.npy", test_output)
     _write_cover(folder / "cover.png", unit[0], np.clip(eager[0], 0, 1), spec.scale)
@@ -407,7 +355,7 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _test_input(size: int, channels: int, mapping: _Mapping) -> np.ndarray:
+def _test_input(size: int, channels: int, mapping: ValueMapping) -> np.ndarray:
     """A deterministic synthetic microdisk field, ``(1, channels, size, size)``, of the input type."""
     scene = make_scene(seed=_TEST_SEED, size=(size, size), rgb=channels == 3, dtype="uint16")
     lr = scene.lr.astype(np.float64) / 65535.0
@@ -419,23 +367,6 @@ def _test_input(size: int, channels: int, mapping: _Mapping) -> np.ndarray:
         else np.rint(planes * mapping.high).astype(mapping.dtype)
     )
     return np.ascontiguousarray(values.transpose(2, 0, 1)[None])
-
-
-def _to_unit(values: np.ndarray, mapping: _Mapping) -> np.ndarray:
-    """The pre-processing the package declares, in numpy (float32)."""
-    work = values.astype(np.float32)
-    if mapping.fixed:
-        return (work - mapping.low) * np.float32(1.0 / (mapping.high - mapping.low))
-    low, high = work.min(), work.max()
-    return (work - low) / (high - low + np.float32(1e-6))
-
-
-def _from_unit(unit: np.ndarray, mapping: _Mapping) -> np.ndarray:
-    """The post-processing the package declares, in numpy (float32)."""
-    work = np.clip(unit, 0.0, 1.0).astype(np.float32)
-    if mapping.fixed:
-        work = work * np.float32(mapping.high - mapping.low) + np.float32(mapping.low)
-    return work.astype(np.float32)
 
 
 def _write_cover(path: Path, lr: np.ndarray, sr: np.ndarray, scale: int) -> None:
@@ -456,7 +387,7 @@ def _description(
     folder: Path,
     model: LoadedModel,
     info: Mapping[str, Any],
-    mapping: _Mapping,
+    mapping: ValueMapping,
     files: Mapping[str, Any],
     authors: "tuple[str, ...]",
     name: "str | None",
@@ -464,7 +395,7 @@ def _description(
     from bioimageio.spec.model import v0_5 as m
 
     spec = model.spec
-    size = m.ParameterizedSize(min=files["size_min"], step=_SIZE_STEP)
+    size = m.ParameterizedSize(min=files["size_min"], step=SIZE_STEP)
     channels = files["channels"]
     channel_names = {1: ["gray"], 3: ["R", "G", "B"]}.get(channels) or [f"c{i}" for i in range(channels)]
     input_axes = [
@@ -593,108 +524,3 @@ def _save_package(spec_lib: Any, descr: Any, path: Path) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-# --------------------------------------------------------------------------------------------------------
-# The README
-
-
-def _readme(
-    model: LoadedModel,
-    info: Mapping[str, Any],
-    history: "list[dict[str, str]]",
-    mapping: _Mapping,
-    files: Mapping[str, Any],
-) -> str:
-    spec = model.spec
-    fine_tuning = info.get("fine_tuning", {})
-    provenance = info.get("provenance", {})
-    parent = provenance.get("parent", {})
-    lines = [
-        f"# {model.name}: x{spec.scale} super-resolution of microdisk images",
-        "",
-        f"Real-ESRGAN's `{spec}` network, fine-tuned on microdisk images with "
-        f"napari-microdisk-sr {__version__}. Input: a 2D image ({mapping.dtype}, "
-        f"{_channels_text(files['channels'])}); output: the same field with "
-        f"{spec.scale}x more pixels per side (a 1/{spec.scale} of the input's pixel size).",
-        "",
-        "## Values",
-        "",
-        mapping.describe() + ".",
-        "",
-        "## Weights",
-        "",
-        f"- `{WEIGHTS_FILE}`: a flat PyTorch state dict (basicsr key names) for `{spec.arch}.py`, which "
-        "needs torch only;",
-        f"- `{TORCHSCRIPT_FILE}`: TorchScript, for deepImageJ in Fiji (largest difference to the state dict "
-        f"on the test input: {files['torchscript_diff']:.2g} in [0, 1] units).",
-        "",
-        "## Training",
-        "",
-    ]
-    lines += _recipe(fine_tuning, provenance) if fine_tuning else ["Not recorded (a bare weights file)."]
-    lines += ["", "## Validation", ""]
-    lines += _validation(history)
-    lines += [
-        "",
-        "## Parent model and citation",
-        "",
-        f"Fine-tuned from {parent.get('name', 'a Real-ESRGAN model')}"
-        + (f" (SHA-256 {parent['sha256'][:16]}...)" if parent.get("sha256") else "")
-        + ", Real-ESRGAN's official weights (BSD-3-Clause). Cite:",
-        "",
-        f"> {REAL_ESRGAN_CITATION} doi:{REAL_ESRGAN_DOI}",
-        "",
-        "## Licence",
-        "",
-        "The architecture file, the package and the fine-tuned weights: BSD-3-Clause, as Real-ESRGAN's code "
-        "and weights.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _recipe(fine_tuning: Mapping[str, Any], provenance: Mapping[str, Any]) -> list[str]:
-    config = fine_tuning.get("config", {})
-    crops = provenance.get("crops", {})
-    n_crops = len(crops.get("train", [])) + len(crops.get("validation", []))
-    layer_lrs = config.get("layer_lrs")
-    lrs = (
-        f"layer-wise {', '.join(f'{v:g}' for v in layer_lrs)} (first convolution, body, upsampler)"
-        if layer_lrs
-        else f"{config.get('lr', float('nan')):g}"
-    )
-    return [
-        f"- epochs: {fine_tuning.get('epochs_done')} of {config.get('epochs')} "
-        f"({fine_tuning.get('state', '?')}); saved weights: {fine_tuning.get('saved_weights', '?')}",
-        f"- loss: L1; optimiser: Adam (betas {config.get('betas')}); learning rates: {lrs}, x"
-        f"{config.get('lr_gamma')} every {config.get('lr_step')} epochs",
-        f"- batch size {fine_tuning.get('batch_size')}, {config.get('pairs_per_epoch')} pairs per epoch of "
-        f"{config.get('patch')} px HR patches, augmentation: {config.get('augment')}",
-        f"- degradation (how LR patches were made): {config.get('degradation')}",
-        f"- crops: {n_crops} ({len(crops.get('validation', []))} for validation), SHA-256 "
-        f"{str(crops.get('sha256', '?'))[:16]}...",
-        f"- frozen blocks: {config.get('freeze_blocks')}; EMA: {config.get('ema')}; "
-        f"seed: {config.get('seed')}",
-        f"- intensity: {recorded_intensity(config) or 'range'}; device: {provenance.get('device')}",
-    ]
-
-
-def _validation(history: "list[dict[str, str]]") -> list[str]:
-    rows = [row for row in history if row.get("val_psnr")]
-    if not rows:
-        return [
-            "The run recorded no validation (no history.csv, or no validation crops). Validate the model on "
-            "held-out pairs of your own (for instance with `microdisk-sr evaluate`)."
-        ]
-    lines = [
-        "PSNR (dB) and L1 on the run's held-out validation crops, per epoch (epoch 0: the parent model). "
-        "SSIM was not recorded during training; `microdisk-sr evaluate` measures it on your own pairs.",
-        "",
-        "| epoch | validation PSNR (dB) | validation L1 |",
-        "|---:|---:|---:|",
-    ]
-    for row in rows:
-        l1 = f"{float(row['val_l1']):.4f}" if row.get("val_l1") else ""
-        lines.append(f"| {row['epoch']} | {float(row['val_psnr']):.2f} | {l1} |")
-    return lines

@@ -1,13 +1,13 @@
-"""The evaluation of upscaling methods: tables of PSNR/SSIM per image and method, with their gains.
+"""The evaluation of upscaling methods: a job that scores each method's x4 output against HR references
+(or its LR alone) into a :class:`.comparison_table.EvalResult`; the parents that fine-tuned models are
+compared with.
 
 Conventions (the measures themselves are in :mod:`.quality`):
 
 - In :func:`evaluate`, an HR image that maps by its own range (floats, signed and 32/64-bit integers) and
   its given LR image share one range, from the smaller minimum to the larger maximum of the two; an HR/LR
   pair of different dtypes is refused.
-- Identical images give a PSNR of ``inf``; it stays ``inf`` in :class:`EvalResult` rows and CSV files
-  (written ``inf``), in JSON files it is the string ``"inf"`` (JSON has no infinity), and gains that are not
-  defined (``inf - inf``) are left empty.
+- The table of scores, its gains and its files (``inf`` in them): :mod:`.comparison_table`.
 - ``lr_consistency_psnr`` needs no HR: each output degraded back to the LR grid (area averaging, or a
   calibrated profile) against the LR image (see :mod:`.consistency`). Given LR images alone, an evaluation
   leaves PSNR, SSIM and the gains empty (None) and measures the consistency (and the disks) only.
@@ -15,10 +15,9 @@ Conventions (the measures themselves are in :mod:`.quality`):
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +25,23 @@ import cv2
 import numpy as np
 import torch
 
-from . import infer, io, models
+from . import infer, models
+from .comparison_table import BICUBIC, MEAN, SCALE, EvalResult, table_rows
 from .consistency import AREA, BackDegradation, consistency_of
 from .degradation import check_degradation, degrade
 from .device import resolve_device
-from .disk_measures import DISK_COLUMNS, ReferenceDisks
+from .disk_measures import ReferenceDisks
 from .errors import InputError
 from .images import Normalization, image_layout, maps_by_own_range, normalizations_for, validate_image
 from .intensity import AUTO, Intensity
-from .outputs import table_names
 from .progress import StopFlag, drive
 from .quality import SSIM_WINDOW, abs_error, psnr, ssim
 
 log = logging.getLogger(__name__)
 
-BICUBIC = "bicubic"
-"""The method name of plain bicubic interpolation (OpenCV ``INTER_CUBIC``), the baseline of every gain."""
 PRETRAINED = models.DEFAULT_MODEL
 """The pretrained model that the second gain column compares with, except for a fine-tuned model, which is
 compared with its own parent (see :func:`model_parent`)."""
-SCALE = 4
-"""The resolution ratio evaluated."""
-MEAN = "mean"
-"""The ``image`` of the rows averaged over all images."""
-COLUMNS = (
-    "image",
-    "method",
-    "psnr",
-    "ssim",
-    "gain_vs_bicubic_db",
-    "gain_vs_bicubic_pct",
-    "gain_vs_pretrained_db",
-    "gain_vs_pretrained_pct",
-    "lr_consistency_psnr",
-)
 
 
 @dataclass(frozen=True)
@@ -82,153 +64,6 @@ class EvalEvent:
     method: str
     tiles_done: int = 0
     tiles_total: int = 0
-
-
-@dataclass(frozen=True, eq=False)
-class EvalResult:
-    """The scores of an evaluation.
-
-    Attributes
-    ----------
-    rows : list of dict
-        One row per image and method, then (for more than one image) one per method with ``image="mean"``;
-        keys are :data:`COLUMNS`.
-        ``psnr`` in dB, ``ssim`` in [-1, 1], gains in dB and in % of the reference method's PSNR (for the mean
-        rows, from the mean PSNRs); a gain is None when its reference method was not evaluated.
-    methods : tuple of str
-        The methods as given.
-    images : tuple of str
-        The image names.
-    degradation : str or None
-        How LR images were made from HR ones; None when LR images were given.
-    seed : int
-        Seed of the degradation.
-    intensity : str
-        The value mapping the scores were computed in (see :func:`evaluate`), in its text form.
-    models : dict
-        For each model method: ``{"name", "source", "sha256"}`` of the weights used.
-    pretrained_references : dict
-        For each method, the method its ``gain_vs_pretrained`` columns compare with: a fine-tuned model's
-        own parent (None when the parent was not evaluated), else :data:`PRETRAINED`.
-    error_maps : dict
-        ``{(image, method): (H, W) float32 ndarray}`` of absolute errors in units of the data range (see
-        :func:`abs_error`), when asked for; else empty.
-    outputs : dict
-        ``{(image, method): ndarray}`` of the upscaled images (in the LR image's dtype), when asked for; else
-        empty.
-    disk_rows : list of dict
-        One row per disk, method and image (keys :data:`.disk_measures.DISK_COLUMNS`), when asked for.
-    consistency : str
-        How the outputs were degraded back for ``lr_consistency_psnr``, in words.
-    """
-
-    rows: list[dict[str, Any]]
-    methods: tuple[str, ...]
-    images: tuple[str, ...]
-    degradation: "str | None"
-    seed: int
-    intensity: str = str(AUTO)
-    models: dict[str, dict[str, str]] = field(default_factory=dict)
-    pretrained_references: "dict[str, str | None]" = field(default_factory=dict)
-    error_maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
-    outputs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
-    disk_rows: list[dict[str, Any]] = field(default_factory=list)
-    consistency: str = AREA.describe()
-
-    def save(self, csv_path: "str | os.PathLike[str]") -> Path:
-        """Write the table as CSV and JSON under ``csv_path``, or the first ``-N`` name free for both.
-
-        The CSV claims its name as it is written (see :func:`~.outputs.table_names`), so evaluations saving
-        into one folder at once each keep their table; the JSON goes beside it under the same name.
-
-        Returns
-        -------
-        Path
-            The CSV written; the JSON is its ``.with_suffix(".json")``.
-        """
-        written = io.write_csv(csv_path, self.rows, COLUMNS, names=table_names(csv_path))
-        self.to_json(written.with_suffix(".json"))
-        return written
-
-    def to_csv(self, path: "str | os.PathLike[str]") -> Path:
-        """Write the rows as CSV (columns :data:`COLUMNS`; ``inf`` for infinite PSNR, empty for None).
-
-        Atomic, and never overwrites: an existing ``path`` is an :class:`~.errors.OutputError`.
-        """
-        return io.write_csv(path, self.rows, COLUMNS)
-
-    def to_disk_csv(self, path: "str | os.PathLike[str]") -> Path:
-        """Write the per-disk rows as CSV (:data:`.disk_measures.DISK_COLUMNS`) under ``path`` or the first
-        free ``-N`` name; return the name written."""
-        return io.write_csv(path, self.disk_rows, DISK_COLUMNS, names=io.numbered_paths(path))
-
-    def to_json(self, path: "str | os.PathLike[str]") -> Path:
-        """Write the rows and how they were made as JSON (infinity as ``"inf"``); atomic, never overwrites."""
-        payload = {
-            "scale": SCALE,
-            "degradation": self.degradation,
-            "seed": self.seed,
-            "intensity": self.intensity,
-            "methods": list(self.methods),
-            "images": list(self.images),
-            "models": self.models,
-            "lr_consistency_degradation": self.consistency,
-            "gain_vs_pretrained_against": self.pretrained_references,
-            "rows": [{key: _json_number(value) for key, value in row.items()} for row in self.rows],
-        }
-        return io.write_json(path, payload)
-
-    def table(self) -> str:
-        """The rows as an aligned text table (PSNR and gains to 2 decimals, SSIM to 4)."""
-        header = (
-            "image",
-            "method",
-            "PSNR dB",
-            "SSIM",
-            "dB vs bicubic",
-            "% vs bicubic",
-            "dB vs pretrained",
-            "% vs pretrained",
-            "LR consistency dB",
-        )
-        body = [
-            (
-                str(row["image"]),
-                str(row["method"]),
-                _fmt(row["psnr"], 2),
-                _fmt(row["ssim"], 4),
-                _fmt(row["gain_vs_bicubic_db"], 2, sign=True),
-                _fmt(row["gain_vs_bicubic_pct"], 1, sign=True),
-                _fmt(row["gain_vs_pretrained_db"], 2, sign=True),
-                _fmt(row["gain_vs_pretrained_pct"], 1, sign=True),
-                _fmt(row["lr_consistency_psnr"], 2),
-            )
-            for row in self.rows
-        ]
-        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-        lines = [
-            "  ".join(
-                cell.ljust(w) if i < 2 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-            )
-            for line in [header, *body]
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(line.rstrip() for line in lines)
-
-
-def _fmt(value: "float | None", digits: int, *, sign: bool = False) -> str:
-    if value is None:
-        return "-"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
 
 
 @dataclass(frozen=True)
@@ -535,7 +370,7 @@ def _evaluate_job(
     names = [case.name for case in cases]
     references = _pretrained_references(methods, loaded)
     return EvalResult(
-        rows=_rows(scores, names, methods, references),
+        rows=table_rows(scores, names, methods, references),
         methods=tuple(methods),
         images=tuple(names),
         degradation=degradation,
@@ -614,44 +449,3 @@ def _pretrained_references(
         parent = model_parent(method)
         references[method] = PRETRAINED if parent is None else by_sha256.get(parent["sha256"])
     return references
-
-
-def _rows(
-    scores: dict[tuple[str, str], tuple["float | None", ...]],
-    names: Sequence[str],
-    methods: Sequence[str],
-    references: "dict[str, str | None]",
-) -> list[dict[str, Any]]:
-    """The rows of each image, then the mean rows (none for a single image: they would repeat its rows)."""
-    scores = dict(scores)
-    means = [MEAN] if len(names) > 1 else []
-    for method in methods if means else ():
-        columns = zip(*(scores[image, method] for image in names), strict=True)
-        scores[MEAN, method] = tuple(None if None in column else float(np.mean(column)) for column in columns)
-    return [
-        _row(image, method, scores, references[method]) for image in [*names, *means] for method in methods
-    ]
-
-
-def _row(
-    image: str,
-    method: str,
-    scores: dict[tuple[str, str], tuple["float | None", ...]],
-    pretrained: "str | None",
-) -> dict[str, Any]:
-    """The row of ``(image, method)`` with its gains over bicubic and over ``pretrained`` (None: no gain)
-    scored on the same image, and its LR consistency."""
-    psnr_db, ssim_value, agrees = scores[image, method]
-    row: dict[str, Any] = {"image": image, "method": method, "psnr": psnr_db, "ssim": ssim_value}
-    for reference, column in ((BICUBIC, "gain_vs_bicubic"), (pretrained, "gain_vs_pretrained")):
-        db = pct = None
-        if reference is not None and psnr_db is not None and (image, reference) in scores:
-            base = scores[image, reference][0]
-            db = _defined(psnr_db - base)
-            pct = _defined(100.0 * (psnr_db - base) / base) if db is not None and base != 0 else None
-        row[f"{column}_db"], row[f"{column}_pct"] = db, pct
-    return row | {"lr_consistency_psnr": agrees}
-
-
-def _defined(value: float) -> "float | None":
-    return None if math.isnan(value) else value
