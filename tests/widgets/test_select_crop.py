@@ -296,6 +296,10 @@ def test_bright_coins_are_found_listed_counted_and_thinly_outlined(
     assert len(shapes.data) == len(radii) - 1
     assert table.rowCount() == len(radii) - 1
     assert viewer.text_overlay.text == f"coins disks: {len(radii) - 1} disks"
+    shapes.visible = False  # the count goes with its layer, off the canvas of later work
+    assert not viewer.text_overlay.visible
+    shapes.visible = True
+    assert viewer.text_overlay.visible
     shapes.add_ellipses(np.array([[20.0, 20.0], [10.0, 10.0]]))  # drawn by hand: listed without a score
     assert table.rowCount() == len(radii)
     assert table.item(table.rowCount() - 1, 2).text() == ""

@@ -273,8 +273,10 @@ class SelectCropWidget(Container):
         if layer is not self._listed:
             if self._listed is not None:
                 self._listed.events.data.disconnect(self._on_edit)
+                self._listed.events.visible.disconnect(self._show_count)
             if layer is not None:
                 layer.events.data.connect(self._on_edit)
+                layer.events.visible.connect(self._show_count)
             self._listed = layer
         self._fill_disks()
 
@@ -303,9 +305,13 @@ class SelectCropWidget(Container):
                 ]
             )
         fill_sortable(self._disks, rows)
-        overlay = self._viewer.text_overlay
-        overlay.text = f"{layer.name}: {len(rows)} disk{'' if len(rows) == 1 else 's'}"
-        overlay.visible = True
+        self._viewer.text_overlay.text = f"{layer.name}: {len(rows)} disk{'' if len(rows) == 1 else 's'}"
+        self._show_count()
+
+    def _show_count(self, event: Any = None) -> None:
+        """The canvas shows the listed layer's disk count while that layer is shown."""
+        listed = self._listed
+        self._viewer.text_overlay.visible = listed is not None and bool(listed.visible)
 
     def _select_shape(self) -> None:
         """Select the shape of the table's selected row in its layer, ready to be moved or deleted."""
