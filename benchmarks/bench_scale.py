@@ -245,15 +245,7 @@ def make_folder(folder: Path, settings: Throughput) -> list[Path]:
 def jobs_into(paths: list[Path], out: Path, model: Any, config: infer.UpscaleConfig) -> list[batch.FileJob]:
     """The command line's jobs for ``paths`` into the new folder ``out``."""
     out.mkdir(parents=True)
-    made_with = {
-        "model_sha256": model.sha256,
-        "scale": model.spec.scale,
-        "tile": config.tile,
-        "tile_pad": infer.tile_pad_for(model, config.tile_pad),
-        "half": False,
-        "intensity": str(infer.intensity_for(model, config.intensity)),
-        "region": None,
-    }
+    made_with = batch.output_settings(model, config, torch.device("cpu"))
     return [
         batch.FileJob(
             path, out / f"{path.stem}_x4.tif", made_with | {"input_sha256": file_sha256(path)}, config

@@ -64,15 +64,7 @@ def jobs_for(plate, model_file, out, **settings):
     """The jobs of the command line's run (its settings, and every input to do)."""
     model = models.load_model(model_file)
     config = infer.UpscaleConfig(device="cpu", **settings)
-    made_with = {
-        "model_sha256": model.sha256,
-        "scale": 4,
-        "tile": config.tile,
-        "tile_pad": infer.tile_pad_for(model, config.tile_pad),
-        "half": False,
-        "intensity": str(infer.intensity_for(model, config.intensity)),
-        "region": None,
-    }
+    made_with = batch.output_settings(model, config, torch.device("cpu"))
     return [
         batch.FileJob(
             path, out / f"{path.stem}_x4.tif", made_with | {"input_sha256": file_sha256(path)}, config

@@ -8,7 +8,7 @@ world coordinates, whatever happened to the input layer meanwhile.
 
 import enum
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -320,17 +320,12 @@ class SuperResolveWidget(Container):
                 refuse(self._status, f"{source.name!r}: {exc}")
                 return
         hint_bit_depth(self._intensity, {source.name: source.data for source in sources})
-        started = self._jobs.start(
-            lambda stop: upscale_layers(sources, self._models, model, config, stop, self._consistency.value),
-            on_event=self._on_event,
-            on_finished=self._on_finished,
-            on_failed=self._on_failed,
+        consistency = self._consistency.value
+        self._start_layers(
+            len(sources),
+            lambda stop: upscale_layers(sources, self._models, model, config, stop, consistency),
+            "",
         )
-        if started:
-            self._count, self._written = len(sources), []
-            self._set_running(True)
-            self._progress.value = 0
-            self._status.value = f"starting {len(sources)} layer(s)"
 
     def _start_ome_zarr(self, layers: list[Image], model: "str | Path", config: infer.UpscaleConfig) -> None:
         """Upscale whole layers block by block into OME-Zarr stores beside their files (see
@@ -345,17 +340,24 @@ class SuperResolveWidget(Container):
                     self._status, f"{source.name!r} was opened from no file: OME-Zarr is written beside it"
                 )
                 return
-        started = self._jobs.start(
+        self._start_layers(
+            len(sources),
             lambda stop: upscale_layers_to_ome_zarr(sources, self._models, model, config, stop),
-            on_event=self._on_event,
-            on_finished=self._on_finished,
-            on_failed=self._on_failed,
+            " into OME-Zarr",
+        )
+
+    def _start_layers(
+        self, count: int, job: "Callable[[StopFlag], Generator[Any, None, int]]", how: str
+    ) -> None:
+        """Start a job over ``count`` whole layers, whose results are added (and written) as they finish."""
+        started = self._jobs.start(
+            job, on_event=self._on_event, on_finished=self._on_finished, on_failed=self._on_failed
         )
         if started:
-            self._count, self._written = len(sources), []
+            self._count, self._written = count, []
             self._set_running(True)
             self._progress.value = 0
-            self._status.value = f"starting {len(sources)} layer(s) into OME-Zarr"
+            self._status.value = f"starting {count} layer(s){how}"
 
     def _start_preview(self, layers: list[Image], model: "str | Path", config: infer.UpscaleConfig) -> None:
         refs = [model] if self._compare.value in (None, model) else [model, self._compare.value]

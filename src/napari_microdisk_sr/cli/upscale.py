@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..core import batch, distributed, distributed_blocks, infer, io, lazy, ome_zarr
 from ..core.consistency import AREA, BackDegradation, read_profile
-from ..core.device import DEVICE_CHOICES, describe_device, half_dtype, resolve_device
+from ..core.device import DEVICE_CHOICES, describe_device, resolve_device
 from ..core.errors import InputError
 from ..core.images import Normalization
 from ..core.intensity import Intensity
@@ -189,15 +189,7 @@ def run(args: argparse.Namespace) -> int:
         io.refuse_input_as_output(target, inputs)
     for folder in dict.fromkeys(target.parent for target in targets):
         io.ensure_writable_dir(folder)
-    settings = {
-        "model_sha256": model.sha256,
-        "scale": scale,
-        "tile": config.tile,
-        "tile_pad": infer.tile_pad_for(model, config.tile_pad),
-        "half": config.half and half_dtype(device) is not None,
-        "intensity": str(config.intensity),
-        "region": None if region is None else [region.y0, region.y1, region.x0, region.x1],
-    }
+    settings = batch.output_settings(model, config, device, region)
 
     jobs = [
         batch.FileJob(

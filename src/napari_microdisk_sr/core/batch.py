@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import infer, io
 from .consistency import BackDegradation, lr_consistency
+from .device import half_dtype
 from .errors import InputError
 from .images import image_layout, normalizations_for, validate_image
 from .intensity import AUTO, Intensity
@@ -39,6 +42,7 @@ __all__ = [
     "done_output",
     "expand_inputs",
     "is_done",
+    "output_settings",
     "parse_shard",
     "shard",
     "upscale_file",
@@ -50,6 +54,23 @@ _GLOB_CHARS = "*?["
 OUTPUT_SETTINGS = ("model_sha256", "scale", "tile", "tile_pad", "half", "intensity", "region")
 """What an output must have been made with to count as done, besides its input's SHA-256: the weights and
 every setting that changes its pixels (the device does not, beyond float rounding)."""
+
+
+def output_settings(
+    model: LoadedModel, config: "infer.UpscaleConfig", device: torch.device, region: "Region | None" = None
+) -> dict[str, Any]:
+    """The :data:`OUTPUT_SETTINGS` of outputs made by ``model`` with ``config`` on ``device``: what they
+    record and what a rerun compares (half precision only where ``device`` computes it; the value mapping
+    resolved, the model's own when ``config`` gives none)."""
+    return {
+        "model_sha256": model.sha256,
+        "scale": model.spec.scale,
+        "tile": config.tile,
+        "tile_pad": infer.tile_pad_for(model, config.tile_pad),
+        "half": config.half and half_dtype(device) is not None,
+        "intensity": str(infer.intensity_for(model, config.intensity)),
+        "region": None if region is None else [region.y0, region.y1, region.x0, region.x1],
+    }
 
 
 def expand_inputs(items: Iterable["str | os.PathLike[str]"]) -> list[Path]:
