@@ -271,11 +271,7 @@ def upscale_file(
     upscaling = infer.upscale(
         source.data,
         model,
-        tile=config.tile,
-        tile_pad=config.tile_pad,
-        device=config.device,
-        half=config.half,
-        intensity=config.intensity,
+        **config.arguments(),
         region=job.region,
     )
     result = drive(upscaling, on_event)

@@ -149,6 +149,16 @@ class UpscaleConfig:
         if self.intensity is not None:
             object.__setattr__(self, "intensity", Intensity.parse(self.intensity))
 
+    def arguments(self) -> dict[str, Any]:
+        """These settings as the keyword arguments of :func:`upscale`."""
+        return {
+            "tile": self.tile,
+            "tile_pad": self.tile_pad,
+            "device": self.device,
+            "half": self.half,
+            "intensity": self.intensity,
+        }
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

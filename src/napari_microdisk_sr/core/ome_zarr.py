@@ -185,11 +185,7 @@ def upscale_block(
     job = infer.upscale(
         image.read(plane, context),
         model,
-        tile=config.tile,
-        tile_pad=config.tile_pad,
-        device=config.device,
-        half=config.half,
-        intensity=config.intensity,
+        **config.arguments(),
         rgb=not layout.is_gray,
         scale=scale,
         region=inner,

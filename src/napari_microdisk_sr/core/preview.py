@@ -158,11 +158,7 @@ def _preview_job(
         job = upscale(
             plane,
             model,
-            tile=config.tile,
-            tile_pad=config.tile_pad,
-            device=config.device,
-            half=config.half,
-            intensity=config.intensity,
+            **config.arguments(),
             stop=stop,
             rgb=rgb,
             region=box,
