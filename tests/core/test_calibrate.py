@@ -26,7 +26,8 @@ from napari_microdisk_sr.core.calibrate import (
 from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.errors import InputError, OutputError, TrainingError
 from napari_microdisk_sr.core.models import ModelSpec, save_model
-from napari_microdisk_sr.core.pairs import PairConfig, PairSampler
+from napari_microdisk_sr.core.pair_config import PairConfig
+from napari_microdisk_sr.core.pairs import PairSampler
 from napari_microdisk_sr.core.progress import drive
 from napari_microdisk_sr.core.train import FineTuneConfig
 

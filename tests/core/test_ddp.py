@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from napari_microdisk_sr.core.errors import InputError
-from napari_microdisk_sr.core.pairs import PairConfig, PairSampler
+from napari_microdisk_sr.core.pair_config import PairConfig
+from napari_microdisk_sr.core.pairs import PairSampler
 from napari_microdisk_sr.core.train import FineTuneConfig, process_count, process_rank
 from napari_microdisk_sr.core.train.ddp import Ranks, join, process_batch
 

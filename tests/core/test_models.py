@@ -12,11 +12,11 @@ from skimage import data
 from napari_microdisk_sr.core import models
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
 from napari_microdisk_sr.core.errors import InputError, OutputError, WeightsError
+from napari_microdisk_sr.core.model_cache import ModelCache
 from napari_microdisk_sr.core.models import (
     DEFAULT_MODEL,
     REGISTRY,
     LoadedModel,
-    ModelCache,
     ModelSpec,
     load_model,
     save_model,

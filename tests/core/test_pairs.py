@@ -13,13 +13,8 @@ import torch.nn.functional as F
 from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.errors import InputError, OutputError
 from napari_microdisk_sr.core.intensity import Intensity
-from napari_microdisk_sr.core.pairs import (
-    PairConfig,
-    PairSampler,
-    export_pairs,
-    split_by_disk,
-    validation_pairs,
-)
+from napari_microdisk_sr.core.pair_config import PairConfig
+from napari_microdisk_sr.core.pairs import PairSampler, export_pairs, split_by_disk, validation_pairs
 
 
 def _crops(n=3, size=72, *, rgb=True, dtype=np.uint8, seed=0):

@@ -12,7 +12,7 @@ from napari.utils.notifications import NotificationSeverity
 from napari_microdisk_sr._widgets import superresolve
 from napari_microdisk_sr._widgets._session import RunRef, session_for
 from napari_microdisk_sr._widgets.superresolve import SuperResolveWidget
-from napari_microdisk_sr.core import infer, models
+from napari_microdisk_sr.core import infer, model_cache, models
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.intensity import RANGE, Intensity
 from napari_microdisk_sr.core.io import read_image
@@ -196,8 +196,10 @@ def test_runs_reuse_the_loaded_model_until_its_file_changes(
     make_napari_viewer, qtbot, monkeypatch, tmp_path, scene
 ):
     loads = []
-    real_load = models.load_model
-    monkeypatch.setattr(models, "load_model", lambda ref, **kw: loads.append(ref) or real_load(ref, **kw))
+    real_load = model_cache.load_model
+    monkeypatch.setattr(
+        model_cache, "load_model", lambda ref, **kw: loads.append(ref) or real_load(ref, **kw)
+    )
     spec = ModelSpec("SRVGGNetCompact", {"num_feat": 4, "num_conv": 1, "upscale": 4})
     zeros = {key: torch.zeros_like(value) for key, value in spec.build().state_dict().items()}
     path = save_model(zeros, spec, tmp_path / "retrained.pth")

@@ -13,7 +13,7 @@ from ..core.consistency import lr_consistency
 from ..core.device import resolve_device
 from ..core.intensity import Intensity
 from ..core.io import ensure_writable_dir, image_stem, numbered_paths, output_dir_for, write_tiff
-from ..core.models import ModelCache
+from ..core.model_cache import ModelCache
 from ..core.outputs import safe_name
 from ..core.progress import StopFlag
 from ._sources import Source

@@ -32,7 +32,8 @@ from ..core.errors import InputError, MicrodiskSRError
 from ..core.images import Normalization, image_layout, normalizations_for
 from ..core.intensity import AUTO
 from ..core.layers import region_geometry, upscaled_geometry
-from ..core.models import REGISTRY, ModelCache
+from ..core.model_cache import ModelCache
+from ..core.models import REGISTRY
 from ..core.preview import PreviewCache, preview
 from ..core.progress import StopFlag
 from ..core.regions import Region

@@ -16,7 +16,7 @@ from ..core import train
 from ..core.crops import read_crop_set
 from ..core.degradation import DEGRADATIONS
 from ..core.errors import MicrodiskSRError
-from ..core.pairs import SMALL_CROP_POLICIES
+from ..core.pair_config import SMALL_CROP_POLICIES
 from ..core.progress import StopFlag, drive
 from ..core.train import EventKind, FineTuneConfig, Outcome, TrainEvent
 from .upscale import add_intensity_option

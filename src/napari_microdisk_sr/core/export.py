@@ -47,7 +47,6 @@ from .. import __version__
 from .errors import InputError, OutputError
 from .intensity import Intensity, recorded_intensity
 from .io import atomic_write, ensure_writable_dir, read_csv
-from .models import PACKAGE_WEIGHTS as WEIGHTS_FILE
 from .models import LoadedModel, load_model, sidecar_path
 from .package_format import (
     REAL_ESRGAN_CITATION,
@@ -60,6 +59,7 @@ from .package_format import (
     value_mapping,
 )
 from .package_readme import readme_text
+from .package_weights import PACKAGE_WEIGHTS as WEIGHTS_FILE
 from .sample import make_scene
 from .train.artifacts import HISTORY_FILE, MODEL_FILE
 from .train.checkpoint import CHECKPOINT_FILE

@@ -3,17 +3,14 @@
 A model is named either by a registry name (:data:`REGISTRY`, default :data:`DEFAULT_MODEL`) or by the path
 of a weights file. Saved models follow Real-ESRGAN's checkpoint convention, ``{"params_ema": state_dict}``
 with basicsr key names, so Real-ESRGAN's scripts load them unchanged, plus a sidecar JSON file
-(``model.pth`` -> ``model.json``) holding the :class:`ModelSpec` and free-form provenance.
+(``model.pth`` -> ``model.json``) holding the :class:`ModelSpec` and free-form provenance. Model packages
+are read by :mod:`.package_weights`; :mod:`.model_cache` keeps the last model loaded for reuse.
 """
 
 import inspect
 import json
 import logging
 import os
-import shutil
-import tempfile
-import threading
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,7 @@ from .device import resolve_device
 from .errors import InputError, MicrodiskSRError, OutputError, WeightsError, short_list
 from .intensity import Intensity, recorded_intensity
 from .io import atomic_write, write_json
+from .package_weights import is_package, read_package_weights
 from .weights import (
     EMBEDDED,
     EMBEDDED_PACKAGE,
@@ -41,27 +39,18 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MODEL",
-    "PACKAGE_DESCRIPTIONS",
-    "PACKAGE_WEIGHTS",
     "REGISTRY",
     "SIDECAR_FORMAT",
     "LoadedModel",
-    "ModelCache",
     "ModelSpec",
     "RegistryEntry",
-    "is_package",
     "load_model",
-    "read_package_weights",
     "save_model",
     "sidecar_path",
     "spec_from_state_dict",
 ]
 
 SIDECAR_FORMAT = "napari-microdisk-sr model 1"
-PACKAGE_DESCRIPTIONS = ("rdf.yaml", "bioimageio.yaml")
-"""The names of a BioImage Model Zoo package's description file (``rdf.yaml``: the older one)."""
-PACKAGE_WEIGHTS = "weights.pth"
-"""The flat state dict inside the packages that :mod:`.export` writes."""
 
 ParamValue = int | str
 
@@ -315,50 +304,6 @@ def load_model(
     return LoadedModel(module.to(dev).eval(), spec, name, source, sha256, intensity)
 
 
-class ModelCache:
-    """The last model loaded on the CPU, reused while its weights (and their sidecar) are unchanged.
-
-    Loading x4plus takes about half a second, and a model reused keeps its copy on the device
-    (:func:`~.infer.upscale` caches it per :class:`LoadedModel`), so a user who upscales one layer after
-    another loads and copies the network once. A changed, replaced or deleted file is loaded anew (its size
-    and modification time are compared). Only the last model is kept, to hold one network in memory.
-    Thread-safe: one load at a time.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: tuple[Any, ...] | None = None
-        self._model: LoadedModel | None = None
-
-    def load(self, name_or_path: "str | os.PathLike[str]") -> LoadedModel:
-        """:func:`load_model` on the CPU, or the model it gave last time, for the same unchanged weights."""
-        key = _cache_key(name_or_path)
-        with self._lock:
-            if self._model is None or key is None or key != self._key:
-                self._model = self._key = None  # the old network is freed before the new one loads
-                self._model = load_model(name_or_path)
-                self._key = key
-            return self._model
-
-
-def _cache_key(name_or_path: "str | os.PathLike[str]") -> "tuple[Any, ...] | None":
-    """What identifies the weights behind ``name_or_path``; None for a file that cannot be read."""
-    key = os.fspath(name_or_path)
-    if key in REGISTRY:
-        return ("registry", key)
-    path = Path(key).resolve()
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    try:
-        side = sidecar_path(path).stat()
-        sidecar: tuple[int, int] | None = (side.st_mtime_ns, side.st_size)
-    except OSError:
-        sidecar = None
-    return ("file", str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino, sidecar)
-
-
 def _infer_spec(state: Mapping[str, torch.Tensor], path: Path) -> ModelSpec:
     try:
         return spec_from_state_dict(state)
@@ -432,88 +377,6 @@ def _load_strict(spec: ModelSpec, state: Mapping[str, torch.Tensor], path: Path)
         )
     network.load_state_dict(fp32, strict=True, assign=True)
     return network
-
-
-# --------------------------------------------------------------------------------------------------------
-# BioImage Model Zoo packages (written by .export)
-
-
-def is_package(path: "str | os.PathLike[str]") -> bool:
-    """Whether ``path`` names a model package: a ``.zip``, or a package's ``rdf.yaml``/``bioimageio.yaml``."""
-    path = Path(path)
-    return path.suffix.lower() == ".zip" or path.name in PACKAGE_DESCRIPTIONS
-
-
-def read_package_weights(path: "str | os.PathLike[str]") -> "tuple[dict[str, torch.Tensor], str, str]":
-    """The ``pytorch_state_dict`` weights of a model package, read safely (``weights_only``).
-
-    Parameters
-    ----------
-    path : path-like
-        A package ``.zip``, or the ``rdf.yaml``/``bioimageio.yaml`` of an unpacked package.
-
-    Returns
-    -------
-    state_dict : dict of str to torch.Tensor
-    name : str
-        The package's name.
-    sha256 : str
-        Of the weights file, checked against the one the description records.
-
-    Raises
-    ------
-    WeightsError
-        For a file that is not a model package, one without PyTorch state-dict weights, or weights whose
-        SHA-256 differs from the description's.
-    """
-    import yaml  # PyYAML: napari's dependency, and ours
-
-    path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="microdisk-sr-package-") as tmp:
-        try:
-            if path.suffix.lower() == ".zip":
-                with zipfile.ZipFile(path) as archive:
-                    described = [n for n in PACKAGE_DESCRIPTIONS if n in archive.namelist()]
-                    if not described:
-                        names = " or ".join(PACKAGE_DESCRIPTIONS)
-                        raise WeightsError(f"{path} is not a model package: it holds no {names}")
-                    rdf = yaml.safe_load(archive.read(described[0]))
-                    entry = _state_dict_entry(rdf, path)
-                    weights = Path(tmp) / PACKAGE_WEIGHTS
-                    with archive.open(_member(entry["source"], path)) as src, open(weights, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-            else:
-                rdf = yaml.safe_load(path.read_text())
-                entry = _state_dict_entry(rdf, path)
-                weights = path.parent / _member(entry["source"], path)
-                if not weights.is_file():
-                    raise WeightsError(f"the weights {weights.name} that {path} names are missing beside it")
-        except (OSError, KeyError, zipfile.BadZipFile, yaml.YAMLError) as exc:
-            raise WeightsError(f"cannot read the model package {path}: {exc}") from exc
-        if weights.suffix != ".pth":  # read_state_dict refuses names it does not know; the content decides
-            renamed = Path(tmp) / "weights-copy.pth"
-            shutil.copyfile(weights, renamed)
-            weights = renamed
-        sha256 = file_sha256(weights)
-        if entry.get("sha256") and entry["sha256"] != sha256:
-            raise WeightsError(f"the weights in {path} do not match the SHA-256 its description records")
-        return read_state_dict(weights), str(rdf.get("name") or path.stem), sha256
-
-
-def _state_dict_entry(rdf: Any, path: Path) -> Mapping[str, Any]:
-    if not isinstance(rdf, dict) or rdf.get("type") != "model":
-        raise WeightsError(f"{path} does not describe a bioimage.io model")
-    entry = (rdf.get("weights") or {}).get("pytorch_state_dict")
-    if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
-        raise WeightsError(f"{path} has no pytorch_state_dict weights, which the networks here need")
-    return entry
-
-
-def _member(source: str, path: Path) -> str:
-    """The weights' file name inside the package; URLs and paths leaving it are refused."""
-    if "://" in source or source.startswith("/") or ".." in Path(source).parts:
-        raise WeightsError(f"{path} points to weights outside the package ({source})")
-    return source
 
 
 # --------------------------------------------------------------------------------------------------------

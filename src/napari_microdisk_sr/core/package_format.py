@@ -4,8 +4,8 @@
 - the input types it accepts (:data:`EXPORT_DTYPES`) and the step of its input sizes;
 - the value mapping of its pre- and post-processing (:class:`ValueMapping`, chosen by :func:`value_mapping`
   from the input type and the intensity setting), and the same maps in numpy for its test tensors;
-- the name of its TorchScript weights file (the state dict's, ``weights.pth``, is :mod:`.models`' as it reads
-  packages back);
+- the name of its TorchScript weights file (the state dict's, ``weights.pth``, is :mod:`.package_weights`' as
+  it reads packages back);
 - the citation of Real-ESRGAN it carries.
 """
 

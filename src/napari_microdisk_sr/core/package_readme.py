@@ -7,9 +7,9 @@ from typing import Any
 
 from .. import __version__
 from .intensity import recorded_intensity
-from .models import PACKAGE_WEIGHTS as WEIGHTS_FILE
 from .models import LoadedModel
 from .package_format import REAL_ESRGAN_CITATION, REAL_ESRGAN_DOI, TORCHSCRIPT_FILE, ValueMapping
+from .package_weights import PACKAGE_WEIGHTS as WEIGHTS_FILE
 
 __all__ = ["readme_text"]
 

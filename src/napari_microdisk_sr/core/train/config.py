@@ -21,7 +21,7 @@ from ..device import DEVICE_CHOICES, is_device_name
 from ..errors import InputError
 from ..intensity import AUTO, Intensity, recorded_intensity
 from ..models import DEFAULT_MODEL
-from ..pairs import check_small_crops
+from ..pair_config import check_small_crops
 
 __all__ = [
     "CONFIG_FILE",

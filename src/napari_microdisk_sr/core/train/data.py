@@ -17,7 +17,8 @@ from ..degradation import PROFILE
 from ..errors import InputError
 from ..images import check_finite
 from ..models import ModelSpec
-from ..pairs import PairConfig, PairSampler, refuse_small_crops, split_by_disk, validation_pairs
+from ..pair_config import PairConfig, refuse_small_crops
+from ..pairs import PairSampler, split_by_disk, validation_pairs
 from .config import FineTuneConfig
 
 __all__ = ["CropRecord", "RunPairs", "gather_crops", "make_pairs"]
