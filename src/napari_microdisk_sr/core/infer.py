@@ -16,6 +16,7 @@ of one tile. On out-of-memory the tile is halved until the largest input shrinks
 and the plane restarts, so no output ever mixes a failed tile with good ones.
 """
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -151,13 +152,7 @@ class UpscaleConfig:
 
     def arguments(self) -> dict[str, Any]:
         """These settings as the keyword arguments of :func:`upscale`."""
-        return {
-            "tile": self.tile,
-            "tile_pad": self.tile_pad,
-            "device": self.device,
-            "half": self.half,
-            "intensity": self.intensity,
-        }
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
 def _is_int(value: Any) -> bool:
