@@ -17,7 +17,7 @@ from napari_microdisk_sr.core import batch
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.images import image_layout, normalizations_for
 from napari_microdisk_sr.core.infer import UpscaleConfig, upscale, upscale_array
-from napari_microdisk_sr.core.intensity import Intensity
+from napari_microdisk_sr.core.intensity import AUTO, Intensity
 from napari_microdisk_sr.core.io import PixelSize, write_tiff
 from napari_microdisk_sr.core.lazy import (
     lazy_image,
@@ -163,6 +163,17 @@ def test_the_whole_image_mapping_is_computed_lazily_and_equals_the_in_memory_one
         intensity = Intensity.parse(mode)
         expected = normalizations_for(image, image_layout(image.shape), intensity=intensity)
         assert lazy_normalizations(lazy, intensity=intensity) == expected, (image.dtype, mode)
+    sparse = np.zeros((64, 72), np.uint16)
+    sparse[[3, 30, 60], [4, 40, 70]] = 3000  # under 0.2 % bright: both percentiles are 0, min and max used
+    for image, mode in [(sparse, "auto"), (sparse.astype(np.uint8), "percentile"),
+                        (np.full((9, 9), 7, np.uint16), "auto")]:  # fmt: skip
+        lazy = lazy_image(da.from_array(image, chunks=16))
+        expected = normalizations_for(image, image_layout(image.shape), intensity=Intensity.parse(mode))
+        assert lazy_normalizations(lazy, intensity=Intensity.parse(mode)) == expected, (image.dtype, mode)
+    for seed in (17, 21, 34, 50, 153):  # float64 percentiles that numpy rounds from the upper neighbour
+        image = np.random.default_rng(seed).normal(10, 3, (24, 20))
+        expected = normalizations_for(image, image_layout(image.shape), intensity=AUTO)
+        assert lazy_normalizations(lazy_image(da.from_array(image, chunks=7)), intensity=AUTO) == expected
     bad = rng_image((16, 16))
     bad[3, 3] = np.nan
     with pytest.raises(InputError, match="NaN"):

@@ -22,6 +22,7 @@ __all__ = [
     "RANGE",
     "Intensity",
     "check_bit_depth",
+    "lerp",
     "percentile_range",
     "percentiles_from_counts",
     "recorded_intensity",
@@ -162,7 +163,8 @@ def check_bit_depth(bit_depth: object, dtype: "np.dtype | None" = None) -> int:
         dtype = np.dtype(dtype)
         if dtype.kind != "u":
             raise InputError(
-                f"a bit depth applies to unsigned integer images, not {dtype}; give none for this image"
+                f"a bit depth applies to unsigned integer images, not {dtype}; choose another intensity "
+                "(auto, range or percentile) for this image"
             )
         if bit_depth > 8 * dtype.itemsize:
             raise InputError(f"a {dtype} image holds at most {8 * dtype.itemsize} bits, not {bit_depth}")
@@ -222,5 +224,12 @@ def percentiles_from_counts(
         rank = percentile / 100 * last
         below = int(np.floor(rank))
         lower, upper = np.searchsorted(cumulative, [below, min(below + 1, last)], side="right")
-        result.append(minimum + lower + (upper - lower) * (rank - below))
+        result.append(lerp(float(minimum + lower), float(minimum + upper), rank - below))
     return float(result[0]), float(result[1])
+
+
+def lerp(low: float, high: float, t: float) -> float:
+    """``np.percentile``'s linear interpolation between two neighbouring order statistics, rounded as numpy
+    rounds it (from ``high`` down when ``t >= 0.5``), so that percentiles counted in parts equal its own."""
+    span = high - low
+    return high - span * (1 - t) if t >= 0.5 else low + span * t

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InputError
 from .images import ImageLayout, Normalization, image_layout, maps_by_own_range, value_range
-from .intensity import AUTO, RANGE, Intensity, percentiles_from_counts, value_counts
+from .intensity import AUTO, RANGE, Intensity, lerp, percentiles_from_counts, value_counts
 from .io import PixelSize, read_tiff_pixel_size
 from .regions import Region
 
@@ -304,8 +304,9 @@ def _lazy_percentiles(values: Any, percentiles: tuple[float, float]) -> tuple[fl
     else:
         minimum, maximum = (float(v) for v in _extremes(values, RANGE))
         low, high = _order_statistics(values, minimum, maximum, percentiles)
-    if high <= low:
-        return tuple(float(v) for v in _extremes(values, RANGE))
+    if high <= low:  # almost constant: its minimum and maximum, as in memory
+        _, da = libraries()
+        return tuple(float(v) for v in da.compute(values.min(), values.max()))
     return low, high
 
 
@@ -352,7 +353,7 @@ def _order_statistics(
     for rank in ranks:
         below = int(np.floor(rank))
         lower, upper = statistic(below), statistic(min(below + 1, last))
-        result.append(lower + (upper - lower) * (rank - below))
+        result.append(lerp(lower, upper, rank - below))
     return result[0], result[1]
 
 
