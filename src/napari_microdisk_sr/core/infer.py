@@ -16,12 +16,11 @@ of one tile. On out-of-memory the tile is halved until the largest input shrinks
 and the plane restarts, so no output ever mixes a failed tile with good ones.
 """
 
-import dataclasses
 import functools
 import itertools
 import logging
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -152,7 +151,7 @@ class UpscaleConfig:
 
     def arguments(self) -> dict[str, Any]:
         """These settings as the keyword arguments of :func:`upscale`."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 def _is_int(value: Any) -> bool:
