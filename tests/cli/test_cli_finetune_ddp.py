@@ -25,14 +25,28 @@ _RECIPE = ["--patch", "16", "--pairs-per-epoch", "9", "--device", "cpu", "--no-a
 _RECIPE += ["--lr", "0.002", "--val-fraction", "0.34", "--ema"]
 
 _DRIVER = """
-import os, sys, tempfile
+import gc, os, sys, tempfile
 from pathlib import Path
+
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from napari_microdisk_sr.cli import main
 from napari_microdisk_sr.core.train import trainer
 
 rank = int(os.environ["RANK"])
 mode, run_dir, argv = sys.argv[1], Path(sys.argv[2]).resolve(), sys.argv[3:]
+real_destroy = dist.destroy_process_group
+
+
+def destroy(*args, **kwargs):  # a module alive here is freed at exit, where gloo may abort the process
+    alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+    if alive and mode != "crash":
+        raise RuntimeError(f"process {rank} takes its group down under {alive} DistributedDataParallel")
+    return real_destroy(*args, **kwargs)
+
+
+dist.destroy_process_group = destroy
 if mode == "guard" and rank:  # a file made in the run folder by any process but rank 0 fails the run
     real_mkstemp = tempfile.mkstemp
 

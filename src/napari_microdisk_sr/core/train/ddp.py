@@ -161,6 +161,12 @@ def join(device_name: str) -> Iterator[Ranks]:
     InputError
         With several processes, for a device other than the CPU or CUDA, a numbered GPU, or fewer GPUs
         than processes on this machine.
+
+    Notes
+    -----
+    Drop the modules wrapped by :meth:`Ranks.wrap` before leaving: a ``DistributedDataParallel`` still alive
+    when the group is destroyed is freed as the interpreter exits, where gloo may abort the process
+    ("terminate called without an active exception", exit code -6) after a run that went well.
     """
     if not (dist.is_available() and dist.is_initialized()) and not _launched():
         yield Ranks(resolve_device(device_name))

@@ -127,5 +127,7 @@ def _job(
             if ranks.size > 1:  # each process says what it saw: the first failure, or its peer's loss
                 message = f"process {ranks.rank} of {ranks.size}: {message}"
             raise TrainingError(message) from exc
-        yield run.event(EventKind.FINISHED, message=result.message)
+        finished = run.event(EventKind.FINISHED, message=result.message)
+        del run  # no module may hold the process group when it is taken down (see .ddp.join)
+        yield finished
         return result
