@@ -25,6 +25,7 @@ from napari_microdisk_sr.core.calibrate import (
 )
 from napari_microdisk_sr.core.degradation import degrade
 from napari_microdisk_sr.core.errors import InputError, OutputError, TrainingError
+from napari_microdisk_sr.core.intensity import Intensity
 from napari_microdisk_sr.core.models import ModelSpec, save_model
 from napari_microdisk_sr.core.pair_config import PairConfig
 from napari_microdisk_sr.core.pairs import PairSampler
@@ -245,6 +246,22 @@ def test_config_reads_records_and_restores_the_profile(tmp_path):
         FineTuneConfig(degradation="gaussian")
     with pytest.raises(InputError, match="profile was given"):
         FineTuneConfig(degradation="realistic", profile=PROFILE)
+
+
+def test_a_profile_records_its_intensity_mapping_and_fine_tuning_follows_it(tmp_path):
+    lr = _acquire(_field(seed=1), **TRUE[0])
+    assert calibrate(lr).intensity == "range"
+    profile = calibrate(lr, intensity=Intensity.parse("bits:16"))
+    assert profile.intensity == "bits:16"
+    assert DegradationProfile.from_json(json.loads(json.dumps(profile.to_json()))) == profile
+    path = _profile_file(tmp_path, profile)
+    assert str(FineTuneConfig(degradation=path).intensity) == "bits:16"  # auto takes the profile's
+    assert str(FineTuneConfig(degradation=path, intensity="bits:16").intensity) == "bits:16"
+    with pytest.raises(InputError, match="fitted on values mapped by intensity bits:16, but the crops"):
+        FineTuneConfig(degradation=path, intensity="percentile")
+    assert str(FineTuneConfig(degradation=_profile_file(tmp_path, PROFILE, "old.json")).intensity) == "auto"
+    with pytest.raises(InputError, match="unknown intensity"):
+        DegradationProfile(photons=100.0, read_noise=0.01, intensity="gamma")
 
 
 def test_fine_tuning_records_the_profile_and_refuses_to_resume_with_a_changed_one(tiny, tmp_path):

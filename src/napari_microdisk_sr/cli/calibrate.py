@@ -38,7 +38,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="PROFILE.json",
         help="the profile to write (never replaced)",
     )
-    add_intensity_option(parser, default="range; fine-tune with the same")
+    add_intensity_option(parser, default="range; the profile records it and fine-tuning follows it")
     parser.set_defaults(func=run)
 
 

@@ -152,7 +152,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="M",
         help="stop cleanly after M minutes, saving (default: no limit)",
     )
-    add_intensity_option(parser, default="auto, or the resumed run's own")
+    add_intensity_option(parser, default="auto: a --degradation profile's own, or the resumed run's own")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint"
     )

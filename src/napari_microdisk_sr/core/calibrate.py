@@ -125,6 +125,10 @@ class DegradationProfile:
         HR pixels per LR pixel of the fit.
     fit : FitQuality or None
         How well the profile explains its data (None for a profile written by hand).
+    intensity : str or None
+        The mapping of the fitted images' values to ``[0, 1]`` (the text form of an
+        :class:`.intensity.Intensity`): fine-tuning maps its crops the same way, since the profile's gain,
+        offset and noise are in those units. None for a profile that does not say (written by hand).
     """
 
     photons: float
@@ -135,6 +139,7 @@ class DegradationProfile:
     offset: float = 0.0
     scale: int = 4
     fit: "FitQuality | None" = None
+    intensity: "str | None" = None
 
     def __post_init__(self) -> None:
         _positive("photons", self.photons)
@@ -154,12 +159,15 @@ class DegradationProfile:
             raise InputError(f"scale must be a whole number of at least 2, got {self.scale!r}")
         if self.fit is not None and not isinstance(self.fit, FitQuality):
             raise InputError(f"fit must be a FitQuality or None, got {type(self.fit).__name__}")
+        if self.intensity is not None:
+            object.__setattr__(self, "intensity", str(Intensity.parse(self.intensity)))
 
     def __repr__(self) -> str:
         psf = "unmeasured" if self.psf_sigma is None else f"{self.psf_sigma:.3g}"
         return (
             f"DegradationProfile(psf_sigma={psf}, downsampling={self.downsampling}, gain={self.gain:.4g}, "
-            f"offset={self.offset:.4g}, photons={self.photons:.4g}, read_noise={self.read_noise:.4g})"
+            f"offset={self.offset:.4g}, photons={self.photons:.4g}, read_noise={self.read_noise:.4g}, "
+            f"intensity={self.intensity})"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -265,14 +273,15 @@ def calibrate(
         HR pixels per LR pixel.
     intensity : Intensity
         How values map to ``[0, 1]`` (see :class:`.intensity.Intensity`). A profile describes a camera on a
-        fixed scale, so the default is ``range``, and ``bits:N`` suits an N-bit camera; fine-tune with the
-        same mapping, since the profile is applied to the crops in its units (percentile maps, one per
-        image, would fit the gain and offset between two normalised images instead).
+        fixed scale, so the default is ``range``, and ``bits:N`` suits an N-bit camera (percentile maps, one
+        per image, would fit the gain and offset between two normalised images instead). The profile
+        records it, and fine-tuning with the profile maps its crops the same way.
 
     Returns
     -------
     DegradationProfile
-        With a :class:`FitQuality` that says how well it explains the data and what it could not measure.
+        With a :class:`FitQuality` that says how well it explains the data and what it could not measure,
+        and the ``intensity`` of the fit.
 
     Raises
     ------
@@ -283,7 +292,7 @@ def calibrate(
         raise InputError(f"scale must be a whole number of at least 2, got {scale!r}")
     lr_planes = _unit_planes(lr, "LR image", intensity)
     if hr is None:
-        return _fit_lr_alone(lr_planes, int(scale))
+        return dataclasses.replace(_fit_lr_alone(lr_planes, int(scale)), intensity=str(intensity))
     hr_planes = _unit_planes(hr, "HR image", intensity)
     expected = (lr_planes.shape[0], lr_planes.shape[1] * scale, lr_planes.shape[2] * scale)
     if hr_planes.shape != expected:
@@ -293,7 +302,7 @@ def calibrate(
             f"({expected[0]} planes): give the HR "
             "registered onto the LR, as microdisk-sr register writes it"
         )
-    return _fit_pair(lr_planes, hr_planes, int(scale))
+    return dataclasses.replace(_fit_pair(lr_planes, hr_planes, int(scale)), intensity=str(intensity))
 
 
 def _unit_planes(image: np.ndarray, what: str, intensity: Intensity) -> np.ndarray:

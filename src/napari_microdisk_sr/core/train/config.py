@@ -112,7 +112,8 @@ class FineTuneConfig:
         Time budget of one call: training ends cleanly after the step during which it runs out, and saves.
     intensity : Intensity
         How the crops' values map to the network's ``[0, 1]``, the same for the HR and the LR crop of a pair
-        (see :class:`Intensity`; its text form is accepted too): by default ``auto``. The fine-tuned
+        (see :class:`Intensity`; its text form is accepted too): by default ``auto``, which with a degradation
+        profile is the mapping the profile was fitted with (another one is refused). The fine-tuned
         model's sidecar records it, and :func:`..infer.upscale` uses it for that model unless told
         otherwise; give the same to :func:`..metrics.evaluate`.
     profile : DegradationProfile or None
@@ -215,6 +216,23 @@ class FineTuneConfig:
                 f"max_minutes must be a positive number of minutes, or None, got {self.max_minutes!r}"
             )
         object.__setattr__(self, "intensity", Intensity.parse(self.intensity))
+        self._match_profile_intensity()
+
+    def _match_profile_intensity(self) -> None:
+        """Map the crops as the profile's fit mapped its images: ``auto`` takes the profile's mapping; another
+        mapping is refused."""
+        fitted = None if self.profile is None else self.profile.intensity
+        if fitted is None or str(self.intensity) == fitted:
+            return
+        if self.intensity == AUTO:
+            object.__setattr__(self, "intensity", Intensity.parse(fitted))
+            return
+        raise InputError(
+            f"the degradation profile {self.degradation} was fitted on values mapped by intensity {fitted}, "
+            f"but the crops would be mapped by {self.intensity}: its gain, offset and noise mean nothing in "
+            f"other units; fine-tune with intensity {fitted} (auto takes it), or calibrate again with "
+            f"intensity {self.intensity}"
+        )
 
     def _check_profile(self) -> None:
         """Read the profile the degradation names, unless it is given (a run's own, from its config.json)."""
