@@ -13,7 +13,7 @@ import zarr
 from ome_zarr.writer import get_metadata, write_image
 
 import napari_microdisk_sr
-from napari_microdisk_sr.core import batch
+from napari_microdisk_sr.core import batch, ome_zarr, unfinished
 from napari_microdisk_sr.core.errors import InputError
 from napari_microdisk_sr.core.images import image_layout, normalizations_for
 from napari_microdisk_sr.core.infer import UpscaleConfig, upscale, upscale_array
@@ -248,6 +248,137 @@ def test_a_stopped_job_leaves_nothing_and_a_rerun_block_writes_the_same_bits(mod
     norms = lazy_normalizations(source)
     upscale_block(source, result.path, (), Region(16, 32, 32, 48), model, norms, config=CONFIG)
     np.testing.assert_array_equal(level0[:], before)
+
+
+# --- resuming an interrupted job ------------------------------------------------------------------------
+
+IDENTIFIED = {"input_path": "/data/field.tif", "input_sha256": "cd" * 32}
+"""An input identity: a job with one (and a LoadedModel) can be resumed."""
+
+
+@pytest.fixture
+def computed(monkeypatch):
+    """The names of the blocks computed (upscaled or averaged), counted as the job calls them."""
+    names = []
+    upscale_one, average_one = ome_zarr.upscale_block, ome_zarr.downsample_block
+
+    def upscale_counted(image, store, plane, block, *args, **kwargs):
+        names.append(("upscale", plane, block))
+        return upscale_one(image, store, plane, block, *args, **kwargs)
+
+    def average_counted(store, level, index, block):
+        names.append(("average", level, block))
+        average_one(store, level, index, block)
+
+    monkeypatch.setattr(ome_zarr, "upscale_block", upscale_counted)
+    monkeypatch.setattr(ome_zarr, "downsample_block", average_counted)
+    return names
+
+
+def interrupted(source, model, target, steps, **settings):
+    """A job taken ``steps`` blocks (or, with None, to its last block, before it is put in place) and then
+    closed, as a kill leaves it: its hidden store and the markers of its written blocks."""
+    job = upscale_to_ome_zarr(source, model, target, record=IDENTIFIED, **settings)
+    events = [next(job) for _ in range(steps)] if steps is not None else list(_all_but_return(job))
+    job.close()
+    return events
+
+
+def _all_but_return(job):
+    event = next(job)
+    while event.done < event.total:
+        yield event
+        event = next(job)
+    yield event
+
+
+def assert_same_store(ours, theirs):
+    ours, theirs = (zarr.open_group(str(path), mode="r") for path in (ours, theirs))
+    assert sorted(ours.array_keys()) == sorted(theirs.array_keys())
+    for key in theirs.array_keys():
+        np.testing.assert_array_equal(ours[key][:], theirs[key][:])
+    assert dict(ours.attrs) == dict(theirs.attrs)  # the same provenance, and no markers or start record
+
+
+@pytest.mark.parametrize("steps", [7, None])
+def test_a_rerun_resumes_an_interrupted_store_and_writes_the_bits_of_an_uninterrupted_run(
+    model, tmp_path, computed, steps
+):
+    """64 x 48 RGB in 16-pixel blocks: 12 upscaled, then 4 + 1 averaged into levels 1 and 2."""
+    source = lazy_image(rng_image((64, 48, 3), np.uint8))
+    settings = {"config": CONFIG, "block": 16, "levels": 3}
+    (tmp_path / "clean").mkdir()
+    clean = drive(upscale_to_ome_zarr(source, model, tmp_path / "clean" / "c.ome.zarr", record=IDENTIFIED,
+                                      **settings))  # fmt: skip
+    assert len(computed) == 17
+    (tmp_path / "run").mkdir()
+    target = tmp_path / "run" / "c.ome.zarr"
+    interrupted(source, model, target, steps, **settings)
+    (left,) = (tmp_path / "run").iterdir()
+    assert left.name.startswith(".c.ome.zarr.")
+    assert left.name.endswith(".tmp")
+    kept = unfinished.done_blocks(left)
+    assert len(kept) == (steps or 17)
+    computed.clear()
+
+    events = []
+    result = drive(upscale_to_ome_zarr(source, model, target, record=IDENTIFIED, **settings), events.append)
+    assert result.path == target
+    assert result.reused == len(kept)
+    assert len(computed) == 17 - len(kept)  # the blocks marked written are not computed again
+    assert [event.done for event in events] == list(range(len(kept), 18))  # the bar starts where it stopped
+    assert {event.total for event in events} == {17}
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["c.ome.zarr"]  # no hidden store left
+    assert_same_store(result.path, clean.path)
+    assert result.provenance == clean.provenance
+
+
+def test_a_store_of_other_settings_or_input_is_left_alone(model, tmp_path, computed, caplog):
+    source = lazy_image(rng_image((32, 32)))
+    target = tmp_path / "s.ome.zarr"
+    interrupted(source, model, target, 2, config=CONFIG, block=16)
+    (left,) = tmp_path.iterdir()
+    computed.clear()
+    other = UpscaleConfig(tile=16, device="cpu")
+    result = drive(upscale_to_ome_zarr(source, model, target, config=other, block=16, record=IDENTIFIED))
+    assert result.reused == 0
+    assert len(computed) == 4  # every block of the 32 x 32 image: one level
+    assert f"{left} is an unfinished store of another run" in caplog.text
+    assert "delete it when no run is writing it" in caplog.text
+    assert sorted(tmp_path.iterdir()) == sorted([left, target])
+    assert len(unfinished.done_blocks(left)) == 2  # untouched
+
+    record = IDENTIFIED | {"input_sha256": "ef" * 32}  # the same pixels under another identity: another input
+    result = drive(upscale_to_ome_zarr(source, model, target, config=CONFIG, block=16, record=record))
+    assert result.reused == 0
+    assert left.exists()
+    result = drive(upscale_to_ome_zarr(source, model, target, config=CONFIG, block=16, record=IDENTIFIED))
+    assert result.reused == 2
+    assert not left.exists()
+
+
+def test_a_store_being_written_by_a_live_job_is_not_taken(model, tmp_path, computed):
+    source = lazy_image(rng_image((32, 32)))
+    target = tmp_path / "s.ome.zarr"
+    live = upscale_to_ome_zarr(source, model, target, config=CONFIG, block=16, record=IDENTIFIED)
+    next(live)
+    next(live)  # holds its store's lock, as another process writing it would
+    (theirs,) = tmp_path.iterdir()
+    result = drive(upscale_to_ome_zarr(source, model, target, config=CONFIG, block=16, record=IDENTIFIED))
+    assert result.reused == 0
+    assert result.path == target
+    assert theirs.exists()
+    assert len(unfinished.done_blocks(theirs)) == 2
+    assert drive(live).path == tmp_path / "s-1.ome.zarr"  # the live job goes on in its own store
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s-1.ome.zarr", "s.ome.zarr"]
+
+
+def test_a_job_without_an_input_identity_is_not_resumed(model, tmp_path, computed):
+    source = lazy_image(rng_image((32, 32)))
+    job = upscale_to_ome_zarr(source, model, tmp_path / "s.ome.zarr", config=CONFIG, block=16)
+    next(job)
+    job.close()
+    assert list(tmp_path.iterdir()) == []  # removed: nothing could tell a rerun it is the same job
 
 
 _PEAK = """

@@ -256,7 +256,7 @@ def _upscale_stores_on(
             if event.finished is not None:
                 path, result = event.finished
                 shape = "x".join(map(str, result.shapes[0]))
-                bar.write(f"{path} -> {result.path} ({shape}, {len(result.shapes)} levels)")
+                bar.write(f"{path} -> {result.path} ({shape}, {len(result.shapes)} levels){_resumed(result)}")
 
 
 def _report_skipped(skipped: int, count: int) -> None:
@@ -300,7 +300,13 @@ def _upscale_to_ome_zarr(
     seconds = time.perf_counter() - started
     shape = "x".join(map(str, image.data.shape))
     out_shape = "x".join(map(str, result.shapes[0]))
-    print(f"{path} ({shape}) -> {result.path} ({out_shape}, {len(result.shapes)} levels) in {seconds:.1f} s")
+    made = f"{result.path} ({out_shape}, {len(result.shapes)} levels) in {seconds:.1f} s{_resumed(result)}"
+    print(f"{path} ({shape}) -> {made}")
+
+
+def _resumed(result: ome_zarr.OmeZarrResult) -> str:
+    """What a result kept from an interrupted run's store, to add to its line."""
+    return f"; resumed: {result.reused} block(s) kept from an interrupted run" if result.reused else ""
 
 
 def _progress_on(bar: tqdm) -> Callable[[infer.TileEvent], None]:

@@ -2,24 +2,24 @@
 
 Each block of each plane is a task running :func:`.ome_zarr.upscale_block` (the function a single process
 runs, so the stores hold the same bits), and each block of each pyramid level a task that waits for the blocks
-it averages; the store is put in place when its last block is written. The cluster itself, the model each
-worker keeps and the retries are :mod:`.distributed`'s.
+it averages; the store is put in place when its last block is written. Each task marks its block done in
+the store, so a rerun after the client was killed submits only the blocks not marked (see
+:mod:`.unfinished`). The cluster itself, the model each worker keeps and the retries are
+:mod:`.distributed`'s.
 """
 
-import shutil
 import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import batch, infer, lazy, ome_zarr
+from . import batch, infer, lazy, ome_zarr, unfinished
 from .distributed import RETRIES, cluster_errors, worker_model
 from .errors import InputError
 from .images import Normalization
 from .intensity import Intensity
 from .models import REGISTRY
-from .regions import Region
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -61,32 +61,49 @@ def _norms_task(
 def _block_task(
     path: Path,
     store: str,
-    plane: tuple[int, ...],
-    block: Region,
+    step: ome_zarr.BlockStep,
     source: str,
     sha256: str,
     norms: "tuple[Normalization, Normalization | None]",
     config: infer.UpscaleConfig,
-) -> dict[str, Any]:
-    """On a worker: one block of one plane into level 0 of ``store`` (the input is opened here, by path)."""
+) -> None:
+    """On a worker: one block of one plane into level 0 of ``store`` (the input is opened here, by path),
+    then its marker."""
     model = worker_model(source, sha256)
-    return ome_zarr.upscale_block(lazy.open_lazy(path), store, plane, block, model, norms, config=config)
+    image = lazy.open_lazy(path)
+    made_with = ome_zarr.upscale_block(image, store, step.plane, step.region, model, norms, config=config)
+    unfinished.mark_done(store, step.name, made_with)
 
 
-def _pyramid_task(store: str, level: int, index: tuple[Any, ...], block: Region, _after: list[Any]) -> None:
-    """On a worker: one block of a pyramid level, once the blocks of the level below it read are written."""
-    ome_zarr.downsample_block(store, level, index, block)
+def _pyramid_task(store: str, step: ome_zarr.BlockStep, index: tuple[Any, ...], _after: list[Any]) -> None:
+    """On a worker: one block of a pyramid level, once the blocks of the level below it reads are written,
+    then its marker."""
+    ome_zarr.downsample_block(store, step.level, index, step.region)
+    unfinished.mark_done(store, step.name)
 
 
 @dataclass
 class _Store:
-    """One input's OME-Zarr output being written on the cluster."""
+    """One input's OME-Zarr output being written on the cluster.
 
-    job: batch.FileJob
-    tmp: Path
+    Attributes
+    ----------
+    claim : unfinished.Claim
+        The temporary store, and its lock.
+    shapes : list of tuple of int
+    steps : list of ome_zarr.BlockStep
+        Every block of the store.
+    left : int
+        Its blocks submitted and not yet written.
+    reused : int
+        Its blocks found written by an interrupted run.
+    """
+
+    claim: unfinished.Claim
     shapes: list[tuple[int, ...]]
+    steps: list[ome_zarr.BlockStep]
     left: int
-    last_block: "Future"
+    reused: int
 
 
 def upscale_stores(
@@ -98,13 +115,14 @@ def upscale_stores(
     """Upscale the inputs of ``jobs`` into OME-Zarr images on the cluster of ``client``, a task per block.
 
     The inputs' value mappings are computed on the workers first (nothing is computed when one cannot be
-    upscaled). Each output store is created here (metadata only) in a hidden folder beside its target; each
-    block of each plane is a task (:func:`.ome_zarr.upscale_block`, the function a single process runs, so
-    the stores hold the same bits), and each block of each pyramid level a task that waits for the blocks
-    it averages. When an input's last block is written its store gets its provenance and is put in place
-    (:func:`.ome_zarr.finish_store`). Tasks are retried (:data:`.distributed.RETRIES`) and recomputed when
-    their worker dies (a block writes the same values again). Workers open the inputs by path, so they must
-    see them.
+    upscaled). Each output store is created here (metadata only) in a hidden folder beside its target, or an
+    interrupted run's store of the same input, weights and settings is taken over (see
+    :func:`.ome_zarr.open_store`). Each of its blocks not yet written is a task: a block of a plane runs
+    :func:`.ome_zarr.upscale_block` (the function a single process runs, so the stores hold the same bits), a
+    block of a pyramid level waits for the blocks it averages. When an input's last block is written its
+    store gets its provenance and is put in place (:func:`.ome_zarr.finish_store`). Tasks are retried
+    (:data:`.distributed.RETRIES`) and recomputed when their worker dies (a block writes the same values
+    again). Workers open the inputs by path, so they must see them.
 
     Parameters
     ----------
@@ -129,8 +147,8 @@ def upscale_stores(
     InputError
         For inputs that cannot be upscaled (before any is computed).
     MicrodiskSRError
-        When a task fails for good or the cluster goes away; unfinished stores are removed, finished ones
-        stay, and a rerun skips them.
+        When a task fails for good or the cluster goes away; finished stores stay, and a rerun skips them;
+        unfinished ones stay hidden, and a rerun resumes them (where the inputs are identified).
     """
     from distributed import as_completed
 
@@ -151,28 +169,37 @@ def upscale_stores(
     pending: dict[Future, int] = {}
     stores: list[_Store] = []
     results: list[ome_zarr.OmeZarrResult | None] = [None] * len(jobs)
+    published: set[int] = set()
     try:
         for i, (job, (norms, _)) in enumerate(zip(located, found, strict=True)):
             stores.append(_submit_store(client, i, job, norms, source, sha256, pending, run))
-        total, done = len(pending), 0
+        total = sum(len(store.steps) for store in stores)
+        done = sum(store.reused for store in stores)
+        for i, store in enumerate(stores):
+            if store.left == 0:  # every block was written before an interruption
+                results[i] = _finish(store, jobs[i])
+                published.add(i)
+                yield BlockProgress(done, total, (jobs[i].path, results[i]))
         with cluster_errors():
             for future in as_completed(list(pending)):
                 i = pending.pop(future)
                 future.result()  # raises what the task raised
-                if future is not stores[i].last_block:
-                    future.release()
+                future.release()
                 done += 1
                 stores[i].left -= 1
                 finished = None
                 if stores[i].left == 0:
                     results[i] = _finish(stores[i], jobs[i])
+                    published.add(i)
                     finished = (jobs[i].path, results[i])
                 yield BlockProgress(done, total, finished)
     finally:
         if pending and client.status == "running":
             client.cancel(list(pending))
-        for store in stores:
-            shutil.rmtree(store.tmp, ignore_errors=True)  # gone already where it was put in place
+        for i, store in enumerate(stores):
+            if i not in published:
+                ome_zarr.leave_unfinished(store.claim)
+            store.claim.release()
     return [result for result in results if result is not None]
 
 
@@ -186,49 +213,50 @@ def _submit_store(
     pending: "dict[Future, int]",
     run: str,
 ) -> _Store:
-    """Create the store of ``job`` in a hidden folder and submit its block and pyramid tasks (into
-    ``pending``, mapped to ``number``)."""
+    """Open the store of ``job`` (an interrupted one of the same record, else a new one in a hidden folder)
+    and submit the tasks of its blocks not yet written (into ``pending``, mapped to ``number``)."""
     image = lazy.open_lazy(job.path)
     scale = job.made_with["scale"]
-    tmp = ome_zarr.temporary_store(job.target)
-    shapes = ome_zarr.create_store(str(tmp), image, scale=scale, name=job.target.name)
-    side, chunk = ome_zarr.BLOCK, ome_zarr.BLOCK * scale
-    left, last = 0, None
-    for p, plane in enumerate(image.layout.plane_indices()):
-        below = {}
-        for block in ome_zarr.block_regions(image.layout.height, image.layout.width, side):
-            key = f"block-{job.path.name}-{p}-{block.y0}-{block.x0}-{run}"
-            last = client.submit(
-                _block_task, job.path, str(tmp), plane, block, source, sha256, norms, job.config,
-                key=key, retries=RETRIES,
-            )  # fmt: skip
-            below[block.y0 // side, block.x0 // side] = last
-        index = ome_zarr.store_index(image, plane, slice(None), slice(None))[:-2]
-        left += len(below)
-        pending.update(dict.fromkeys(below.values(), number))
-        for level, shape in enumerate(shapes[1:], 1):
-            level_blocks = {}
-            for block in ome_zarr.block_regions(*shape[-2:], chunk):
-                r, c = block.y0 // chunk, block.x0 // chunk
-                after = [below[k] for k in ((2 * r, 2 * c), (2 * r, 2 * c + 1), (2 * r + 1, 2 * c),
-                                            (2 * r + 1, 2 * c + 1)) if k in below]  # fmt: skip
-                key = f"pyramid-{job.path.name}-{p}-{level}-{block.y0}-{block.x0}-{run}"
-                level_blocks[r, c] = client.submit(
-                    _pyramid_task, str(tmp), level, index, block, after, key=key, retries=RETRIES
-                )
-            left += len(level_blocks)
-            pending.update(dict.fromkeys(level_blocks.values(), number))
-            below = level_blocks
-    return _Store(job, tmp, shapes, left, last)
+    shapes = ome_zarr.level_shapes(image, scale=scale)
+    start = unfinished.start_record(
+        job.made_with, _record(job), norms, block=ome_zarr.BLOCK, levels=len(shapes)
+    )
+    claim = ome_zarr.open_store(
+        job.target, image, scale=scale, block=ome_zarr.BLOCK, levels=None, start=start
+    )
+    tmp = str(claim.path)
+    steps = ome_zarr.block_steps(image, shapes, block=ome_zarr.BLOCK, scale=scale)
+    written = unfinished.done_blocks(tmp)
+    futures: dict[str, Future] = {}
+    for step in steps:
+        if step.name in written:
+            continue
+        key = f"block-{job.path.name}-{step.name}-{run}"
+        if step.level == 0:
+            futures[step.name] = client.submit(
+                _block_task, job.path, tmp, step, source, sha256, norms, job.config, key=key, retries=RETRIES
+            )
+        else:
+            index = ome_zarr.store_index(image, step.plane, slice(None), slice(None))[:-2]
+            after = [futures[name] for name in step.sources() if name in futures]
+            futures[step.name] = client.submit(
+                _pyramid_task, tmp, step, index, after, key=key, retries=RETRIES
+            )
+    pending.update(dict.fromkeys(futures.values(), number))
+    return _Store(claim, shapes, steps, len(futures), len(steps) - len(futures))
+
+
+def _record(job: batch.FileJob) -> dict[str, Any]:
+    """The input's provenance: its path and identity."""
+    return {"input_path": str(job.path.resolve())} | {
+        key: value for key, value in job.made_with.items() if key.startswith("input")
+    }
 
 
 def _finish(store: _Store, job: batch.FileJob) -> ome_zarr.OmeZarrResult:
     """Record the provenance of a complete store and put it in place."""
-    made_with = store.last_block.result()
-    store.last_block.release()
-    record = {"input_path": str(job.path.resolve())} | {
-        key: value for key, value in job.made_with.items() if key.startswith("input")
-    }
-    provenance = made_with | {"block": ome_zarr.BLOCK, "levels": len(store.shapes)} | record
-    path = ome_zarr.finish_store(store.tmp, store.job.target, provenance)
-    return ome_zarr.OmeZarrResult(job.target.parent / path.name, store.shapes, provenance)
+    last = [step for step in store.steps if step.level == 0][-1]
+    made_with = unfinished.read_mark(store.claim.path, last.name)
+    provenance = made_with | {"block": ome_zarr.BLOCK, "levels": len(store.shapes)} | _record(job)
+    path = ome_zarr.finish_store(store.claim.path, job.target, provenance)
+    return ome_zarr.OmeZarrResult(job.target.parent / path.name, store.shapes, provenance, store.reused)

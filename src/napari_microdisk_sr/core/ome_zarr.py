@@ -12,7 +12,8 @@ bounded by the block, not by the image.
 The job (:func:`upscale_to_ome_zarr`) writes into a hidden temporary folder beside the target and renames
 it into place when complete, under the first free name (``-1``, ``-2``, ...): an interrupted run leaves no
 half output under the final name. Its provenance goes into the store's attributes (``microdisk_sr``), which
-a rerun compares (:func:`~.batch.done_output`).
+a rerun compares (:func:`~.batch.done_output`). Each finished block is marked in the temporary folder, so a
+rerun of a killed job resumes it where it stopped (:mod:`.unfinished`).
 
 The block functions take plain, picklable arguments (a :class:`~.lazy.LazyImage` of a Zarr store, a store
 path, regions, a model, normalisations, an :class:`~.infer.UpscaleConfig`) and hold no state, so that the
@@ -21,6 +22,7 @@ same blocks can run as tasks elsewhere (reopen a TIFF input there by path).
 zarr, ome-zarr and dask are imported when first needed (the ``zarr`` extra).
 """
 
+import logging
 import os
 import shutil
 import tempfile
@@ -32,7 +34,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from . import infer
+from . import infer, unfinished
+from .batch import output_settings
+from .device import resolve_device
 from .errors import InputError, OutputError
 from .images import Normalization
 from .io import PixelSize, new_dir_mode, numbered_paths
@@ -44,17 +48,24 @@ from .regions import Region
 
 __all__ = [
     "BLOCK",
+    "BlockStep",
     "OmeZarrResult",
     "block_regions",
+    "block_steps",
     "create_store",
     "downsample_block",
     "finish_store",
+    "leave_unfinished",
+    "level_shapes",
+    "open_store",
     "pyramid_shapes",
     "store_index",
     "temporary_store",
     "upscale_block",
     "upscale_to_ome_zarr",
 ]
+
+log = logging.getLogger(__name__)
 
 BLOCK = 256
 """Side of a block in input pixels: its x4 result is one chunk of level 0 (1024 x 1024 pixels)."""
@@ -79,6 +90,17 @@ def pyramid_shapes(height: int, width: int, *, levels: "int | None" = None) -> l
     return shapes
 
 
+def level_shapes(image: LazyImage, *, scale: int, levels: "int | None" = None) -> list[tuple[int, ...]]:
+    """The shape of each level of the store of ``image`` upscaled ``scale`` times (see :func:`create_store`),
+    along the store's axes."""
+    axes = image.store_axes()
+    sizes = dict(zip(image.axes, image.layout.output_shape(scale), strict=True))
+    return [
+        tuple(h if a == "y" else w if a == "x" else sizes[a] for a in axes)
+        for h, w in pyramid_shapes(sizes["y"], sizes["x"], levels=levels)
+    ]
+
+
 def create_store(
     path: "str | os.PathLike[str]",
     image: LazyImage,
@@ -98,21 +120,19 @@ def create_store(
     Returns
     -------
     list of tuple of int
-        The shape of each level.
+        The shape of each level (:func:`level_shapes`).
     """
     zarr, _ = libraries()
     from ome_zarr.writer import write_multiscales_metadata
 
     axes = image.store_axes()
-    sizes = dict(zip(image.axes, image.layout.output_shape(scale), strict=True))
     size = image.pixel_size or PixelSize(1.0, 1.0)
     (_, _, sy, sx), (_, _, ty, tx) = upscaled_geometry(
         (1.0, 1.0, size.y, size.x), (0.0, 0.0, *image.origin), scale
     )
     root = zarr.open_group(str(path), mode="w")
-    shapes, datasets = [], []
-    for level, (h, w) in enumerate(pyramid_shapes(sizes["y"], sizes["x"], levels=levels)):
-        shape = tuple(h if a == "y" else w if a == "x" else sizes[a] for a in axes)
+    shapes, datasets = level_shapes(image, scale=scale, levels=levels), []
+    for level, shape in enumerate(shapes):
         chunks = tuple(block * scale if a in "yx" else 1 for a in axes)
         root.create_array(str(level), shape=shape, chunks=chunks, dtype=image.data.dtype, fill_value=0,
                           dimension_names=axes)  # fmt: skip
@@ -126,7 +146,6 @@ def create_store(
             {"type": "translation", "translation": [spatial[a][1] if a in spatial else 0.0 for a in axes]},
         ]
         datasets.append({"path": str(level), "coordinateTransformations": transforms})
-        shapes.append(shape)
     unit = _NGFF_UNITS.get(size.unit)
     described = [
         {"name": a, "type": _AXIS_TYPES[a]} | ({"unit": unit} if unit and a in "yx" else {}) for a in axes
@@ -242,12 +261,70 @@ def block_regions(height: int, width: int, side: int) -> list[Region]:
 
 
 @dataclass(frozen=True)
+class BlockStep:
+    """One block of a store's job: upscaled into level 0 (``level == 0``), or averaged into a pyramid level.
+
+    Attributes
+    ----------
+    number : int
+        The plane's number, in the order of ``layout.plane_indices()``.
+    plane : tuple of int
+        The plane's index along the leading axes.
+    level : int
+    region : Region
+        In input pixels for level 0, in the level's pixels above it.
+    row, column : int
+        The block's place in its level's grid.
+    """
+
+    number: int
+    plane: tuple[int, ...]
+    level: int
+    region: Region
+    row: int
+    column: int
+
+    @property
+    def name(self) -> str:
+        """The block's name in its store (that of its marker, see :func:`.unfinished.mark_done`)."""
+        return f"{self.level}-{self.number}-{self.row}-{self.column}"
+
+    def sources(self) -> list[str]:
+        """The names of the blocks of the level below that this pyramid block averages, where they exist."""
+        return [
+            f"{self.level - 1}-{self.number}-{2 * self.row + dy}-{2 * self.column + dx}"
+            for dy in (0, 1)
+            for dx in (0, 1)
+        ]
+
+
+def block_steps(
+    image: LazyImage, shapes: list[tuple[int, ...]], *, block: int, scale: int
+) -> list[BlockStep]:
+    """Every block of the job that fills the store of ``image`` (levels of ``shapes``), in the order one
+    process does them: plane by plane, the upscaled blocks, then each pyramid level's (each made from blocks
+    before it)."""
+    layout = image.layout
+    chunk = block * scale
+    grids = [(block_regions(layout.height, layout.width, block), block)]
+    grids += [(block_regions(*shape[-2:], chunk), chunk) for shape in shapes[1:]]
+    return [
+        BlockStep(number, plane, level, region, region.y0 // side, region.x0 // side)
+        for number, plane in enumerate(layout.plane_indices())
+        for level, (regions, side) in enumerate(grids)
+        for region in regions
+    ]
+
+
+@dataclass(frozen=True)
 class OmeZarrResult:
-    """What :func:`upscale_to_ome_zarr` returns: where the store went, its levels' shapes, its provenance."""
+    """What :func:`upscale_to_ome_zarr` returns: where the store went, its levels' shapes, its provenance,
+    and how many blocks were kept from an interrupted run's store (0 when none was resumed)."""
 
     path: Path
     shapes: list[tuple[int, ...]]
     provenance: dict[str, Any]
+    reused: int = 0
 
 
 def upscale_to_ome_zarr(
@@ -269,7 +346,13 @@ def upscale_to_ome_zarr(
     :class:`~.infer.TileEvent` after each block (``done``/``total`` count the upscaled blocks, then the
     pyramid's) and returns an :class:`OmeZarrResult`, or None when stopped. The store is written into a
     hidden temporary folder beside ``target`` and renamed to ``target`` (or its first free ``-1``, ``-2``,
-    ... variant) when complete; a stopped or failed job removes it.
+    ... variant) when complete.
+
+    When ``record`` identifies the input (``input_sha256`` or ``input_identity``) and ``model`` is a
+    LoadedModel, the job can be resumed: each finished block is marked in the temporary folder, an
+    unfinished job (killed, stopped or failed) leaves the folder, and a job with the same input, weights and
+    settings (:func:`.unfinished.start_record`) takes it over and computes only the blocks not marked; its
+    first event then counts the kept ones as done. Otherwise a stopped or failed job removes its folder.
 
     Parameters
     ----------
@@ -289,7 +372,7 @@ def upscale_to_ome_zarr(
         Number of pyramid levels (see :func:`pyramid_shapes`).
     record : dict, optional
         More provenance (the input's path and identity), stored with the settings in the store's
-        ``microdisk_sr`` attribute.
+        ``microdisk_sr`` attribute; the identity makes the job resumable.
     stop : StopFlag, optional
         Checked before each block.
     """
@@ -321,41 +404,85 @@ def _job(
     stop: "StopFlag | None",
 ) -> Generator[infer.TileEvent, None, "OmeZarrResult | None"]:
     factor = model.spec.scale if isinstance(model, LoadedModel) else int(scale)
-    layout = image.layout
+    shapes = level_shapes(image, scale=factor, levels=levels)
+    known = isinstance(model, LoadedModel)  # a bare module's weights are not identified
+    settings = output_settings(model, config, resolve_device(config.device)) if known else {}
+    start = unfinished.start_record(settings, record, norms, block=block, levels=len(shapes))
+    claim = open_store(target, image, scale=factor, block=block, levels=levels, start=start)
+    store, published = str(claim.path), False
+    try:
+        steps = block_steps(image, shapes, block=block, scale=factor)
+        finished = unfinished.done_blocks(store)
+        todo = [step for step in steps if step.name not in finished]
+        total, done, planes = len(steps), len(steps) - len(todo), image.layout.planes
+        upscaled = [step.name for step in steps if step.level == 0]
+        kept = [name for name in upscaled if name in finished]
+        precision = unfinished.read_mark(store, kept[-1])["precision"] if kept else None
+        if done:
+            plane = todo[0].number if todo else planes - 1
+            yield infer.TileEvent(done, total, plane, planes, config.tile, precision)
+        for step in todo:
+            if stop is not None and stop.is_set():
+                return None
+            if step.level == 0:
+                made_with = upscale_block(
+                    image, store, step.plane, step.region, model, norms, config=config, scale=scale
+                )
+                precision = made_with["precision"]
+            else:
+                index = store_index(image, step.plane, slice(None), slice(None))[:-2]
+                downsample_block(store, step.level, index, step.region)
+                made_with = None
+            unfinished.mark_done(store, step.name, made_with)
+            done += 1
+            yield infer.TileEvent(done, total, step.number, planes, config.tile, precision)
+        made_with = unfinished.read_mark(store, upscaled[-1])
+        provenance = made_with | {"block": block, "levels": len(shapes)} | record
+        path = finish_store(claim.path, target, provenance)
+        published = True
+    finally:
+        if not published:
+            leave_unfinished(claim)
+        claim.release()
+    return OmeZarrResult(path, shapes, provenance, len(steps) - len(todo))
+
+
+def open_store(
+    target: Path,
+    image: LazyImage,
+    *,
+    scale: int,
+    block: int,
+    levels: "int | None",
+    start: "dict[str, Any] | None",
+) -> unfinished.Claim:
+    """The temporary store a job for ``target`` writes: an interrupted one of the same ``start`` record to
+    resume (see :func:`.unfinished.claim_leftover`), else a new one, created and, when ``start`` is given,
+    locked and recording it."""
+    claim = None if start is None else unfinished.claim_leftover(target, start)
+    if claim is not None:
+        return claim
     tmp = temporary_store(target)
     try:
-        store = str(tmp)
-        shapes = create_store(store, image, scale=factor, block=block, levels=levels, name=target.name)
-        planes = list(layout.plane_indices())
-        upscaling = block_regions(layout.height, layout.width, block)
-        chunk = block * factor
-        halving = [block_regions(*shape[-2:], chunk) for shape in shapes[1:]]
-        per_plane = len(upscaling) + sum(map(len, halving))
-        total, done, made_with = per_plane * len(planes), 0, {}
-        for number, plane in enumerate(planes):
-            for region in upscaling:
-                if stop is not None and stop.is_set():
-                    return None
-                made_with = upscale_block(
-                    image, store, plane, region, model, norms, config=config, scale=scale
-                )
-                done += 1
-                yield infer.TileEvent(done, total, number, len(planes), config.tile, made_with["precision"])
-            index = store_index(image, plane, slice(None), slice(None))[:-2]
-            for level, regions in enumerate(halving, 1):
-                for region in regions:
-                    if stop is not None and stop.is_set():
-                        return None
-                    downsample_block(store, level, index, region)
-                    done += 1
-                    yield infer.TileEvent(
-                        done, total, number, len(planes), config.tile, made_with["precision"]
-                    )
-        provenance = made_with | {"block": block, "levels": len(shapes)} | record
-        path = finish_store(tmp, target, provenance)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already when published
-    return OmeZarrResult(path, shapes, provenance)
+        create_store(str(tmp), image, scale=scale, block=block, levels=levels, name=target.name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if start is None:
+        return unfinished.Claim(tmp, None)
+    claim = unfinished.hold(tmp)
+    if claim.lock is not None:
+        zarr, _ = libraries()
+        zarr.open_group(str(tmp), mode="r+").attrs[unfinished.START_KEY] = start
+    return claim
+
+
+def leave_unfinished(claim: unfinished.Claim) -> None:
+    """After an unfinished job: keep a store a rerun can resume (it was locked), remove any other."""
+    if claim.lock is None:
+        shutil.rmtree(claim.path, ignore_errors=True)
+    else:
+        log.warning("the finished blocks stay in %s: the same command resumes them", claim.path)
 
 
 def temporary_store(target: Path) -> Path:
@@ -366,24 +493,12 @@ def temporary_store(target: Path) -> Path:
 
 
 def finish_store(tmp: Path, target: Path, provenance: dict[str, Any]) -> Path:
-    """Record ``provenance`` in the complete store ``tmp`` and rename it to ``target`` or its first free
-    numbered variant; return that name."""
+    """Record ``provenance`` in the complete store ``tmp`` (instead of its markers and start record, see
+    :mod:`.unfinished`) and rename it to ``target`` or its first free numbered variant; return that name."""
     zarr, _ = libraries()
-    zarr.open_group(str(tmp), mode="r+").attrs[PROVENANCE_KEY] = _plain(provenance)
+    unfinished.clear_progress(tmp)
+    zarr.open_group(str(tmp), mode="r+").attrs[PROVENANCE_KEY] = unfinished.json_ready(provenance)
     return _publish(tmp, target)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with numpy scalars and paths made JSON types (for the store's attributes)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 def _publish(tmp: Path, target: Path) -> Path:
