@@ -1,6 +1,10 @@
 """``microdisk-sr upscale`` in-process: outputs and their names, and bad input refused before any work."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import imageio.v3 as iio
 import numpy as np
@@ -10,7 +14,7 @@ import torch
 
 from napari_microdisk_sr.cli import main
 from napari_microdisk_sr.cli import upscale as upscale_cli
-from napari_microdisk_sr.core import models
+from napari_microdisk_sr.core import models, ome_zarr, unfinished
 from napari_microdisk_sr.core.infer import upscale_array
 from napari_microdisk_sr.core.io import PixelSize, read_image, write_tiff
 from napari_microdisk_sr.core.lazy import open_lazy, read_store_provenance
@@ -402,3 +406,57 @@ def test_ome_zarr_refuses_what_it_cannot_do(model_file, tmp_path, capsys, no_com
     bad = np.full((8, 8), np.nan, np.float32)
     nan_store = write_ome_zarr(tmp_path / "nan.ome.zarr", bad)
     assert_refused(capsys, cli(nan_store, "--format", "ome-zarr", model=model_file), "nan.ome.zarr", "NaN")
+
+
+def test_a_killed_ome_zarr_run_is_resumed_by_the_same_command(model_file, tmp_path, capsys, monkeypatch):
+    """The real case: the command is SIGKILLed among its blocks, and run again."""
+    zarr = pytest.importorskip("zarr")
+    src = tmp_path / "mosaic.tif"
+    write_tiff(src, np.random.default_rng(7).integers(0, 255, (512, 768)).astype(np.uint8))
+    argv = [
+        "upscale",
+        str(src),
+        "--format",
+        "ome-zarr",
+        "--tile",
+        "64",
+        "--model",
+        model_file,
+        "--device",
+        "cpu",
+    ]
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "napari_microdisk_sr.cli", *argv, "--out", str(out)]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
+        marked = set()
+        while len(marked) < 3 and run.poll() is None:  # of 6 blocks upscaled, then 2 + 1 averaged
+            marked = {name for store in out.glob(".*.tmp") for name in unfinished.done_blocks(store)}
+            time.sleep(0.01)
+        run.send_signal(signal.SIGKILL)
+    assert run.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    (left,) = out.iterdir()
+    kept = unfinished.done_blocks(left)
+    assert 3 <= len(kept) < 9
+
+    computed = []
+    upscale_block = ome_zarr.upscale_block
+
+    def counted(*args, **kwargs):
+        computed.append(args[3])
+        return upscale_block(*args, **kwargs)
+
+    monkeypatch.setattr(ome_zarr, "upscale_block", counted)
+    assert main([*argv, "--out", str(out)]) == 0
+    assert f"; resumed: {len(kept)} block(s) kept from an interrupted run" in capsys.readouterr().out
+    assert len(computed) == 6 - sum(name.startswith("0-") for name in kept)
+    assert [path.name for path in out.iterdir()] == [
+        "mosaic_x4.ome.zarr"
+    ]  # the hidden store was put in place
+    assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
+    ours, theirs = (
+        zarr.open_group(str(folder / "mosaic_x4.ome.zarr"), mode="r") for folder in (out, tmp_path / "clean")
+    )
+    assert sorted(ours.array_keys()) == ["0", "1", "2"]
+    for key in ("0", "1", "2"):
+        np.testing.assert_array_equal(ours[key][:], theirs[key][:])
+    assert dict(ours.attrs) == dict(theirs.attrs)

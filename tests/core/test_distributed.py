@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from napari_microdisk_sr.cli import main
-from napari_microdisk_sr.core import batch, distributed, distributed_blocks, infer, models
+from napari_microdisk_sr.core import batch, distributed, distributed_blocks, infer, models, unfinished
 from napari_microdisk_sr.core.errors import InputError, MicrodiskSRError
 from napari_microdisk_sr.core.io import read_image, read_tiff_description, write_tiff
 from napari_microdisk_sr.core.weights import file_sha256
@@ -262,11 +262,41 @@ def test_a_worker_killed_among_blocks_costs_its_blocks_not_the_store(
     client.wait_for_workers(2, timeout=60)
 
 
-def test_a_failed_block_leaves_no_store(client, large, model_file, tmp_path):
+def test_a_failed_block_leaves_its_store_hidden_and_a_rerun_resumes_it(
+    client, large, model_file, one_process_stores, tmp_path
+):
     jobs = store_jobs(large, model_file, tmp_path)
     with pytest.raises(MicrodiskSRError, match="other weights"):
         list(distributed_blocks.upscale_stores(client, jobs, str(model_file), "0" * 64))
-    assert list(tmp_path.iterdir()) == []
+    left = sorted(tmp_path.iterdir())
+    assert len(left) == 2
+    assert all(path.name.startswith(".") and path.name.endswith(".tmp") for path in left)
+    events = list(distributed_blocks.upscale_stores(client, jobs, str(model_file), file_sha256(model_file)))
+    assert events[-1].done == 15
+    assert_same_stores(tmp_path, one_process_stores)  # the hidden stores were taken over and put in place
+
+
+def test_an_interrupted_run_is_resumed_without_the_blocks_it_wrote(
+    client, large, model_file, one_process_stores, tmp_path
+):
+    jobs = store_jobs(large, model_file, tmp_path)
+    sha256 = file_sha256(model_file)
+    events = distributed_blocks.upscale_stores(client, jobs, str(model_file), sha256)
+    for _ in range(5):
+        next(events)
+    events.close()  # as when the client is killed: its other tasks are cancelled
+    deadline = time.time() + 60
+    while any(client.processing().values()) and time.time() < deadline:
+        time.sleep(0.05)
+    left = sorted(tmp_path.iterdir())
+    assert all(path.name.startswith(".") for path in left)  # 5 of 15 blocks: neither store is complete
+    assert sum(len(unfinished.done_blocks(path)) for path in left) >= 5
+
+    events = list(distributed_blocks.upscale_stores(client, jobs, str(model_file), sha256))
+    reused = sum(event.finished[1].reused for event in events if event.finished is not None)
+    assert reused >= 5
+    assert [event.done for event in events] == list(range(reused + 1, 16))  # only the others were tasks
+    assert_same_stores(tmp_path, one_process_stores)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "folders are checked before any work starts. A rerun skips every input whose output is already "
             "there with the same provenance (input and weights SHA-256, settings). With --format ome-zarr, "
             "inputs are read lazily (Zarr stores, TIFFs by tile) and each result is written block by block "
-            "into <stem>_x4.ome.zarr with a pyramid: memory is bounded by the block, not the image."
+            "into <stem>_x4.ome.zarr with a pyramid: memory is bounded by the block, not the image; a killed "
+            "or failed run of it is resumed by the same command (the blocks written are kept)."
         ),
     )
     parser.add_argument(
