@@ -8,6 +8,7 @@ checkpoint at the step it reached.
 
 import contextlib
 import functools
+import traceback
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
@@ -126,6 +127,8 @@ def _job(
             )
             if ranks.size > 1:  # each process says what it saw: the first failure, or its peer's loss
                 message = f"process {ranks.rank} of {ranks.size}: {message}"
+                traceback.clear_frames(exc.__traceback__)  # its frames hold the run, freed as below
+                del run
             raise TrainingError(message) from exc
         finished = run.event(EventKind.FINISHED, message=result.message)
         del run  # no module may hold the process group when it is taken down (see .ddp.join)
