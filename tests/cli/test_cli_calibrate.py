@@ -1,5 +1,6 @@
 """``microdisk-sr calibrate`` in-process, and ``finetune --degradation PROFILE.json`` training with it."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -97,3 +98,22 @@ def test_finetune_with_a_profile_records_it_and_refuses_a_changed_one_on_resume(
     assert main(resume) == 0  # with the run's own profile
     assert main(["finetune", files["crops"], "--out", str(tmp_path / "r2"), "--degradation", "blur"]) == 2
     assert "unknown degradation 'blur'" in capsys.readouterr().err
+    fitted = write_profile(tmp_path / "fitted.json", dataclasses.replace(TRUE, intensity="bits:16"))
+    assert main([*argv[:3], str(tmp_path / "r3"), *argv[4:], "--degradation", str(fitted)]) == 0
+    assert str(read_run_config(tmp_path / "r3").intensity) == "bits:16"  # the profile's, not auto
+    refused = [
+        *argv[:3],
+        str(tmp_path / "r4"),
+        *argv[4:],
+        "--degradation",
+        str(fitted),
+        "--intensity",
+        "range",
+    ]
+    assert main(refused) == 2
+    assert (
+        "mapped by --intensity bits:16, but the crops would be mapped by --intensity range: its gain, offset "
+        "and noise mean nothing in other units; fine-tune with --intensity bits:16 (auto takes it), or "
+        "calibrate again with --intensity range"
+    ) in capsys.readouterr().err
+    assert not (tmp_path / "r4").exists()

@@ -257,7 +257,7 @@ def test_a_profile_records_its_intensity_mapping_and_fine_tuning_follows_it(tmp_
     path = _profile_file(tmp_path, profile)
     assert str(FineTuneConfig(degradation=path).intensity) == "bits:16"  # auto takes the profile's
     assert str(FineTuneConfig(degradation=path, intensity="bits:16").intensity) == "bits:16"
-    with pytest.raises(InputError, match="fitted on values mapped by intensity bits:16, but the crops"):
+    with pytest.raises(InputError, match="fitted on values mapped by intensity=bits:16, but the crops"):
         FineTuneConfig(degradation=path, intensity="percentile")
     assert str(FineTuneConfig(degradation=_profile_file(tmp_path, PROFILE, "old.json")).intensity) == "auto"
     with pytest.raises(InputError, match="unknown intensity"):

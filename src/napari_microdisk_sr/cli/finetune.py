@@ -44,10 +44,12 @@ _FIELDS = {
 }
 _STOPPED_EXIT = 130  # the shell's code for a job ended by Ctrl-C
 _SETTING = re.compile(
-    r"\b(" + "|".join(field for dest, field in _FIELDS.items() if "_" in field) + r")\b"
-    r"(?:=('?)([\w.]+)\2)?"
+    r"\b(?:(" + "|".join(field for dest, field in _FIELDS.items() if "_" in field) + r")\b"
+    r"|(" + "|".join(field for dest, field in _FIELDS.items() if "_" not in field) + r")(?==))"
+    r"(?:=('?)([\w.]+(?::[\w.,]*\w)?)\3)?"
 )
-"""A setting named as in the API (``batch_size``, ``small_crops='pad'``): errors name its option instead."""
+"""A setting named as in the API (``batch_size``, ``small_crops='pad'``, ``intensity=range``; a one-word
+setting only with its value): errors name its option instead."""
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -212,8 +214,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _as_option(match: re.Match[str]) -> str:
     """``batch_size`` -> ``--batch``; ``small_crops='pad'`` -> ``--small-crops pad``; ``early_stop=None`` ->
-    ``leave out --early-stop``."""
-    field, value = match.group(1), match.group(3)
+    ``leave out --early-stop``; ``intensity=range`` -> ``--intensity range``."""
+    field, value = match.group(1) or match.group(2), match.group(4)
     option = "--" + next(dest for dest, name in _FIELDS.items() if name == field).replace("_", "-")
     if value is None:
         return option

@@ -228,10 +228,10 @@ class FineTuneConfig:
             object.__setattr__(self, "intensity", Intensity.parse(fitted))
             return
         raise InputError(
-            f"the degradation profile {self.degradation} was fitted on values mapped by intensity {fitted}, "
-            f"but the crops would be mapped by {self.intensity}: its gain, offset and noise mean nothing in "
-            f"other units; fine-tune with intensity {fitted} (auto takes it), or calibrate again with "
-            f"intensity {self.intensity}"
+            f"the degradation profile {self.degradation} was fitted on values mapped by intensity={fitted}, "
+            f"but the crops would be mapped by intensity={self.intensity}: its gain, offset and noise mean "
+            f"nothing in other units; fine-tune with intensity={fitted} (auto takes it), or calibrate again "
+            f"with intensity={self.intensity}"
         )
 
     def _check_profile(self) -> None:
