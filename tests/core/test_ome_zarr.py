@@ -357,6 +357,42 @@ def test_a_store_of_other_settings_or_input_is_left_alone(model, tmp_path, compu
     assert not left.exists()
 
 
+def test_a_store_cut_off_as_it_is_put_in_place_is_put_in_place_by_the_rerun(
+    model, tmp_path, computed, monkeypatch
+):
+    source = lazy_image(rng_image((32, 32)))
+    target = tmp_path / "s.ome.zarr"
+    (tmp_path / "clean").mkdir()
+    clean = drive(upscale_to_ome_zarr(source, model, tmp_path / "clean" / "s.ome.zarr", config=CONFIG,
+                                      block=16, record=IDENTIFIED))  # fmt: skip
+    publish = ome_zarr._publish
+
+    def cut_off(tmp, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ome_zarr, "_publish", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        drive(upscale_to_ome_zarr(source, model, target, config=CONFIG, block=16, record=IDENTIFIED))
+    monkeypatch.setattr(ome_zarr, "_publish", publish)
+    computed.clear()
+    result = drive(upscale_to_ome_zarr(source, model, target, config=CONFIG, block=16, record=IDENTIFIED))
+    assert (result.path, result.reused, computed) == (target, 4, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "s.ome.zarr"]
+    assert_same_store(result.path, clean.path)
+
+
+def test_a_store_that_records_no_run_is_left_alone(model, tmp_path, caplog):
+    source = lazy_image(rng_image((32, 32)))
+    target = tmp_path / "s.ome.zarr"
+    cut = tmp_path / ".s.ome.zarr.x1.tmp"
+    cut.mkdir()
+    (cut / "zarr.json").write_text("[]")  # metadata cut off as the store was made
+    result = drive(upscale_to_ome_zarr(source, model, target, config=CONFIG, block=16, record=IDENTIFIED))
+    assert (result.path, result.reused) == (target, 0)
+    assert f"{cut} is an unfinished store that records no run (cut off as it began)" in caplog.text
+    assert cut.exists()
+
+
 def test_a_store_being_written_by_a_live_job_is_not_taken(model, tmp_path, computed):
     source = lazy_image(rng_image((32, 32)))
     target = tmp_path / "s.ome.zarr"

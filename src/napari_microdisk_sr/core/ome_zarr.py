@@ -493,12 +493,14 @@ def temporary_store(target: Path) -> Path:
 
 
 def finish_store(tmp: Path, target: Path, provenance: dict[str, Any]) -> Path:
-    """Record ``provenance`` in the complete store ``tmp`` (instead of its markers and start record, see
-    :mod:`.unfinished`) and rename it to ``target`` or its first free numbered variant; return that name."""
+    """Record ``provenance`` in the complete store ``tmp``, rename it to ``target`` or its first free
+    numbered variant, and return that name; its markers and start record (see :mod:`.unfinished`) go once
+    it is in place, so that a store cut off before is still resumed (with nothing left to compute)."""
     zarr, _ = libraries()
-    unfinished.clear_progress(tmp)
     zarr.open_group(str(tmp), mode="r+").attrs[PROVENANCE_KEY] = unfinished.json_ready(provenance)
-    return _publish(tmp, target)
+    path = _publish(tmp, target)
+    unfinished.clear_progress(path)
+    return path
 
 
 def _publish(tmp: Path, target: Path) -> Path:

@@ -146,9 +146,11 @@ def claim_leftover(target: Path, start: Mapping[str, Any]) -> "Claim | None":
         recorded = _recorded_start(path)
         if recorded != start:
             log.warning(
-                "%s is an unfinished store of another run (other input, model or settings): it is not "
-                "reused; delete it when no run is writing it",
+                "%s is an unfinished store %s: it is not reused; delete it when no run is writing it",
                 path,
+                "that records no run (cut off as it began)"
+                if recorded is None
+                else "of another run (other input, model or settings)",
             )
             continue
         lock = _lock(path)
@@ -166,7 +168,7 @@ def _recorded_start(path: Path) -> "dict[str, Any] | None":
     zarr, _ = libraries()
     try:
         recorded = zarr.open_group(str(path), mode="r").attrs.get(START_KEY)
-    except (OSError, ValueError, LookupError):
+    except Exception:  # a store cut off as it was created: its metadata may be anything
         return None
     return recorded if isinstance(recorded, dict) else None
 
@@ -225,7 +227,7 @@ def read_mark(store: "str | os.PathLike[str]", name: str) -> dict[str, Any]:
 
 
 def clear_progress(store: "str | os.PathLike[str]") -> None:
-    """Remove the markers and the start record of the complete ``store``, before it is put in place."""
+    """Remove the markers and the start record of the complete ``store``, once it is in place."""
     zarr, _ = libraries()
     shutil.rmtree(Path(store, _DONE), ignore_errors=True)
     attributes = zarr.open_group(str(store), mode="r+").attrs
