@@ -16,7 +16,7 @@ from napari_microdisk_sr._widgets._session import CropSetRef, session_for
 from napari_microdisk_sr.core.calibrate import DegradationProfile, write_profile
 from napari_microdisk_sr.core.crops import crop_disks, crop_pairs, read_crop_set, write_crop_set
 from napari_microdisk_sr.core.detect import disk_box
-from napari_microdisk_sr.core.intensity import Intensity
+from napari_microdisk_sr.core.intensity import AUTO, Intensity
 from napari_microdisk_sr.core.sample import make_scene
 from napari_microdisk_sr.core.train import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, EventKind, TrainEvent
 from napari_microdisk_sr.core.train.checkpoint import crops_fingerprint
@@ -306,6 +306,29 @@ def test_a_profile_file_trains_with_the_calibrated_degradation(
     config = json.loads((tmp_path / "finetune_disks" / "config.json").read_text())
     assert config["degradation"] == str(path)
     assert config["profile"]["photons"] == 300.0
+
+
+def test_a_profile_brings_its_intensity_mapping_and_its_bit_depth_hint(
+    make_napari_viewer, qtbot, notes, tiny_model, crops, tmp_path
+):
+    """Dim 12-bit crops in uint16 and a profile fitted under range: auto (the box) trains under range, and
+    the hint says what the data look like."""
+    profile = DegradationProfile(photons=300.0, read_noise=0.02, intensity="range")
+    path = write_profile(tmp_path / "microscope.json", profile)
+    dim = tuple((crop.astype(np.uint16) * 16).astype(np.uint16) for crop in crops)  # at most 4080
+    viewer = make_napari_viewer()
+    widget = _open(viewer)
+    session_for(viewer).add_crop_set(CropSetRef("dim", dim))
+    _tiny_settings(widget, tiny_model, tmp_path, epochs=1)
+    widget._degradation.value = DegradationChoice.PROFILE
+    widget._profile.value = path
+    assert widget._intensity.value == AUTO
+    widget._start_button.native.click()
+    qtbot.waitUntil(lambda: not widget._jobs.running, timeout=TIMEOUT_MS)
+    assert not _errors(notes)
+    assert json.loads((tmp_path / "finetune_dim" / "config.json").read_text())["intensity"] == "range"
+    warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
+    assert any("if it holds 12-bit data, set Intensity to 12 bits (or percentile)" in m for m in warnings)
 
 
 def test_a_runtime_error_in_the_worker_is_reported_and_leaves_the_widget_usable(

@@ -87,9 +87,9 @@ def intensity_box(*, model_default: bool = False) -> ComboBox:
     )
 
 
-def hint_bit_depth(box: ComboBox, images: "dict[str, np.ndarray]") -> None:
-    """Warn when an image mapped by its dtype's full range seems to hold data of fewer bits than its dtype."""
-    chosen = box.value
+def hint_bit_depth(chosen: "Intensity | None", images: "dict[str, np.ndarray]") -> None:
+    """Warn when an image mapped by its dtype's full range (under ``chosen``, None for a model's own) seems
+    to hold data of fewer bits than its dtype."""
     for name, data in images.items():
         if chosen is None or chosen.for_dtype(data.dtype) != RANGE:
             continue

@@ -328,7 +328,7 @@ class FineTuneWidget(Container):
             refuse(self._status, str(exc))
             return
         images = crops.crops.images if isinstance(crops.crops, CropSet) else crops.crops
-        hint_bit_depth(self._intensity, {crops.name: max(images, key=np.max)})
+        hint_bit_depth(config.intensity, {crops.name: max(images, key=np.max)})
         self._launch(_Run(crops.crops, config, run_dir), resume=False)
 
     def _resume(self) -> None:

@@ -315,7 +315,7 @@ class MeasureWidget(Container):
             "intensity": self._intensity.value,
             "per_disk": self._per_disk.value,
         }
-        hint_bit_depth(self._intensity, dict(zip(refs.names, refs.hr_images, strict=True)))
+        hint_bit_depth(self._intensity.value, dict(zip(refs.names, refs.hr_images, strict=True)))
         try:
             started = self._jobs.start(
                 lambda stop: _measure(

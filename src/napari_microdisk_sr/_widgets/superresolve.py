@@ -320,7 +320,7 @@ class SuperResolveWidget(Container):
             except MicrodiskSRError as exc:
                 refuse(self._status, f"{source.name!r}: {exc}")
                 return
-        hint_bit_depth(self._intensity, {source.name: source.data for source in sources})
+        hint_bit_depth(self._intensity.value, {source.name: source.data for source in sources})
         consistency = self._consistency.value
         self._start_layers(
             len(sources),
