@@ -1,6 +1,7 @@
 """``microdisk-sr upscale`` in-process: outputs and their names, and bad input refused before any work."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -437,6 +438,7 @@ def test_a_killed_ome_zarr_run_is_resumed_by_the_same_command(model_file, tmp_pa
     (left,) = out.iterdir()
     kept = unfinished.done_blocks(left)
     assert 3 <= len(kept) < 9
+    shutil.copytree(left, tmp_path / "left")  # for --redo, below
 
     computed = []
     upscale_block = ome_zarr.upscale_block
@@ -460,3 +462,10 @@ def test_a_killed_ome_zarr_run_is_resumed_by_the_same_command(model_file, tmp_pa
     for key in ("0", "1", "2"):
         np.testing.assert_array_equal(ours[key][:], theirs[key][:])
     assert dict(ours.attrs) == dict(theirs.attrs)
+
+    shutil.move(tmp_path / "left", left)  # the interrupted store again: --redo deletes it and starts anew
+    computed.clear()
+    assert main([*argv, "--out", str(out), "--redo"]) == 0
+    assert "resumed" not in capsys.readouterr().out
+    assert len(computed) == 6
+    assert sorted(path.name for path in out.iterdir()) == ["mosaic_x4-1.ome.zarr", "mosaic_x4.ome.zarr"]

@@ -333,6 +333,19 @@ def test_a_rerun_resumes_an_interrupted_store_and_writes_the_bits_of_an_uninterr
     assert result.provenance == clean.provenance
 
 
+def test_without_resume_an_interrupted_store_is_deleted_and_the_job_starts_anew(model, tmp_path, computed):
+    source = lazy_image(rng_image((32, 32)))
+    target = tmp_path / "s.ome.zarr"
+    interrupted(source, model, target, 2, config=CONFIG, block=16)
+    (left,) = tmp_path.iterdir()
+    assert len(unfinished.done_blocks(left)) == 2
+    computed.clear()
+    job = upscale_to_ome_zarr(source, model, target, config=CONFIG, block=16, record=IDENTIFIED, resume=False)
+    result = drive(job)
+    assert (result.path, result.reused, len(computed)) == (target, 0, 4)
+    assert list(tmp_path.iterdir()) == [target]  # the interrupted store is gone
+
+
 def test_a_store_of_other_settings_or_input_is_left_alone(model, tmp_path, computed, caplog):
     source = lazy_image(rng_image((32, 32)))
     target = tmp_path / "s.ome.zarr"

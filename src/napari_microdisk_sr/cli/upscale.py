@@ -105,7 +105,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser.add_argument(
         "--redo",
         action="store_true",
-        help="upscale even the inputs whose output is there with the same provenance (into a numbered file)",
+        help="upscale even the inputs whose output is there with the same provenance (into a numbered file), "
+        "and start OME-Zarr stores anew, deleting an interrupted run's instead of resuming it",
     )
     parser.add_argument(
         "--shard",
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         norms = [_check_lazy_input(job.path, config.intensity) for job in todo]  # before any work
         print(f"upscaling x{scale} with {model.name} on {device_text} into OME-Zarr")
         for job, norm in zip(todo, norms, strict=True):
-            _upscale_to_ome_zarr(job.path, job.target, job.made_with, norm, model, config)
+            _upscale_to_ome_zarr(job, norm, model, resume=not args.redo)
     elif scheduler is None:
         for job in todo:  # check every input to compute before any work; the pixels are read again below
             batch.check_input(job.path, config.intensity, region)
@@ -222,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             where = distributed.describe(client)
             if to_zarr:
                 print(f"upscaling x{scale} with {model.name} on {where} into OME-Zarr, a task per block")
-                _upscale_stores_on(client, todo, args.model, model.sha256)
+                _upscale_stores_on(client, todo, args.model, model.sha256, resume=not args.redo)
             else:
                 print(f"upscaling x{scale} with {model.name} on {where}")
                 files = distributed.upscale_files(client, todo, args.model, model.sha256, redo=args.redo)
@@ -247,11 +248,11 @@ def _report(done: batch.FileDone, degradation: BackDegradation, write: Callable[
 
 
 def _upscale_stores_on(
-    client: "distributed.Client", jobs: list[batch.FileJob], model: str, sha256: str
+    client: "distributed.Client", jobs: list[batch.FileJob], model: str, sha256: str, *, resume: bool
 ) -> None:
     """Upscale into OME-Zarr on a cluster, one bar over the blocks of every input."""
     with tqdm(unit="block") as bar:
-        for event in distributed_blocks.upscale_stores(client, jobs, model, sha256):
+        for event in distributed_blocks.upscale_stores(client, jobs, model, sha256, resume=resume):
             bar.total = event.total
             bar.update(event.done - bar.n)
             if event.finished is not None:
@@ -282,22 +283,25 @@ def _check_lazy_input(path: Path, intensity: Intensity) -> tuple[Normalization, 
 
 
 def _upscale_to_ome_zarr(
-    path: Path,
-    target: Path,
-    made_with: dict,
+    job: batch.FileJob,
     norms: tuple[Normalization, "Normalization | None"],
     model: LoadedModel,
-    config: infer.UpscaleConfig,
+    *,
+    resume: bool,
 ) -> None:
-    """Upscale one input block by block into ``target`` (an OME-Zarr image), with a progress bar."""
+    """Upscale one input block by block into its target (an OME-Zarr image), with a progress bar; an
+    interrupted run's store of the same job is taken over unless ``resume`` is false."""
+    path = job.path
     image = lazy.open_lazy(path)
     started = time.perf_counter()
     record = {"input_path": str(path.resolve())} | {
-        k: v for k, v in made_with.items() if k.startswith("input")
+        k: v for k, v in job.made_with.items() if k.startswith("input")
     }
-    job = ome_zarr.upscale_to_ome_zarr(image, model, target, config=config, norms=norms, record=record)
+    upscaling = ome_zarr.upscale_to_ome_zarr(
+        image, model, job.target, config=job.config, norms=norms, record=record, resume=resume
+    )
     with tqdm(desc=path.name, unit="block", leave=False) as bar:
-        result = drive(job, _progress_on(bar))
+        result = drive(upscaling, _progress_on(bar))
     seconds = time.perf_counter() - started
     shape = "x".join(map(str, image.data.shape))
     out_shape = "x".join(map(str, result.shapes[0]))

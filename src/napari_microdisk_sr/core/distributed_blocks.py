@@ -111,6 +111,8 @@ def upscale_stores(
     jobs: Sequence[batch.FileJob],
     model: str,
     sha256: str,
+    *,
+    resume: bool = True,
 ) -> Generator[BlockProgress, None, list[ome_zarr.OmeZarrResult]]:
     """Upscale the inputs of ``jobs`` into OME-Zarr images on the cluster of ``client``, a task per block.
 
@@ -131,6 +133,8 @@ def upscale_stores(
         Inputs and ``<stem>_x4.ome.zarr`` targets (the skip rule already applied).
     model, sha256
         As for :func:`.distributed.upscale_files`.
+    resume : bool
+        Take over interrupted stores of the same jobs; False deletes them and starts new ones (``--redo``).
 
     Yields
     ------
@@ -172,7 +176,7 @@ def upscale_stores(
     published: set[int] = set()
     try:
         for i, (job, (norms, _)) in enumerate(zip(located, found, strict=True)):
-            stores.append(_submit_store(client, i, job, norms, source, sha256, pending, run))
+            stores.append(_submit_store(client, i, job, norms, source, sha256, pending, run, resume))
         total = sum(len(store.steps) for store in stores)
         done = sum(store.reused for store in stores)
         for i, store in enumerate(stores):
@@ -212,6 +216,7 @@ def _submit_store(
     sha256: str,
     pending: "dict[Future, int]",
     run: str,
+    resume: bool,
 ) -> _Store:
     """Open the store of ``job`` (an interrupted one of the same record, else a new one in a hidden folder)
     and submit the tasks of its blocks not yet written (into ``pending``, mapped to ``number``)."""
@@ -222,7 +227,7 @@ def _submit_store(
         job.made_with, _record(job), norms, block=ome_zarr.BLOCK, levels=len(shapes)
     )
     claim = ome_zarr.open_store(
-        job.target, image, scale=scale, block=ome_zarr.BLOCK, levels=None, start=start
+        job.target, image, scale=scale, block=ome_zarr.BLOCK, levels=None, start=start, resume=resume
     )
     tmp = str(claim.path)
     steps = ome_zarr.block_steps(image, shapes, block=ome_zarr.BLOCK, scale=scale)

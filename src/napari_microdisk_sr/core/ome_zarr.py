@@ -339,6 +339,7 @@ def upscale_to_ome_zarr(
     levels: "int | None" = None,
     record: "dict[str, Any] | None" = None,
     stop: "StopFlag | None" = None,
+    resume: bool = True,
 ) -> Generator[infer.TileEvent, None, "OmeZarrResult | None"]:
     """Upscale ``image`` into the OME-Zarr image ``target``, block by block, as a job generator.
 
@@ -375,6 +376,9 @@ def upscale_to_ome_zarr(
         ``microdisk_sr`` attribute; the identity makes the job resumable.
     stop : StopFlag, optional
         Checked before each block.
+    resume : bool
+        Take over an interrupted store of the same job (see above); False deletes it and starts a new one
+        (which later runs can resume), as ``--redo`` does.
     """
     config = config or infer.UpscaleConfig()
     if not isinstance(block, int) or block < 1:
@@ -388,7 +392,7 @@ def upscale_to_ome_zarr(
         if norms is None
         else norms
     )
-    return _job(image, model, target, config, scale, norms, block, levels, record or {}, stop)
+    return _job(image, model, target, config, scale, norms, block, levels, record or {}, stop, resume)
 
 
 def _job(
@@ -402,13 +406,14 @@ def _job(
     levels: "int | None",
     record: dict[str, Any],
     stop: "StopFlag | None",
+    resume: bool,
 ) -> Generator[infer.TileEvent, None, "OmeZarrResult | None"]:
     factor = model.spec.scale if isinstance(model, LoadedModel) else int(scale)
     shapes = level_shapes(image, scale=factor, levels=levels)
     known = isinstance(model, LoadedModel)  # a bare module's weights are not identified
     settings = output_settings(model, config, resolve_device(config.device)) if known else {}
     start = unfinished.start_record(settings, record, norms, block=block, levels=len(shapes))
-    claim = open_store(target, image, scale=factor, block=block, levels=levels, start=start)
+    claim = open_store(target, image, scale=factor, block=block, levels=levels, start=start, resume=resume)
     store, published = str(claim.path), False
     try:
         steps = block_steps(image, shapes, block=block, scale=factor)
@@ -455,13 +460,17 @@ def open_store(
     block: int,
     levels: "int | None",
     start: "dict[str, Any] | None",
+    resume: bool = True,
 ) -> unfinished.Claim:
     """The temporary store a job for ``target`` writes: an interrupted one of the same ``start`` record to
     resume (see :func:`.unfinished.claim_leftover`), else a new one, created and, when ``start`` is given,
-    locked and recording it."""
+    locked and recording it. Without ``resume`` the interrupted one is deleted and a new one made."""
     claim = None if start is None else unfinished.claim_leftover(target, start)
-    if claim is not None:
+    if claim is not None and resume:
         return claim
+    if claim is not None:
+        shutil.rmtree(claim.path, ignore_errors=True)
+        claim.release()
     tmp = temporary_store(target)
     try:
         create_store(str(tmp), image, scale=scale, block=block, levels=levels, name=target.name)
