@@ -12,6 +12,7 @@ from skimage import data
 from napari_microdisk_sr.core import models
 from napari_microdisk_sr.core.archs import RRDBNet, SRVGGNetCompact
 from napari_microdisk_sr.core.errors import InputError, OutputError, WeightsError
+from napari_microdisk_sr.core.intensity import Intensity
 from napari_microdisk_sr.core.model_cache import ModelCache
 from napari_microdisk_sr.core.models import (
     DEFAULT_MODEL,
@@ -19,6 +20,7 @@ from napari_microdisk_sr.core.models import (
     LoadedModel,
     ModelSpec,
     load_model,
+    recorded_intensity_of,
     save_model,
     sidecar_path,
     spec_from_state_dict,
@@ -412,6 +414,22 @@ def test_stale_sidecar_is_ignored(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=models.__name__):
         assert load_model(path).spec == other
     assert "another version" in caplog.text
+
+
+def test_a_model_s_recorded_mapping_is_read_without_loading_it(tmp_path):
+    spec = _tiny_rrdb_spec()
+    tuned = save_model(_trained(spec), spec, tmp_path / "tuned.pth", info={"fine_tuning": {"config": {}}})
+    assert recorded_intensity_of(tuned) is None  # a run from before the intensity setting, of no bit depth
+    info = {"fine_tuning": {"config": {"intensity": "percentile:2,99"}}}
+    tuned = save_model(_trained(spec), spec, tmp_path / "tuned.pth", info=info, overwrite=True)
+    assert recorded_intensity_of(tuned) == load_model(tuned).intensity == Intensity.parse("percentile:2,99")
+    assert recorded_intensity_of(DEFAULT_MODEL) is None
+    assert recorded_intensity_of(tmp_path / "missing.pth") is None
+    torch.save({"params_ema": _trained(spec).state_dict()}, tuned)  # replaced without its sidecar
+    assert recorded_intensity_of(tuned) is None
+    tuned.with_suffix(".json").write_text("{")
+    with pytest.raises(WeightsError, match="cannot use the sidecar"):
+        recorded_intensity_of(tuned)
 
 
 def test_weights_with_nan_or_inf_are_refused_at_the_door(tmp_path):

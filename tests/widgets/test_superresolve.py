@@ -16,7 +16,7 @@ from napari_microdisk_sr.core import infer, model_cache, models
 from napari_microdisk_sr.core.device import cpu_has_native_bf16
 from napari_microdisk_sr.core.intensity import RANGE, Intensity
 from napari_microdisk_sr.core.io import read_image
-from napari_microdisk_sr.core.models import ModelSpec, save_model
+from napari_microdisk_sr.core.models import ModelSpec, recorded_intensity_of, save_model
 from napari_microdisk_sr.core.sample import make_scene
 
 PLUGIN = "napari-microdisk-sr"
@@ -249,6 +249,28 @@ def test_intensity_is_hinted_at_used_and_recorded(make_napari_viewer, qtbot, not
     assert not widget._jobs.running  # refused before the first layer is upscaled
     assert len(viewer.layers) == n_layers
     assert widget._status.value.startswith("not started: 'eight': a uint8 image holds at most 8 bits")
+
+
+def test_model_s_own_mapping_is_checked_before_any_layer_is_upscaled(
+    make_napari_viewer, qtbot, tmp_path, scene
+):
+    spec = ModelSpec("SRVGGNetCompact", {"num_feat": 4, "num_conv": 1, "upscale": 4})
+    zeros = {key: torch.zeros_like(value) for key, value in spec.build().state_dict().items()}
+    info = {"fine_tuning": {"config": {"intensity": "bits:12"}}}  # as a fine-tuning run records it
+    path = save_model(zeros, spec, tmp_path / "twelve.pth", info=info)
+    assert str(recorded_intensity_of(path)) == "bits:12"
+    cam = (scene.lr.astype(np.uint16) * 16, {"name": "cam"})
+    viewer, widget = _open(make_napari_viewer, cam, (scene.lr, {"name": "eight"}))
+    _use_file_model(widget, path)
+    assert widget._intensity.value is None  # the model's own
+    widget._images.value = [viewer.layers["cam"], viewer.layers["eight"]]
+    widget._run.native.click()
+    assert not widget._jobs.running  # refused before the first layer is upscaled
+    assert len(viewer.layers) == 2
+    assert widget._status.value.startswith("not started: 'eight': a uint8 image holds at most 8 bits")
+    widget._images.value = [viewer.layers["cam"]]
+    _run(qtbot, widget)
+    assert viewer.layers[-1].metadata["microdisk_sr"]["intensity"] == "bits:12"
 
 
 def test_device_choice_shows_the_resolved_device_and_half_where_it_pays(make_napari_viewer):

@@ -33,7 +33,7 @@ from ..core.images import Normalization, image_layout, normalizations_for
 from ..core.intensity import AUTO
 from ..core.layers import region_geometry, upscaled_geometry
 from ..core.model_cache import ModelCache
-from ..core.models import REGISTRY
+from ..core.models import REGISTRY, recorded_intensity_of
 from ..core.preview import PreviewCache, preview
 from ..core.progress import StopFlag
 from ..core.regions import Region
@@ -313,14 +313,19 @@ class SuperResolveWidget(Container):
 
     def _start_whole(self, layers: list[Image], model: "str | Path", config: infer.UpscaleConfig) -> None:
         sources = [read_source(layer, self._pixel_size.value) for layer in layers]
+        try:
+            mapping = config.intensity or recorded_intensity_of(model) or AUTO  # None: the model's own
+        except MicrodiskSRError as exc:
+            refuse(self._status, str(exc))
+            return
         for source in sources:  # every layer fits the settings before any is upscaled and written
             try:
                 layout = image_layout(source.data.shape, rgb=source.rgb)
-                normalizations_for(source.data, layout, intensity=config.intensity or AUTO)
+                normalizations_for(source.data, layout, intensity=mapping)
             except MicrodiskSRError as exc:
                 refuse(self._status, f"{source.name!r}: {exc}")
                 return
-        hint_bit_depth(self._intensity.value, {source.name: source.data for source in sources})
+        hint_bit_depth(mapping, {source.name: source.data for source in sources})
         consistency = self._consistency.value
         self._start_layers(
             len(sources),

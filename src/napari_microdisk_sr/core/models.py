@@ -45,6 +45,7 @@ __all__ = [
     "ModelSpec",
     "RegistryEntry",
     "load_model",
+    "recorded_intensity_of",
     "save_model",
     "sidecar_path",
     "spec_from_state_dict",
@@ -302,6 +303,24 @@ def load_model(
         intensity = sidecar[2] if sidecar else None
     module = _load_strict(spec, state, path)
     return LoadedModel(module.to(dev).eval(), spec, name, source, sha256, intensity)
+
+
+def recorded_intensity_of(name_or_path: "str | os.PathLike[str]") -> "Intensity | None":
+    """The value mapping a model was fine-tuned with, from its weights file's sidecar, without loading the
+    weights: what :func:`load_model` gives as :attr:`LoadedModel.intensity`. None for a registry model, a
+    package, a missing file, or a file whose sidecar records none.
+
+    Raises
+    ------
+    WeightsError
+        For a sidecar that cannot be used (as :func:`load_model` would).
+    """
+    key = os.fspath(name_or_path)
+    path = Path(key)
+    if key in REGISTRY or not path.is_file() or is_package(path):
+        return None
+    sidecar = _sidecar(path, file_sha256(path))
+    return None if sidecar is None else sidecar[2]
 
 
 def _infer_spec(state: Mapping[str, torch.Tensor], path: Path) -> ModelSpec:
