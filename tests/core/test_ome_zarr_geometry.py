@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import tifffile
 import zarr
 from ome_zarr.axes import KNOWN_SPATIAL_UNITS, KNOWN_TEMPORAL_UNITS
 from ome_zarr.writer import get_metadata, write_image, write_multiscales_metadata
@@ -129,3 +130,22 @@ def test_multiscales_transforms_apply_after_the_datasets(tmp_path):
 def test_spacing_for_an_axis_the_image_lacks_is_refused():
     with pytest.raises(InputError, match="not the image's leading"):
         lazy_image(np.zeros((8, 8), np.uint8), lead_geometry={"z": AxisGeometry(2.0)})
+
+
+def test_an_imagej_hyperstack_gives_its_z_spacing_and_frame_interval(tmp_path):
+    path = tmp_path / "movie.tif"
+    metadata = {"axes": "TZYX", "spacing": 2.5, "unit": "um", "finterval": 30.0}
+    tifffile.imwrite(
+        path, np.zeros((3, 2, 8, 8), np.uint16), imagej=True, resolution=(2, 2), metadata=metadata
+    )
+    source = open_lazy(path)
+    assert (source.geometry("t"), source.geometry("z")) == (
+        AxisGeometry(30.0, 0.0, "sec"),
+        AxisGeometry(2.5, 0.0, "um"),
+    )
+    create_store(tmp_path / "movie_x4.ome.zarr", source, scale=4, levels=1)
+    axes, [(scale, translation)] = store_metadata(tmp_path / "movie_x4.ome.zarr")
+    assert [a.get("unit") for a in axes] == ["second", "micrometer", "micrometer", "micrometer"]
+    assert (scale[:2], translation[:2]) == ([30.0, 2.5], [0.0, 0.0])
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((2, 8, 8), np.uint16))
+    assert open_lazy(tmp_path / "plain.tif").geometry("z") == AxisGeometry()

@@ -5,8 +5,9 @@ reads only the chunks a slice touches (an OME-NGFF image's level 0, a plain Zarr
 strip, or memory-mapped when it is stored uncompressed in one piece), with its axes put in the layout that
 :mod:`.images` expects and its pixel size. :func:`lazy_normalizations` computes the whole image's value
 mapping chunk by chunk, and only where it depends on the values. :func:`open_pyramid` opens every level of
-an OME-Zarr image for a multiscale display. An OME-NGFF image's z and t spacing and origin come with it
-(:class:`AxisGeometry`), so that its x4 result and its layer lie where it does along every axis.
+an OME-Zarr image for a multiscale display. An OME-NGFF image's z and t spacing and origin (an ImageJ
+hyperstack's spacing) come with it (:class:`AxisGeometry`), so that its x4 result and its layer lie where it
+does along every axis.
 
 A :class:`LazyImage` of a Zarr store pickles (its dask array reads the store by path); one of a TIFF holds
 an open file: reopen it by path where it is needed. zarr, ome-zarr and dask (the ``zarr`` extra) are
@@ -81,7 +82,8 @@ class AxisGeometry:
     scale, translation : float
         In ``unit``.
     unit : str
-        As OME-NGFF names it (``micrometer``, ``second``); empty when unknown.
+        As the input names it: OME-NGFF's names (``micrometer``, ``second``), or ImageJ's (``micron``,
+        ``sec``); empty when unknown.
     """
 
     scale: float = 1.0
@@ -253,6 +255,7 @@ def _open_tiff(path: Path, rgb: "bool | None") -> LazyImage:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             letters, contiguous = series.axes, series.dataoffset is not None and not series.is_multifile
+            imagej = tif.imagej_metadata or {}
         if contiguous:
             data = da.from_array(
                 tifffile.memmap(path, mode="r"),
@@ -271,7 +274,18 @@ def _open_tiff(path: Path, rgb: "bool | None") -> LazyImage:
         raise InputError(
             f"TIFF {path} has axes {letters}: at most T, Z, Y, X and channels are supported"
         ) from None
-    return _arranged(data, axes, rgb, pixel_size=read_tiff_pixel_size(path), path=path)
+    pixel_size, lead_geometry = read_tiff_pixel_size(path), _imagej_geometry(imagej, letters)
+    return _arranged(data, axes, rgb, pixel_size=pixel_size, path=path, lead_geometry=lead_geometry)
+
+
+def _imagej_geometry(imagej: "dict[str, Any]", letters: str) -> dict[str, AxisGeometry]:
+    """The z spacing and frame interval an ImageJ hyperstack records (ImageJ records no z or t origin)."""
+    geometry = {}
+    if "Z" in letters and imagej.get("spacing"):
+        geometry["z"] = AxisGeometry(float(imagej["spacing"]), 0.0, str(imagej.get("unit") or ""))
+    if "T" in letters and imagej.get("finterval"):
+        geometry["t"] = AxisGeometry(float(imagej["finterval"]), 0.0, str(imagej.get("tunit") or "sec"))
+    return geometry
 
 
 def _arranged(
