@@ -1,6 +1,7 @@
 """The jobs Super-resolve runs in its worker on whole layers: upscale in memory and write TIFFs beside the
 files, or upscale block by block into OME-Zarr stores and open them lazily."""
 
+import dataclasses
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,7 @@ def upscale_layers_to_ome_zarr(
     for index, source in enumerate(sources):
         yield Status(f"{index + 1}/{len(sources)}: {source.name!r} into OME-Zarr with {model.name}")
         image = lazy.lazy_image(source.data, rgb=source.rgb, pixel_size=source.pixel_size)
+        image = dataclasses.replace(image, lead_geometry=_lead_geometry(source, image.axes))
         target = (
             output_dir_for(source.path)
             / f"{image_stem(source.path)}_x{factor}_{safe_name(model.name)}.ome.zarr"
@@ -133,3 +135,15 @@ def upscale_layers_to_ome_zarr(
         provenance = result.provenance | {"output_path": str(result.path)}
         yield Upscaled(source, levels, f"{source.name}_x{factor} ({model.name})", factor, provenance)
     return len(sources)
+
+
+def _lead_geometry(source: Source, axes: tuple[str, ...]) -> dict[str, lazy.AxisGeometry]:
+    """The layer's spacing, origin and unit along its leading axes (named ``axes``, as the store names them),
+    so that its store lies where the layer does along z and t too."""
+    lead = len(source.scale) - 2  # an RGB layer's scale has no channel axis
+    return {
+        axis: lazy.AxisGeometry(float(scale), float(translate), "" if str(unit) == "pixel" else str(unit))
+        for axis, scale, translate, unit in zip(
+            axes[:lead], source.scale, source.translate, source.units, strict=False
+        )
+    }

@@ -5,7 +5,9 @@ reads only the chunks a slice touches (an OME-NGFF image's level 0, a plain Zarr
 strip, or memory-mapped when it is stored uncompressed in one piece), with its axes put in the layout that
 :mod:`.images` expects and its pixel size. :func:`lazy_normalizations` computes the whole image's value
 mapping chunk by chunk, and only where it depends on the values. :func:`open_pyramid` opens every level of
-an OME-Zarr image for a multiscale display.
+an OME-Zarr image for a multiscale display. An OME-NGFF image's z and t spacing and origin (an ImageJ
+hyperstack's spacing) come with it (:class:`AxisGeometry`), so that its x4 result and its layer lie where it
+does along every axis.
 
 A :class:`LazyImage` of a Zarr store pickles (its dask array reads the store by path); one of a TIFF holds
 an open file: reopen it by path where it is needed. zarr, ome-zarr and dask (the ``zarr`` extra) are
@@ -14,8 +16,8 @@ imported when first needed.
 
 import hashlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from .regions import Region
 
 __all__ = [
     "PROVENANCE_KEY",
+    "AxisGeometry",
     "LazyImage",
     "Pyramid",
     "is_store",
@@ -70,6 +73,24 @@ def is_store(path: "str | os.PathLike[str]") -> bool:
     return path.name.lower().endswith(".zarr") and path.is_dir()
 
 
+@dataclass(frozen=True)
+class AxisGeometry:
+    """Where the planes along a leading axis (z or t) lie: plane ``i`` at ``translation + i * scale``.
+
+    Attributes
+    ----------
+    scale, translation : float
+        In ``unit``.
+    unit : str
+        As the input names it: OME-NGFF's names (``micrometer``, ``second``), or ImageJ's (``micron``,
+        ``sec``); empty when unknown.
+    """
+
+    scale: float = 1.0
+    translation: float = 0.0
+    unit: str = ""
+
+
 @dataclass(frozen=True, eq=False)
 class LazyImage:
     """An image read only where it is sliced: a dask array laid out as :func:`.images.image_layout` says.
@@ -87,6 +108,8 @@ class LazyImage:
         Where pixel (0, 0)'s centre lies along y and x, in the pixel size's unit.
     path : Path or None
         The file or store it was opened from.
+    lead_geometry : dict of str to AxisGeometry
+        The spacing and origin of the leading ``z`` and ``t`` axes that have one (see :meth:`geometry`).
     """
 
     data: Any
@@ -95,11 +118,17 @@ class LazyImage:
     pixel_size: "PixelSize | None" = None
     origin: tuple[float, float] = (0.0, 0.0)
     path: "Path | None" = None
+    lead_geometry: Mapping[str, AxisGeometry] = field(default_factory=dict)
 
     def read(self, plane: tuple[int, ...], region: Region) -> np.ndarray:
         """``region`` of one plane as a numpy array (only the chunks it touches are read)."""
         window = self.data[(*plane, slice(region.y0, region.y1), slice(region.x0, region.x1))]
         return np.asarray(window.compute(scheduler="synchronous"))
+
+    def geometry(self, axis: str) -> AxisGeometry:
+        """The spacing, origin and unit of ``axis`` among the leading ones: scale 1, translation 0 and no
+        unit unless the input gives them (a channel axis never has any)."""
+        return self.lead_geometry.get(axis, AxisGeometry())
 
     def store_axes(self) -> tuple[str, ...]:
         """The axes of an OME-NGFF array of this image: in the order t, c, z, y, x."""
@@ -114,11 +143,13 @@ def lazy_image(
     pixel_size: "PixelSize | None" = None,
     origin: tuple[float, float] = (0.0, 0.0),
     path: "Path | None" = None,
+    lead_geometry: "Mapping[str, AxisGeometry] | None" = None,
 ) -> LazyImage:
     """A :class:`LazyImage` of an array in :func:`.images.image_layout` order (numpy, dask or Zarr).
 
     ``axes`` names its axes; by default ``y``, ``x`` (and ``c`` last for RGB), after ``z`` and ``t`` for
-    the leading axes of a stack.
+    the leading axes of a stack. ``lead_geometry`` gives the spacing and origin of leading ``z`` and ``t``
+    axes (by name; those not given have scale 1 and translation 0).
     """
     _, da = libraries()
     data = array if isinstance(array, da.Array) else da.from_array(array, name=False)
@@ -127,7 +158,15 @@ def lazy_image(
     layout = image_layout(data.shape, rgb=rgb)
     if axes is None:
         axes = (*("t", "z")[2 - len(layout.leading) :], "y", "x", *(() if layout.is_gray else ("c",)))
-    return LazyImage(data, layout, tuple(axes), pixel_size, origin, None if path is None else Path(path))
+    geometry = dict(lead_geometry or {})
+    leading = set(axes[: len(layout.leading)]) & {"t", "z"}
+    if not set(geometry) <= leading:
+        raise InputError(
+            f"spacing given for axes {sorted(set(geometry) - leading)}, which are not the image's leading "
+            f"z or t axes ({sorted(leading) or 'none'})"
+        )
+    path = None if path is None else Path(path)
+    return LazyImage(data, layout, tuple(axes), pixel_size, origin, path, geometry)
 
 
 def open_lazy(path: "str | os.PathLike[str]", *, rgb: "bool | None" = None) -> LazyImage:
@@ -173,19 +212,39 @@ def _open_store(path: Path, rgb: "bool | None", level: int = 0) -> LazyImage:
     if len(axes) != data.ndim:
         axes = list(lazy_image(data, rgb=False).axes)
     units = {axis["name"]: axis.get("unit") for axis in image.get("axes", ()) if isinstance(axis, dict)}
-    scale, shift = [1.0] * data.ndim, [0.0] * data.ndim
-    for transform in [
-        *image.get("coordinateTransformations", ()),
-        *dataset.get("coordinateTransformations", ()),
-    ]:
-        if transform.get("type") == "scale":
-            scale = [a * b for a, b in zip(scale, transform["scale"], strict=True)]
-        elif transform.get("type") == "translation":
-            shift = [a + b for a, b in zip(shift, transform["translation"], strict=True)]
+    scale, shift = _placement(
+        [*dataset.get("coordinateTransformations", ()), *image.get("coordinateTransformations", ())],
+        data.ndim,
+    )
     y, x = axes.index("y"), axes.index("x")
     unit = units.get("x") or ""
     pixel_size = PixelSize(scale[y], scale[x], _SHORT_UNITS.get(unit, unit))
-    return _arranged(data, axes, rgb, pixel_size=pixel_size, origin=(shift[y], shift[x]), path=path)
+    lead_geometry = {
+        a: AxisGeometry(scale[i], shift[i], units.get(a) or "") for i, a in enumerate(axes) if a in ("t", "z")
+    }
+    return _arranged(
+        data,
+        axes,
+        rgb,
+        pixel_size=pixel_size,
+        origin=(shift[y], shift[x]),
+        path=path,
+        lead_geometry=lead_geometry,
+    )
+
+
+def _placement(transforms: "list[dict[str, Any]]", ndim: int) -> tuple[list[float], list[float]]:
+    """The scale and translation along each axis of OME-NGFF ``transforms``, composed in the order they
+    apply (a dataset's, then its multiscales'): a scale multiplies the translation before it."""
+    scale, shift = [1.0] * ndim, [0.0] * ndim
+    for transform in transforms:
+        if transform.get("type") == "scale":
+            factors = [float(f) for f in transform["scale"]]
+            scale = [a * f for a, f in zip(scale, factors, strict=True)]
+            shift = [a * f for a, f in zip(shift, factors, strict=True)]
+        elif transform.get("type") == "translation":
+            shift = [a + float(b) for a, b in zip(shift, transform["translation"], strict=True)]
+    return scale, shift
 
 
 def _open_tiff(path: Path, rgb: "bool | None") -> LazyImage:
@@ -196,6 +255,7 @@ def _open_tiff(path: Path, rgb: "bool | None") -> LazyImage:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             letters, contiguous = series.axes, series.dataoffset is not None and not series.is_multifile
+            imagej = tif.imagej_metadata or {}
         if contiguous:
             data = da.from_array(
                 tifffile.memmap(path, mode="r"),
@@ -214,7 +274,18 @@ def _open_tiff(path: Path, rgb: "bool | None") -> LazyImage:
         raise InputError(
             f"TIFF {path} has axes {letters}: at most T, Z, Y, X and channels are supported"
         ) from None
-    return _arranged(data, axes, rgb, pixel_size=read_tiff_pixel_size(path), path=path)
+    pixel_size, lead_geometry = read_tiff_pixel_size(path), _imagej_geometry(imagej, letters)
+    return _arranged(data, axes, rgb, pixel_size=pixel_size, path=path, lead_geometry=lead_geometry)
+
+
+def _imagej_geometry(imagej: "dict[str, Any]", letters: str) -> dict[str, AxisGeometry]:
+    """The z spacing and frame interval an ImageJ hyperstack records (ImageJ records no z or t origin)."""
+    geometry = {}
+    if "Z" in letters and imagej.get("spacing"):
+        geometry["z"] = AxisGeometry(float(imagej["spacing"]), 0.0, str(imagej.get("unit") or ""))
+    if "T" in letters and imagej.get("finterval"):
+        geometry["t"] = AxisGeometry(float(imagej["finterval"]), 0.0, str(imagej.get("tunit") or "sec"))
+    return geometry
 
 
 def _arranged(
@@ -225,6 +296,7 @@ def _arranged(
     pixel_size: "PixelSize | None",
     origin: tuple[float, float] = (0.0, 0.0),
     path: Path,
+    lead_geometry: "Mapping[str, AxisGeometry] | None" = None,
 ) -> LazyImage:
     """``data`` with OME-NGFF ``axes`` put in layout order: t, c (not RGB), z, y, x, then RGB(A) channels."""
     if "c" in axes and data.shape[axes.index("c")] == 1:
@@ -238,7 +310,15 @@ def _arranged(
         raise InputError(f"{path} has {channels or 'no'} channels, not RGB(A): open it with rgb=False")
     order = sorted(axes, key=lambda name: (is_rgb and name == "c", AXIS_ORDER[name]))
     data = data.transpose([axes.index(name) for name in order])
-    return lazy_image(data, rgb=is_rgb, axes=tuple(order), pixel_size=pixel_size, origin=origin, path=path)
+    return lazy_image(
+        data,
+        rgb=is_rgb,
+        axes=tuple(order),
+        pixel_size=pixel_size,
+        origin=origin,
+        path=path,
+        lead_geometry=lead_geometry,
+    )
 
 
 def lazy_normalizations(
@@ -398,7 +478,8 @@ class Pyramid:
         Level 0 first, each laid out as :attr:`LazyImage.data` is.
     rgb : bool
     scale, translate : tuple of float
-        Level 0's pixel size and origin along the non-channel axes (napari's ``scale`` and ``translate``).
+        Level 0's spacing and origin along the non-RGB axes, leading ones (z, t) included (napari's
+        ``scale`` and ``translate``).
     provenance : dict or None
         What an output of ours was made with.
     """
@@ -428,11 +509,11 @@ def open_pyramid(path: "str | os.PathLike[str]") -> Pyramid:
         count = len(get_metadata(node)["multiscales"][0]["datasets"])
         levels += [_open_store(Path(path), None, level).data for level in range(1, count)]
     size = base.pixel_size or PixelSize(1.0, 1.0)
-    lead = len(base.layout.leading)
+    lead = [base.geometry(axis) for axis in base.axes[: len(base.layout.leading)]]
     return Pyramid(
         levels=levels,
         rgb=not base.layout.is_gray,
-        scale=(*(1.0,) * lead, size.y, size.x),
-        translate=(*(0.0,) * lead, *base.origin),
+        scale=(*(g.scale for g in lead), size.y, size.x),
+        translate=(*(g.translation for g in lead), *base.origin),
         provenance=read_store_provenance(path),
     )

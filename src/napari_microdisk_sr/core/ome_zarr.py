@@ -73,9 +73,14 @@ PYRAMID_SIDE = 1024
 """Levels are added (each half the size of the one before) until the last fits in this many pixels a side."""
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _NGFF_UNITS = {
-    "um": "micrometer", "µm": "micrometer", "micron": "micrometer", "microns": "micrometer",
-    "nm": "nanometer", "mm": "millimeter", "cm": "centimeter", "m": "meter", "inch": "inch",
+    "space": {
+        "um": "micrometer", "µm": "micrometer", "micron": "micrometer", "microns": "micrometer",
+        "nm": "nanometer", "mm": "millimeter", "cm": "centimeter", "m": "meter",
+    },
+    "time": {"s": "second", "sec": "second", "ms": "millisecond", "us": "microsecond", "µs": "microsecond",
+             "min": "minute", "h": "hour"},
 }  # fmt: skip
+"""Short unit names, by axis type, and the OME-NGFF names they stand for."""
 
 
 def pyramid_shapes(height: int, width: int, *, levels: "int | None" = None) -> list[tuple[int, int]]:
@@ -115,7 +120,9 @@ def create_store(
     Level 0 holds the input's dtype in chunks of ``block * scale`` pixels a side (one block's result) and
     one plane, along axes in OME-NGFF order (t, c, z, y, x); level ``k`` is level 0 halved ``k`` times, in
     chunks of the same size. ``multiscales`` gives each level's pixel size (the input's / ``scale``, times
-    ``2**k``) and the translation that puts its pixel centres where the input's pixels are.
+    ``2**k``) and the translation that puts its pixel centres where the input's pixels are; the leading z
+    and t axes keep the input's spacing and origin (:meth:`.lazy.LazyImage.geometry`) at every level. The
+    axes' units are written where OME-NGFF names them (a space unit along z, y and x, a time unit along t).
 
     Returns
     -------
@@ -130,6 +137,7 @@ def create_store(
     (_, _, sy, sx), (_, _, ty, tx) = upscaled_geometry(
         (1.0, 1.0, size.y, size.x), (0.0, 0.0, *image.origin), scale
     )
+    lead = {a: (image.geometry(a).scale, image.geometry(a).translation) for a in axes if a not in "yx"}
     root = zarr.open_group(str(path), mode="w")
     shapes, datasets = level_shapes(image, scale=scale, levels=levels), []
     for level, shape in enumerate(shapes):
@@ -137,21 +145,30 @@ def create_store(
         root.create_array(str(level), shape=shape, chunks=chunks, dtype=image.data.dtype, fill_value=0,
                           dimension_names=axes)  # fmt: skip
         factor = 2**level
-        spatial = {
+        placed = lead | {
             "y": (sy * factor, ty + sy * (factor - 1) / 2),
             "x": (sx * factor, tx + sx * (factor - 1) / 2),
         }
         transforms = [
-            {"type": "scale", "scale": [spatial[a][0] if a in spatial else 1.0 for a in axes]},
-            {"type": "translation", "translation": [spatial[a][1] if a in spatial else 0.0 for a in axes]},
+            {"type": "scale", "scale": [placed[a][0] for a in axes]},
+            {"type": "translation", "translation": [placed[a][1] for a in axes]},
         ]
         datasets.append({"path": str(level), "coordinateTransformations": transforms})
-    unit = _NGFF_UNITS.get(size.unit)
-    described = [
-        {"name": a, "type": _AXIS_TYPES[a]} | ({"unit": unit} if unit and a in "yx" else {}) for a in axes
-    ]
+    units = {a: _ngff_unit(a, size.unit if a in "yx" else image.geometry(a).unit) for a in axes}
+    described = [{"name": a, "type": _AXIS_TYPES[a]} | ({"unit": units[a]} if units[a] else {}) for a in axes]
     write_multiscales_metadata(root, datasets, axes=described, name=name)
     return shapes
+
+
+def _ngff_unit(axis: str, unit: str) -> "str | None":
+    """The OME-NGFF name of ``unit`` along ``axis`` (``um`` along y: ``micrometer``), or None where the
+    specification names no such unit for the axis's type (none for a channel axis)."""
+    from ome_zarr.axes import KNOWN_SPATIAL_UNITS, KNOWN_TEMPORAL_UNITS
+
+    kind = _AXIS_TYPES[axis]
+    known = {"space": KNOWN_SPATIAL_UNITS, "time": KNOWN_TEMPORAL_UNITS}.get(kind, ())
+    name = _NGFF_UNITS.get(kind, {}).get(unit, unit)
+    return name if name in known else None
 
 
 def store_index(image: LazyImage, plane: tuple[int, ...], ys: slice, xs: slice) -> tuple[Any, ...]:
