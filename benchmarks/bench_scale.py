@@ -21,7 +21,13 @@ contenders; starting a cluster is timed apart. Speed is fields per second of the
 beside it). Every output must be the same bits as this process's (else the script exits with 1). The ratio
 is the speed of 2 workers over that of 1.
 
-Usage: ``python benchmarks/bench_scale.py [--part memory|throughput|all] [--quick] [--device DEV]
+``resume``: the command line (``microdisk-sr upscale --format ome-zarr``, the compact model) upscales one
+field without interruption, then again in a subprocess that is SIGKILLed once about half its blocks are
+marked written, then the same command resumes that run. Both timed runs are in this process (the model
+loaded each time, as the command does). The result must equal the uninterrupted one bit for bit, in every
+level (else the script exits with 1). The ratio is the uninterrupted run's time over the resumed run's.
+
+Usage: ``python benchmarks/bench_scale.py [--part memory|throughput|resume|all] [--quick] [--device DEV]
 [--threads N]``
 """
 
@@ -29,8 +35,11 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
+import io
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +54,8 @@ import torch
 import zarr
 from ome_zarr.writer import write_image
 
-from napari_microdisk_sr.core import batch, distributed, infer
+from napari_microdisk_sr import cli
+from napari_microdisk_sr.core import batch, distributed, infer, unfinished
 from napari_microdisk_sr.core.device import describe_device
 from napari_microdisk_sr.core.infer import UpscaleConfig, upscale_array
 from napari_microdisk_sr.core.io import read_image, write_tiff
@@ -342,6 +352,77 @@ def throughput(args: argparse.Namespace, device: torch.device) -> float:
     return ratio
 
 
+RESUME_SIDE = {True: 768, False: 1536}
+"""The resumed field's side in pixels, with and without ``--quick`` (9 and 36 blocks upscaled)."""
+
+
+def resume(args: argparse.Namespace, device: torch.device) -> float:
+    """An uninterrupted OME-Zarr run against one resumed after a kill at about half its blocks; returns the
+    first's time over the second's."""
+    side = RESUME_SIDE[args.quick]
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        folder = Path(tmp)
+        field = make_field(side, folder)
+        argv = ["upscale", str(field), "--format", "ome-zarr", "--model", MODEL, "--intensity", INTENSITY]
+        argv += ["--device", str(device)]
+        clean = _timed_command([*argv, "--out", str(folder / "clean")])[0]
+        killed = folder / "killed"
+        blocks, marked = ((side + BLOCK - 1) // BLOCK) ** 2, 0
+        command = [sys.executable, "-m", "napari_microdisk_sr.cli", *argv, "--out", str(killed)]
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
+            while 2 * marked < blocks and run.poll() is None:
+                marked = sum(len(unfinished.done_blocks(store)) for store in killed.glob(".*.tmp"))
+                time.sleep(0.01)
+            run.send_signal(signal.SIGKILL)
+        if run.returncode != -signal.SIGKILL:
+            sys.exit("the run to kill ended before it was killed")
+        (left,) = killed.iterdir()
+        kept = len(unfinished.done_blocks(left))
+        resumed, resumed_out = _timed_command([*argv, "--out", str(killed)])
+        if f"resumed: {kept} block(s) kept" not in resumed_out:
+            sys.exit(f"the rerun did not resume the {kept} block(s) kept: {resumed_out}")
+        stores = [
+            zarr.open_group(str(next(f.glob("*_x4.ome.zarr"))), mode="r") for f in (folder / "clean", killed)
+        ]
+        same = sorted(stores[0].array_keys()) == sorted(stores[1].array_keys()) and all(
+            np.array_equal(stores[0][key][:], stores[1][key][:]) for key in stores[0].array_keys()
+        )
+    rows = [
+        {"run": "uninterrupted", "blocks_computed": "all", "seconds": clean},
+        {"run": "resumed after a kill", "blocks_computed": f"all but {kept} kept", "seconds": resumed},
+    ]
+    print(f"a killed OME-Zarr run resumed: {MODEL}, a {side}x{side} uint16 field, {describe_device(device)}")
+    _common.print_table(rows, ("run", "blocks_computed", "seconds"))
+    print(f"blocks kept by the resumed run: {kept}; its result equals the uninterrupted one: {same}")
+    path = _common.write_results(
+        f"{NAME}-resume",
+        device,
+        folder=args.results,
+        payload={
+            "settings": {"quick": args.quick, "model": MODEL, "intensity": INTENSITY, "side": side},
+            "rows": rows,
+            "kept": kept,
+            "same": same,
+        },
+    )
+    print(f"results: {path}")
+    if not same:
+        sys.exit("the resumed store differs from the uninterrupted one")
+    return clean / resumed
+
+
+def _timed_command(argv: list[str]) -> tuple[float, str]:
+    """Seconds the command line took in this process, and what it printed."""
+    printed = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
+        code = cli.main(argv)
+    seconds = time.perf_counter() - started
+    if code != 0:
+        sys.exit(f"microdisk-sr {' '.join(argv)} failed with exit code {code}: {printed.getvalue()}")
+    return seconds, printed.getvalue()
+
+
 def _check_same(outputs: list[Path], expected: dict[str, np.ndarray], name: str) -> None:
     if sorted(path.name for path in outputs) != sorted(expected):
         sys.exit(f"{name}: outputs {sorted(p.name for p in outputs)} are not {sorted(expected)}")
@@ -357,6 +438,7 @@ def _cpu_count() -> int:
 PARTS: dict[str, Callable[[argparse.Namespace, torch.device], float]] = {
     "memory": memory,
     "throughput": throughput,
+    "resume": resume,
 }
 """The parts of the benchmark: each prints its table, writes its results and returns its ratio."""
 

@@ -52,3 +52,12 @@ def test_scale_benchmark_runs_its_throughput_part_quick(tmp_path):
     assert record["benchmark"] == "bench_scale-throughput"
     assert record["settings"]["quick"] is True
     assert [row["contender"] for row in record["rows"]] == ["this process", "1 worker(s)", "2 worker(s)"]
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_its_resume_part_quick(tmp_path):
+    ratio, record = run_quick("bench_scale", tmp_path, "--part", "resume")
+    assert ratio > 0
+    assert record["benchmark"] == "bench_scale-resume"
+    assert record["same"] is True
+    assert record["kept"] > 0
