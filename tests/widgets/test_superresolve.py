@@ -538,6 +538,7 @@ def test_a_layer_is_written_to_ome_zarr_and_shown_lazily(
     viewer = make_napari_viewer()
     (lr,) = viewer.open(source, plugin="napari")
     lr.scale = (0.65, 0.65)
+    lr.translate = (13.0, 6.5)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     _use_file_model(widget, nearest_model)
     widget._ome_zarr.value = True
@@ -552,6 +553,8 @@ def test_a_layer_is_written_to_ome_zarr_and_shown_lazily(
     assert widget._status.value == f"done: 1 layer(s) super-resolved; written to {store.parent}"
 
     (reopened,) = viewer.open(store, plugin=PLUGIN)  # the multiscale layer goes in as OME-Zarr too
+    np.testing.assert_allclose(reopened.scale, out.scale)
+    np.testing.assert_allclose(reopened.translate, out.translate)  # the store lies where its layer does
     viewer.layers.selection.active = reopened
     widget._images.value = [reopened]
     _run(qtbot, widget)

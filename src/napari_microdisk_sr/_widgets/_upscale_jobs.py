@@ -13,7 +13,14 @@ from ..core import infer, lazy, ome_zarr
 from ..core.consistency import lr_consistency
 from ..core.device import resolve_device
 from ..core.intensity import Intensity
-from ..core.io import ensure_writable_dir, image_stem, numbered_paths, output_dir_for, write_tiff
+from ..core.io import (
+    PixelSize,
+    ensure_writable_dir,
+    image_stem,
+    numbered_paths,
+    output_dir_for,
+    write_tiff,
+)
 from ..core.model_cache import ModelCache
 from ..core.outputs import safe_name
 from ..core.progress import StopFlag
@@ -119,7 +126,9 @@ def upscale_layers_to_ome_zarr(
     factor = model.spec.scale
     for index, source in enumerate(sources):
         yield Status(f"{index + 1}/{len(sources)}: {source.name!r} into OME-Zarr with {model.name}")
-        image = lazy.lazy_image(source.data, rgb=source.rgb, pixel_size=source.pixel_size)
+        image = lazy.lazy_image(
+            source.data, rgb=source.rgb, pixel_size=source.pixel_size, origin=_origin(source)
+        )
         image = dataclasses.replace(image, lead_geometry=_lead_geometry(source, image.axes))
         target = (
             output_dir_for(source.path)
@@ -135,6 +144,14 @@ def upscale_layers_to_ome_zarr(
         provenance = result.provenance | {"output_path": str(result.path)}
         yield Upscaled(source, levels, f"{source.name}_x{factor} ({model.name})", factor, provenance)
     return len(sources)
+
+
+def _origin(source: Source) -> tuple[float, float]:
+    """Where the layer's pixel (0, 0) lies along y and x, in its pixel size's unit (the layer's translate is
+    in its scale's)."""
+    size = source.pixel_size or PixelSize(1.0, 1.0)
+    (ty, tx), (sy, sx) = source.translate[-2:], source.scale[-2:]
+    return (float(ty) / float(sy) * size.y, float(tx) / float(sx) * size.x)
 
 
 def _lead_geometry(source: Source, axes: tuple[str, ...]) -> dict[str, lazy.AxisGeometry]:
