@@ -147,5 +147,13 @@ def test_an_imagej_hyperstack_gives_its_z_spacing_and_frame_interval(tmp_path):
     axes, [(scale, translation)] = store_metadata(tmp_path / "movie_x4.ome.zarr")
     assert [a.get("unit") for a in axes] == ["second", "micrometer", "micrometer", "micrometer"]
     assert (scale[:2], translation[:2]) == ([30.0, 2.5], [0.0, 0.0])
+    fiji = {"axes": "ZYX", "spacing": 250.0, "unit": "\\u00B5m", "zunit": "nm"}  # as Fiji writes them
+    tifffile.imwrite(tmp_path / "fiji.tif", np.zeros((2, 8, 8), np.uint16), imagej=True, resolution=(2, 2),
+                     metadata=fiji)  # fmt: skip
+    stack = open_lazy(tmp_path / "fiji.tif")
+    assert (stack.geometry("z"), stack.pixel_size.unit) == (AxisGeometry(250.0, 0.0, "nm"), "µm")
+    create_store(tmp_path / "fiji_x4.ome.zarr", stack, scale=4, levels=1)
+    axes, _ = store_metadata(tmp_path / "fiji_x4.ome.zarr")
+    assert [a.get("unit") for a in axes] == ["nanometer", "micrometer", "micrometer"]
     tifffile.imwrite(tmp_path / "plain.tif", np.zeros((2, 8, 8), np.uint16))
     assert open_lazy(tmp_path / "plain.tif").geometry("z") == AxisGeometry()

@@ -16,6 +16,7 @@ import io as _io
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -424,6 +425,12 @@ def read_tiff_description(path: "str | os.PathLike[str]") -> "dict[str, Any] | N
     return data if isinstance(data, dict) else None
 
 
+def imagej_unit(text: Any) -> str:
+    """A unit as ImageJ wrote it in a TIFF description, its ``\\uXXXX`` escapes decoded (Fiji writes
+    micrometres as ``\\u00B5m``); "" for none."""
+    return re.sub(r"\\u([0-9a-fA-F]{4})", lambda match: chr(int(match.group(1), 16)), str(text or ""))
+
+
 def _tiff_pixel_size(page: Any, imagej: "dict | None") -> "PixelSize | None":
     tags = page.tags
     if "XResolution" not in tags or "YResolution" not in tags:
@@ -433,7 +440,7 @@ def _tiff_pixel_size(page: Any, imagej: "dict | None") -> "PixelSize | None":
         return None
     unit = ""
     if imagej and imagej.get("unit"):
-        unit = str(imagej["unit"])
+        unit = imagej_unit(imagej["unit"])
     elif "ResolutionUnit" in tags:
         unit = _UNIT_BY_TIFF_CODE.get(int(tags["ResolutionUnit"].value), "")
     if (

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InputError
 from .images import ImageLayout, Normalization, image_layout, maps_by_own_range, value_range
 from .intensity import AUTO, RANGE, Intensity, lerp, percentiles_from_counts, value_counts
-from .io import PixelSize, read_tiff_pixel_size
+from .io import PixelSize, imagej_unit, read_tiff_pixel_size
 from .regions import Region
 
 __all__ = [
@@ -279,12 +279,16 @@ def _open_tiff(path: Path, rgb: "bool | None") -> LazyImage:
 
 
 def _imagej_geometry(imagej: "dict[str, Any]", letters: str) -> dict[str, AxisGeometry]:
-    """The z spacing and frame interval an ImageJ hyperstack records (ImageJ records no z or t origin)."""
+    """The z spacing (in its ``zunit``, else its ``unit``) and frame interval an ImageJ hyperstack records
+    (its z origin is not read)."""
     geometry = {}
     if "Z" in letters and imagej.get("spacing"):
-        geometry["z"] = AxisGeometry(float(imagej["spacing"]), 0.0, str(imagej.get("unit") or ""))
+        unit = imagej_unit(imagej.get("zunit") or imagej.get("unit"))
+        geometry["z"] = AxisGeometry(float(imagej["spacing"]), 0.0, unit)
     if "T" in letters and imagej.get("finterval"):
-        geometry["t"] = AxisGeometry(float(imagej["finterval"]), 0.0, str(imagej.get("tunit") or "sec"))
+        geometry["t"] = AxisGeometry(
+            float(imagej["finterval"]), 0.0, imagej_unit(imagej.get("tunit")) or "sec"
+        )
     return geometry
 
 

@@ -308,7 +308,7 @@ def load_model(
 def recorded_intensity_of(name_or_path: "str | os.PathLike[str]") -> "Intensity | None":
     """The value mapping a model was fine-tuned with, from its weights file's sidecar, without loading the
     weights: what :func:`load_model` gives as :attr:`LoadedModel.intensity`. None for a registry model, a
-    package, a missing file, or a file whose sidecar records none.
+    package, a missing or unreadable file, or a file whose sidecar records none.
 
     Raises
     ------
@@ -319,7 +319,11 @@ def recorded_intensity_of(name_or_path: "str | os.PathLike[str]") -> "Intensity 
     path = Path(key)
     if key in REGISTRY or not path.is_file() or is_package(path):
         return None
-    sidecar = _sidecar(path, file_sha256(path))
+    try:
+        sha256 = file_sha256(path)
+    except OSError:  # unreadable: loading it says why
+        return None
+    sidecar = _sidecar(path, sha256)
     return None if sidecar is None else sidecar[2]
 
 
