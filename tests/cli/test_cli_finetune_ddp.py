@@ -25,7 +25,7 @@ _RECIPE = ["--patch", "16", "--pairs-per-epoch", "9", "--device", "cpu", "--no-a
 _RECIPE += ["--lr", "0.002", "--val-fraction", "0.34", "--ema"]
 
 _DRIVER = """
-import gc, os, sys, tempfile
+import atexit, gc, os, sys, tempfile
 from pathlib import Path
 
 import torch.distributed as dist
@@ -47,6 +47,7 @@ def destroy(*args, **kwargs):  # a module alive here is freed at exit, where glo
 
 
 dist.destroy_process_group = destroy
+atexit.register(print, "interpreter finalised", file=sys.stderr)  # where gloo's threads may abort it
 if mode == "guard" and rank:  # a file made in the run folder by any process but rank 0 fails the run
     real_mkstemp = tempfile.mkstemp
 
@@ -162,6 +163,7 @@ def test_rank_0_alone_writes_and_reports(parallel):
         "model.pth",
         "weight_change.csv",
     ]
+    assert "interpreter finalised" not in first.stderr  # each process ends without the finalisation
     for run, epochs in ((first, 1), (resumed, 2)):
         assert run.stdout.count("finished: trained") == 1
         assert run.stderr.count(f"epoch {epochs}/{epochs}: training L1") == 1  # one progress report
@@ -184,6 +186,7 @@ def test_a_failing_process_stops_the_other_and_keeps_the_last_checkpoint(files, 
     assert run.returncode != 0
     assert time.monotonic() - start < 120  # both processes ended: none waits for its lost peer
     assert "takes its group down" not in run.stderr  # the failed run is freed as well
+    assert "interpreter finalised" not in run.stderr
     assert (
         "process 1 of 2: training failed: RuntimeError: process 1 fails on purpose; the last good checkpoint "
         f"(the end of epoch 1) is kept in {out / 'checkpoint.pth'}; resume from it"

@@ -49,13 +49,18 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     if not args.verbose:  # dask.distributed logs at INFO by default: every step of a cluster's start
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except MicrodiskSRError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one of the processes of a torchrun launch
+        from ..core.train.ddp import end_process
+
+        end_process(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ well). A process that hangs without failing holds the others until the process g
 """
 
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -34,7 +36,15 @@ from ..device import resolve_device
 from ..errors import InputError
 from .config import FineTuneConfig
 
-__all__ = ["Ranks", "describe_processes", "join", "process_batch", "process_count", "process_rank"]
+__all__ = [
+    "Ranks",
+    "describe_processes",
+    "end_process",
+    "join",
+    "process_batch",
+    "process_count",
+    "process_rank",
+]
 
 _GPU_BATCH, _CPU_BATCH = 4, 2
 
@@ -185,6 +195,17 @@ def join(device_name: str) -> Iterator[Ranks]:
     finally:
         if created:
             dist.destroy_process_group()
+
+
+def end_process(code: int) -> NoReturn:
+    """End this process of a torchrun launch with ``code`` now, its output flushed, without the
+    interpreter's finalisation: gloo's threads can abort a process as the interpreter is torn down
+    ("terminate called without an active exception", exit code -6; see pytorch/pytorch#179291) after a run
+    whose files are all written. Call it once the process group is destroyed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _process_device(name: str, local_rank: int) -> torch.device:
